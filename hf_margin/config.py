@@ -1,0 +1,103 @@
+"""Training options: :class:`MarginDistillConfig`, a ``transformers.TrainingArguments`` with the loss's options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from hf_margin.losses import ACTIVATIONS, TEACHER_ACTIVATIONS
+
+LOSSES: tuple[str, ...] = ("adaptive", "margin_mse", "label_hinge")
+STUDENT_TYPES: tuple[str, ...] = ("bi-encoder", "cross-encoder")
+SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
+POOLINGS: tuple[str, ...] = ("mean", "cls")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+@dataclass
+class MarginDistillConfig(TrainingArguments):
+    """``TrainingArguments`` plus the options of :class:`~hf_margin.MarginDistillTrainer`.
+
+    Every field is a command-line flag through ``HfArgumentParser`` and a key of a recipe YAML.
+    """
+
+    loss: str = field(
+        default="adaptive",
+        metadata={
+            "help": "Distillation loss: 'adaptive' (φ(g(Δt) − Δs), the teacher margin as a per-example hinge "
+            "margin), 'margin_mse' ((Δs − Δt)², Hofstätter et al. 2020) or 'label_hinge' (relu(label_margin − Δs), "
+            "no teacher).",
+            "choices": LOSSES,
+        },
+    )
+    activation: str = field(
+        default="relu",
+        metadata={
+            "help": "φ of the adaptive loss: 'relu' (hinge) or 'softplus' (smooth hinge).",
+            "choices": ACTIVATIONS,
+        },
+    )
+    teacher_activation: str = field(
+        default="identity",
+        metadata={
+            "help": "a in g(Δt) = scale · a(Δt / temperature): 'identity', 'sigmoid' or 'tanh'.",
+            "choices": TEACHER_ACTIVATIONS,
+        },
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Temperature of g; must be > 0."})
+    scale: float = field(default=1.0, metadata={"help": "Scale of g: the largest target margin for sigmoid/tanh."})
+    beta: float = field(default=1.0, metadata={"help": "Sharpness of softplus, log(1 + exp(β·x)) / β; must be > 0."})
+    label_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the gold-label hinge added to the distillation loss; 0 turns it off."},
+    )
+    label_margin: float = field(
+        default=0.1, metadata={"help": "Fixed margin of the label hinge relu(label_margin − Δs)."}
+    )
+    student_type: str = field(
+        default="bi-encoder",
+        metadata={
+            "help": "'bi-encoder' (pooled embeddings compared by `similarity`) or 'cross-encoder' (one logit on "
+            "the joined pair).",
+            "choices": STUDENT_TYPES,
+        },
+    )
+    similarity: str = field(
+        default="cosine",
+        metadata={"help": "Bi-encoder score: 'cosine' or 'dot' of pooled embeddings.", "choices": SIMILARITIES},
+    )
+    pooling: str = field(
+        default="mean", metadata={"help": "Bi-encoder pooling: 'mean' over tokens or 'cls'.", "choices": POOLINGS}
+    )
+    normalize: bool = field(
+        default=False,
+        metadata={"help": "L2-normalise bi-encoder embeddings (also written as a Normalize module for ST)."},
+    )
+    max_length: int = field(default=128, metadata={"help": "Truncate every text (or joined pair) to this many tokens."})
+
+    def __post_init__(self) -> None:
+        _choice("loss", self.loss, LOSSES)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("teacher_activation", self.teacher_activation, TEACHER_ACTIVATIONS)
+        _choice("student_type", self.student_type, STUDENT_TYPES)
+        _choice("similarity", self.similarity, SIMILARITIES)
+        _choice("pooling", self.pooling, POOLINGS)
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {self.temperature}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0; got {self.beta}")
+        if self.label_weight < 0:
+            raise ValueError(f"label_weight must be >= 0; got {self.label_weight}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2; got {self.max_length}")
+        super().__post_init__()
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether the loss reads teacher margins (every loss but the label hinge alone)."""
+        return self.loss != "label_hinge"

@@ -1,0 +1,265 @@
+"""Triplet data: validation, one-time tokenisation in ``datasets.map``, and the padding collator.
+
+An example has a ``query``, a ``positive`` and either one ``negative`` (a string) or ``negatives`` (a list
+of strings, possibly of different lengths across examples). After :func:`~hf_margin.attach_teacher_margins`
+it also has ``teacher_margins``, one float per negative.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+
+QUERY, POSITIVE, NEGATIVE, NEGATIVES = "query", "positive", "negative", "negatives"
+TEACHER_MARGINS = "teacher_margins"
+
+# Columns written by `tokenize_triplets`, per student type.
+BI_ENCODER_COLUMNS = ("query_input_ids", "positive_input_ids", "negatives_input_ids")
+CROSS_ENCODER_COLUMNS = (
+    "positive_pair_input_ids",
+    "positive_pair_token_type_ids",
+    "negatives_pair_input_ids",
+    "negatives_pair_token_type_ids",
+)
+
+_VALIDATION_BATCH = 1024
+
+
+class DataValidationError(ValueError):
+    """Raised for bad training data; the message names the column, the first bad row and the fix."""
+
+
+def negatives_column(column_names: Iterable[str]) -> str:
+    """Name of the negatives column: ``negatives`` (list of strings) or ``negative`` (one string)."""
+    names = set(column_names)
+    if NEGATIVES in names:
+        return NEGATIVES
+    if NEGATIVE in names:
+        return NEGATIVE
+    raise DataValidationError(
+        f"no negatives column: the data has columns {sorted(names)}. Add a column 'negative' (one string per row) "
+        "or 'negatives' (a list of strings per row)."
+    )
+
+
+def negatives_of(batch: Mapping[str, list], column: str) -> list[list[Any]]:
+    """The negatives of a batch as one list per row, whichever negatives column it uses."""
+    values = batch[column]
+    return [[v] for v in values] if column == NEGATIVE else [list(v) if v is not None else v for v in values]
+
+
+def _bad_text(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"a {type(value).__name__} ({value!r}), not a string"
+    if not value.strip():
+        return "an empty string"
+    return None
+
+
+def _iter_batches(dataset: Dataset | IterableDataset, columns: Sequence[str]) -> Iterable[tuple[int, dict]]:
+    offset = 0
+    for batch in dataset.select_columns(list(columns)).iter(batch_size=_VALIDATION_BATCH):
+        yield offset, batch
+        offset += len(next(iter(batch.values())))
+
+
+def validate_triplets(dataset: Dataset | IterableDataset, *, require_teacher_margins: bool = False) -> str:
+    """Check every row before any compute is spent; return the negatives column's name.
+
+    Raises:
+        DataValidationError: for a missing column, an empty or non-string text, an empty list of negatives,
+            a non-finite teacher margin, or a ``teacher_margins`` row whose length differs from its negatives.
+            The message names the column and the first bad row index.
+    """
+    names = list(dataset.column_names or [])
+    missing = [c for c in (QUERY, POSITIVE) if c not in names]
+    if missing:
+        raise DataValidationError(
+            f"missing column(s) {missing}: the data has columns {names}. Each example needs 'query', 'positive' "
+            "and 'negative' or 'negatives'; rename yours with dataset.rename_column(old, new)."
+        )
+    neg_col = negatives_column(names)
+    has_margins = TEACHER_MARGINS in names
+    if require_teacher_margins and not has_margins:
+        raise DataValidationError(
+            f"column '{TEACHER_MARGINS}' is missing: this loss distils teacher margins. Run "
+            "hf_margin.attach_teacher_margins(dataset, teacher) first (it caches them), or use loss='label_hinge'."
+        )
+    columns = [QUERY, POSITIVE, neg_col] + ([TEACHER_MARGINS] if has_margins else [])
+    for offset, batch in _iter_batches(dataset, columns):
+        negs = negatives_of(batch, neg_col)
+        for i in range(len(negs)):
+            row = offset + i
+            for col in (QUERY, POSITIVE):
+                problem = _bad_text(batch[col][i])
+                if problem:
+                    raise DataValidationError(
+                        f"column '{col}', row {row}: {problem}. Every text must be a non-empty string; drop or "
+                        f"fix the row (e.g. dataset.filter(lambda x: bool(x['{col}'] and x['{col}'].strip())))."
+                    )
+            if negs[i] is None or len(negs[i]) == 0:
+                raise DataValidationError(
+                    f"column '{neg_col}', row {row}: no negatives. Each example needs at least one negative; "
+                    "drop the row or mine negatives for it."
+                )
+            for j, neg in enumerate(negs[i]):
+                problem = _bad_text(neg)
+                if problem:
+                    raise DataValidationError(
+                        f"column '{neg_col}', row {row}"
+                        + (f", negative {j}" if neg_col == NEGATIVES else "")
+                        + f": {problem}. Every negative must be a non-empty string; drop or fix it."
+                    )
+            if has_margins:
+                margins = batch[TEACHER_MARGINS][i]
+                margins = [margins] if isinstance(margins, (int, float)) else margins
+                if margins is None or len(margins) != len(negs[i]):
+                    got = "none" if margins is None else len(margins)
+                    raise DataValidationError(
+                        f"column '{TEACHER_MARGINS}', row {row}: {got} margins for {len(negs[i])} negatives. "
+                        "There must be one teacher margin per negative; recompute them with attach_teacher_margins."
+                    )
+                for j, m in enumerate(margins):
+                    if m is None or not math.isfinite(m):
+                        raise DataValidationError(
+                            f"column '{TEACHER_MARGINS}', row {row}, negative {j}: teacher margin {m} is not finite. "
+                            "Check the teacher's scores for this row (NaN or inf) and recompute."
+                        )
+    return neg_col
+
+
+def tokenize_triplets(
+    dataset: Dataset,
+    tokenizer,
+    *,
+    student_type: str = "bi-encoder",
+    max_length: int = 128,
+    batch_size: int = 1000,
+    num_proc: int | None = None,
+) -> Dataset:
+    """Tokenise every text once, in a cached ``datasets.map``, and drop the raw text columns.
+
+    A bi-encoder gets ``query_input_ids``, ``positive_input_ids`` and ``negatives_input_ids`` (a list per row);
+    a cross-encoder gets the joined ``(query, positive)`` and ``(query, negative_i)`` pairs with their
+    ``token_type_ids``. Other columns (``teacher_margins`` and so on) are kept.
+    """
+    neg_col = negatives_column(dataset.column_names)
+
+    def encode(texts: list[str], pairs: list[str] | None = None) -> dict[str, list[list[int]]]:
+        return tokenizer(texts, pairs, truncation=True, max_length=max_length, add_special_tokens=True)
+
+    def regroup(flat: list[list[int]], counts: list[int]) -> list[list[list[int]]]:
+        out, start = [], 0
+        for c in counts:
+            out.append(flat[start : start + c])
+            start += c
+        return out
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        negs = negatives_of(batch, neg_col)
+        counts = [len(n) for n in negs]
+        flat_negs = [n for row in negs for n in row]
+        if student_type == "bi-encoder":
+            return {
+                "query_input_ids": encode(batch[QUERY])["input_ids"],
+                "positive_input_ids": encode(batch[POSITIVE])["input_ids"],
+                "negatives_input_ids": regroup(encode(flat_negs)["input_ids"], counts),
+            }
+        queries_per_neg = [q for q, c in zip(batch[QUERY], counts) for _ in range(c)]
+        pos = encode(batch[QUERY], batch[POSITIVE])
+        neg = encode(queries_per_neg, flat_negs)
+        return {
+            "positive_pair_input_ids": pos["input_ids"],
+            "positive_pair_token_type_ids": pos.get("token_type_ids", [[0] * len(x) for x in pos["input_ids"]]),
+            "negatives_pair_input_ids": regroup(neg["input_ids"], counts),
+            "negatives_pair_token_type_ids": regroup(
+                neg.get("token_type_ids", [[0] * len(x) for x in neg["input_ids"]]), counts
+            ),
+        }
+
+    return dataset.map(
+        tokenize,
+        batched=True,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        remove_columns=[QUERY, POSITIVE, neg_col],
+        desc=f"Tokenizing triplets for a {student_type}",
+    )
+
+
+def _pad(sequences: list[list[int]], pad_value: int, multiple_of: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(s) for s in sequences)
+    if multiple_of:
+        length = -(-length // multiple_of) * multiple_of
+    ids = torch.full((len(sequences), length), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@dataclass
+class MarginDistillCollator:
+    """Pad tokenised triplets into one batch that a single forward pass scores.
+
+    Output keys: ``input_ids`` and ``attention_mask`` ``(T, L)`` (plus ``token_type_ids`` for a cross-encoder),
+    ``negatives_mask`` ``(B, N)`` bool, and ``teacher_margins`` ``(B, N)`` float when the rows carry them.
+    For a bi-encoder ``T = 2B + M`` rows: queries, positives, then the ``M`` real negatives row-major; for a
+    cross-encoder ``T = B + M``: (query, positive) pairs, then (query, negative) pairs.
+    """
+
+    pad_token_id: int
+    student_type: str = "bi-encoder"
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("cannot collate an empty batch")
+        required = BI_ENCODER_COLUMNS if self.student_type == "bi-encoder" else CROSS_ENCODER_COLUMNS
+        missing = [c for c in required if c not in features[0]]
+        if missing:
+            raise DataValidationError(
+                f"the batch lacks column(s) {missing} (it has {sorted(features[0])}). Tokenise the triplets for a "
+                f"{self.student_type} with hf_margin.tokenize_triplets first (MarginDistillTrainer does it for you "
+                "when given a processing_class)."
+            )
+        if self.student_type == "bi-encoder":
+            negs = [f["negatives_input_ids"] for f in features]
+            seqs = (
+                [f["query_input_ids"] for f in features]
+                + [f["positive_input_ids"] for f in features]
+                + [n for row in negs for n in row]
+            )
+            type_ids = None
+        else:
+            negs = [f["negatives_pair_input_ids"] for f in features]
+            seqs = [f["positive_pair_input_ids"] for f in features] + [n for row in negs for n in row]
+            type_ids = [f["positive_pair_token_type_ids"] for f in features] + [
+                t for f in features for t in f["negatives_pair_token_type_ids"]
+            ]
+        counts = torch.tensor([len(row) for row in negs])
+        width = int(counts.max())
+        batch: dict[str, torch.Tensor] = {}
+        batch["input_ids"], batch["attention_mask"] = _pad(seqs, self.pad_token_id, self.pad_to_multiple_of)
+        if type_ids is not None:
+            batch["token_type_ids"], _ = _pad(type_ids, 0, self.pad_to_multiple_of)
+        batch["negatives_mask"] = torch.arange(width).unsqueeze(0) < counts.unsqueeze(1)
+        if TEACHER_MARGINS in features[0]:
+            margins = torch.zeros(len(features), width, dtype=torch.float32)
+            for i, f in enumerate(features):
+                row = f[TEACHER_MARGINS]
+                row = [row] if isinstance(row, (int, float)) else row
+                if len(row) != len(negs[i]):
+                    raise DataValidationError(
+                        f"batch row {i}: {len(row)} teacher margins for {len(negs[i])} negatives; "
+                        "recompute them with attach_teacher_margins."
+                    )
+                margins[i, : len(row)] = torch.as_tensor(row, dtype=torch.float32)
+            batch[TEACHER_MARGINS] = margins
+        return batch

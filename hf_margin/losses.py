@@ -1,0 +1,208 @@
+"""Margin losses for teacher-student distillation of similarity scores.
+
+Every loss takes margins shaped ``(B,)`` (one negative per example) or ``(B, N)`` (N negatives), and an
+optional boolean ``mask`` shaped like the margins that marks the real entries of ragged negatives. The
+reduction is a mean over unmasked entries, or a sum divided by ``num_items`` when the caller counts the
+entries over several micro-batches (gradient accumulation, several processes).
+
+Teacher margins are constants: they are detached inside every loss, so no gradient ever reaches them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Activation = Literal["relu", "softplus"]
+TeacherActivation = Literal["identity", "sigmoid", "tanh"]
+
+ACTIVATIONS: tuple[str, ...] = ("relu", "softplus")
+TEACHER_ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "tanh")
+
+
+def _reduce(values: Tensor, mask: Tensor | None, num_items: Tensor | int | float | None) -> Tensor:
+    """Mean of ``values`` over entries where ``mask`` is true (all entries when ``mask`` is None).
+
+    With ``num_items`` the sum is divided by it instead of the local count, so that micro-batches of a
+    larger batch add up to that batch's mean.
+    """
+    if mask is not None:
+        if mask.shape != values.shape:
+            raise ValueError(f"mask has shape {tuple(mask.shape)} but the margins have {tuple(values.shape)}")
+        values = values.masked_fill(~mask.bool(), 0.0)
+        count = mask.bool().sum()
+    else:
+        count = values.numel()
+    total = values.sum()
+    if num_items is not None:
+        return total / num_items
+    return total / (count if not torch.is_tensor(count) else count.clamp_min(1))
+
+
+def _check_shapes(student_margin: Tensor, teacher_margin: Tensor) -> None:
+    if student_margin.shape != teacher_margin.shape:
+        raise ValueError(
+            f"student margin has shape {tuple(student_margin.shape)} but the teacher margin has "
+            f"{tuple(teacher_margin.shape)}: both must be (B,) or (B, N) for the same B and N"
+        )
+    if student_margin.dim() not in (1, 2):
+        raise ValueError(f"margins must be (B,) or (B, N), got {student_margin.dim()} dimensions")
+
+
+def teacher_target(
+    teacher_margin: Tensor,
+    *,
+    teacher_activation: TeacherActivation = "identity",
+    temperature: float = 1.0,
+    scale: float = 1.0,
+) -> Tensor:
+    """The target margin ``g(Δt) = scale · a(Δt / temperature)`` the student must reach; no gradient."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    x = teacher_margin.detach() / temperature
+    if teacher_activation == "identity":
+        y = x
+    elif teacher_activation == "sigmoid":
+        y = torch.sigmoid(x)
+    elif teacher_activation == "tanh":
+        y = torch.tanh(x)
+    else:
+        raise ValueError(f"teacher_activation must be one of {TEACHER_ACTIVATIONS}, got {teacher_activation!r}")
+    return scale * y
+
+
+def shortfall_penalty(x: Tensor, *, activation: Activation = "relu", beta: float = 1.0) -> Tensor:
+    """``φ(x)``: ``relu(x)`` or the smooth ``softplus(x) = log(1 + exp(beta·x)) / beta``."""
+    if activation == "relu":
+        return F.relu(x)
+    if activation == "softplus":
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        return F.softplus(x, beta=beta, threshold=20.0)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def adaptive_difference_loss(
+    student_margin: Tensor,
+    teacher_margin: Tensor,
+    *,
+    activation: Activation = "relu",
+    teacher_activation: TeacherActivation = "identity",
+    temperature: float = 1.0,
+    scale: float = 1.0,
+    beta: float = 1.0,
+    mask: Tensor | None = None,
+    num_items: Tensor | int | float | None = None,
+) -> Tensor:
+    """Adaptive difference loss ``mean φ(g(Δt) − Δs)``: a hinge whose margin is the teacher's, per example.
+
+    Args:
+        student_margin: ``s(q,p) − s(q,n)``, shape ``(B,)`` or ``(B, N)``.
+        teacher_margin: ``t(q,p) − t(q,n)``, same shape; treated as a constant.
+        activation: ``φ``, ``"relu"`` (hinge) or ``"softplus"`` (smooth hinge with sharpness ``beta``).
+        teacher_activation: ``a`` in ``g(x) = scale · a(x / temperature)``.
+        mask: boolean, same shape, true where a negative exists.
+        num_items: divide the sum by this count instead of the number of unmasked entries.
+
+    Returns:
+        A scalar tensor.
+    """
+    _check_shapes(student_margin, teacher_margin)
+    target = teacher_target(teacher_margin, teacher_activation=teacher_activation, temperature=temperature, scale=scale)
+    penalty = shortfall_penalty(target - student_margin, activation=activation, beta=beta)
+    return _reduce(penalty, mask, num_items)
+
+
+def margin_mse_loss(
+    student_margin: Tensor,
+    teacher_margin: Tensor,
+    *,
+    mask: Tensor | None = None,
+    num_items: Tensor | int | float | None = None,
+) -> Tensor:
+    """Margin-MSE (Hofstätter et al. 2020): ``mean (Δs − Δt)²``, shapes as in :func:`adaptive_difference_loss`."""
+    _check_shapes(student_margin, teacher_margin)
+    return _reduce((student_margin - teacher_margin.detach()) ** 2, mask, num_items)
+
+
+def label_hinge_loss(
+    student_margin: Tensor,
+    *,
+    margin: float = 0.1,
+    mask: Tensor | None = None,
+    num_items: Tensor | int | float | None = None,
+) -> Tensor:
+    """Fixed-margin hinge on the gold ordering (positive above negative): ``mean relu(margin − Δs)``."""
+    if student_margin.dim() not in (1, 2):
+        raise ValueError(f"margins must be (B,) or (B, N), got {student_margin.dim()} dimensions")
+    return _reduce(F.relu(margin - student_margin), mask, num_items)
+
+
+class AdaptiveDifferenceLoss(nn.Module):
+    """``nn.Module`` form of :func:`adaptive_difference_loss`; options fixed at construction."""
+
+    def __init__(
+        self,
+        activation: Activation = "relu",
+        teacher_activation: TeacherActivation = "identity",
+        temperature: float = 1.0,
+        scale: float = 1.0,
+        beta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.activation = activation
+        self.teacher_activation = teacher_activation
+        self.temperature = temperature
+        self.scale = scale
+        self.beta = beta
+
+    def forward(
+        self,
+        student_margin: Tensor,
+        teacher_margin: Tensor,
+        mask: Tensor | None = None,
+        num_items: Tensor | int | float | None = None,
+    ) -> Tensor:
+        return adaptive_difference_loss(
+            student_margin,
+            teacher_margin,
+            activation=self.activation,
+            teacher_activation=self.teacher_activation,
+            temperature=self.temperature,
+            scale=self.scale,
+            beta=self.beta,
+            mask=mask,
+            num_items=num_items,
+        )
+
+
+class MarginMSELoss(nn.Module):
+    """``nn.Module`` form of :func:`margin_mse_loss`."""
+
+    def forward(
+        self,
+        student_margin: Tensor,
+        teacher_margin: Tensor,
+        mask: Tensor | None = None,
+        num_items: Tensor | int | float | None = None,
+    ) -> Tensor:
+        return margin_mse_loss(student_margin, teacher_margin, mask=mask, num_items=num_items)
+
+
+class LabelHingeLoss(nn.Module):
+    """``nn.Module`` form of :func:`label_hinge_loss`."""
+
+    def __init__(self, margin: float = 0.1) -> None:
+        super().__init__()
+        self.margin = margin
+
+    def forward(
+        self,
+        student_margin: Tensor,
+        mask: Tensor | None = None,
+        num_items: Tensor | int | float | None = None,
+    ) -> Tensor:
+        return label_hinge_loss(student_margin, margin=self.margin, mask=mask, num_items=num_items)

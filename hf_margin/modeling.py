@@ -1,0 +1,264 @@
+"""Students: load, score and save bi-encoders and cross-encoders.
+
+The model the Trainer trains is a plain ``transformers`` model (``AutoModel`` for a bi-encoder,
+``AutoModelForSequenceClassification`` with one label for a cross-encoder), so saving, resuming,
+DeepSpeed and FSDP work as for any ``transformers`` model. Pooling and similarity are functions here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+
+def pool(last_hidden_state: Tensor, attention_mask: Tensor, pooling: str = "mean") -> Tensor:
+    """Pool token states ``(T, L, H)`` into text embeddings ``(T, H)`` by masked mean or the first token."""
+    if pooling == "cls":
+        return last_hidden_state[:, 0]
+    if pooling == "mean":
+        weights = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+        return (last_hidden_state * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+    raise ValueError(f"pooling must be 'mean' or 'cls'; got {pooling!r}")
+
+
+def encode(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    *,
+    pooling: str = "mean",
+    normalize: bool = False,
+    token_type_ids: Tensor | None = None,
+) -> Tensor:
+    """Embed a padded batch of texts ``(T, L)`` with a bi-encoder into ``(T, H)``."""
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        kwargs["token_type_ids"] = token_type_ids
+    hidden = model(**kwargs).last_hidden_state
+    embeddings = pool(hidden, attention_mask, pooling)
+    return F.normalize(embeddings, dim=-1) if normalize else embeddings
+
+
+def similarity(a: Tensor, b: Tensor, kind: str = "cosine") -> Tensor:
+    """Row-wise similarity of embeddings ``a`` and ``b`` (``(..., H)`` each) into ``(...)``."""
+    if kind == "cosine":
+        return F.cosine_similarity(a, b, dim=-1)
+    if kind == "dot":
+        return (a * b).sum(-1)
+    raise ValueError(f"similarity must be 'cosine' or 'dot'; got {kind!r}")
+
+
+def split_scores(flat_neg: Tensor, negatives_mask: Tensor) -> Tensor:
+    """Scatter the scores of real negatives ``(M,)`` into a ``(B, N)`` grid (zeros where masked)."""
+    grid = flat_neg.new_zeros(negatives_mask.shape)
+    return grid.masked_scatter(negatives_mask, flat_neg)
+
+
+def student_scores(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    *,
+    student_type: str,
+    similarity_fn: str = "cosine",
+    pooling: str = "mean",
+    normalize: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Score a collated batch with one forward pass: ``s(q,p)`` ``(B,)`` and ``s(q,n)`` ``(B, N)``.
+
+    The batch layout is :class:`~hf_margin.data.MarginDistillCollator`'s: for a bi-encoder the rows of
+    ``input_ids`` are ``B`` queries, ``B`` positives, then the ``M`` real negatives; for a cross-encoder
+    they are ``B`` (query, positive) pairs, then ``M`` (query, negative) pairs.
+    """
+    mask = batch["negatives_mask"]
+    b = mask.shape[0]
+    if student_type == "bi-encoder":
+        emb = encode(model, batch["input_ids"], batch["attention_mask"], pooling=pooling, normalize=normalize)
+        queries, positives, negatives = emb[:b], emb[b : 2 * b], emb[2 * b :]
+        pos = similarity(queries, positives, similarity_fn)
+        query_per_negative = queries.repeat_interleave(mask.sum(1), dim=0)
+        neg = split_scores(similarity(query_per_negative, negatives, similarity_fn), mask)
+        return pos, neg
+    if student_type == "cross-encoder":
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "token_type_ids" in batch:
+            kwargs["token_type_ids"] = batch["token_type_ids"]
+        logits = model(**kwargs).logits
+        if logits.dim() != 2 or logits.shape[-1] != 1:
+            raise ValueError(
+                f"a cross-encoder student must output one logit per pair; got logits of shape {tuple(logits.shape)}. "
+                "Load it with AutoModelForSequenceClassification.from_pretrained(..., num_labels=1)."
+            )
+        scores = logits.squeeze(-1)
+        return scores[:b], split_scores(scores[b:], mask)
+    raise ValueError(f"student_type must be 'bi-encoder' or 'cross-encoder'; got {student_type!r}")
+
+
+def _layer_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """Find the ``nn.ModuleList`` holding the transformer layers (``config.num_hidden_layers`` long)."""
+    n = model.config.num_hidden_layers
+    for module in model.modules():
+        for child_name, child in module.named_children():
+            if isinstance(child, nn.ModuleList) and len(child) == n:
+                return module, child_name, child
+    raise ValueError(f"could not find a list of {n} transformer layers in {type(model).__name__}")
+
+
+def keep_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """Keep only the transformer layers at ``layers`` (DistilBERT-style student initialisation), in place."""
+    parent, child_name, layer_list = _layer_list(model)
+    n = len(layer_list)
+    bad = [i for i in layers if not -n <= i < n]
+    if not layers or bad:
+        raise ValueError(f"layers to keep must be a non-empty list of indices into {n} layers; bad: {bad or 'empty'}")
+    kept = nn.ModuleList([layer_list[i] for i in layers])
+    setattr(parent, child_name, kept)
+    model.config.num_hidden_layers = len(kept)
+    for new_index, layer in enumerate(kept):  # keep per-layer indices (used by caches) consistent
+        for sub in layer.modules():
+            if hasattr(sub, "layer_idx"):
+                sub.layer_idx = new_index
+    logger.info("Kept layers %s of %d: the student has %d layers", list(layers), n, len(kept))
+    return model
+
+
+def load_student(
+    name_or_path: str | os.PathLike,
+    *,
+    student_type: str = "bi-encoder",
+    layers: Sequence[int] | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+) -> PreTrainedModel:
+    """Load a student from the Hub or a local directory, optionally keeping only some layers.
+
+    A cross-encoder gets a one-logit sequence-classification head (fresh when the checkpoint has none).
+    """
+    if student_type == "bi-encoder":
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    elif student_type == "cross-encoder":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, num_labels=1, trust_remote_code=trust_remote_code, **kwargs
+        )
+    else:
+        raise ValueError(f"student_type must be 'bi-encoder' or 'cross-encoder'; got {student_type!r}")
+    if layers is not None:
+        keep_layers(model, layers)
+    return model
+
+
+def write_sentence_transformers_files(
+    output_dir: str | os.PathLike,
+    *,
+    hidden_size: int,
+    pooling: str = "mean",
+    normalize: bool = False,
+    similarity_fn: str = "cosine",
+    max_length: int = 128,
+) -> None:
+    """Write the sentence-transformers layout beside a saved bi-encoder, so ``SentenceTransformer(path)`` loads it.
+
+    The files: ``modules.json`` (Transformer, Pooling, optional Normalize), ``1_Pooling/config.json``,
+    ``sentence_bert_config.json`` and ``config_sentence_transformers.json``.
+    """
+    out = Path(output_dir)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (out / "2_Normalize").mkdir(parents=True, exist_ok=True)
+    (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    pooling_config = {
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    files = {
+        out / "modules.json": modules,
+        out / "1_Pooling" / "config.json": pooling_config,
+        out / "sentence_bert_config.json": {"max_seq_length": max_length, "do_lower_case": False},
+        out / "config_sentence_transformers.json": {
+            "model_type": "SentenceTransformer",
+            "similarity_fn_name": "cosine" if similarity_fn == "cosine" else "dot",
+            "prompts": {},
+            "default_prompt_name": None,
+        },
+    }
+    for path, content in files.items():
+        path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def save_student(
+    model: PreTrainedModel,
+    output_dir: str | os.PathLike,
+    *,
+    tokenizer=None,
+    student_type: str = "bi-encoder",
+    pooling: str = "mean",
+    normalize: bool = False,
+    similarity_fn: str = "cosine",
+    max_length: int = 128,
+) -> None:
+    """Save a student in safetensors (``save_pretrained``); a bi-encoder also gets the sentence-transformers files."""
+    model.save_pretrained(output_dir, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+    if student_type == "bi-encoder":
+        write_sentence_transformers_files(
+            output_dir,
+            hidden_size=model.config.hidden_size,
+            pooling=pooling,
+            normalize=normalize,
+            similarity_fn=similarity_fn,
+            max_length=max_length,
+        )
+
+
+@torch.inference_mode()
+def embed_texts(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    pooling: str = "mean",
+    normalize: bool = False,
+    max_length: int = 128,
+    batch_size: int = 64,
+) -> Tensor:
+    """Embed plain strings with a bi-encoder, batched: ``(len(texts), H)`` on the CPU."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        out.append(
+            encode(
+                model,
+                enc["input_ids"],
+                enc["attention_mask"],
+                pooling=pooling,
+                normalize=normalize,
+                token_type_ids=enc.get("token_type_ids"),
+            )
+            .float()
+            .cpu()
+        )
+    return torch.cat(out) if out else torch.empty(0)

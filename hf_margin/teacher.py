@@ -1,0 +1,314 @@
+"""Teacher scoring and the cached teacher-margin columns.
+
+A teacher is anything with ``score_pairs(queries, documents) -> np.ndarray`` and a ``fingerprint`` string
+that changes whenever its scores could (weights, options). :func:`attach_teacher_margins` scores every
+(query, positive) and (query, negative) pair once, in a ``datasets.map`` whose fingerprint names the data,
+the teacher and the scoring code, so a second run reads the cache and never calls the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import datasets
+import numpy as np
+import torch
+from accelerate import PartialState
+from datasets import Dataset
+from datasets.fingerprint import Hasher
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from hf_margin.data import NEGATIVES, POSITIVE, QUERY, DataValidationError, negatives_of, validate_triplets
+from hf_margin.modeling import encode, similarity
+
+logger = logging.getLogger(__name__)
+
+# Bump when the scoring code changes what it writes: every cache is then recomputed.
+SCORING_VERSION = "1"
+TEACHER_COLUMNS = ("teacher_pos_score", "teacher_neg_scores", "teacher_margins")
+
+
+@runtime_checkable
+class TeacherScorer(Protocol):
+    """What :func:`attach_teacher_margins` needs of a teacher."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray: ...
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes and bytes): a content hash of the weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+class _TransformersTeacher:
+    """Shared parts of the ``transformers`` teachers: device, batching, fingerprint."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        *,
+        batch_size: int = 64,
+        max_length: int = 256,
+        device: str | torch.device | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else PartialState().device
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.show_progress = show_progress
+        self._fingerprint: str | None = None
+
+    def options(self) -> dict:
+        return {"max_length": self.max_length}
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the weights, the tokenizer's vocabulary size and every scoring option."""
+        if self._fingerprint is None:
+            self._fingerprint = Hasher.hash(
+                {
+                    "class": type(self).__name__,
+                    "weights": weights_fingerprint(self.model),
+                    "tokenizer": [type(self.tokenizer).__name__, len(self.tokenizer)],
+                    "options": self.options(),
+                }
+            )
+        return self._fingerprint
+
+    def _batches(self, n: int, desc: str):
+        return tqdm(range(0, n, self.batch_size), desc=desc, unit="batch", disable=not self.show_progress, leave=False)
+
+
+class BiEncoderTeacher(_TransformersTeacher):
+    """Teacher scores ``sim(embed(q), embed(d))`` from pooled embeddings of an ``AutoModel``.
+
+    Each distinct text of a call is embedded once, in length-sorted batches.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        *,
+        pooling: str = "mean",
+        normalize: bool = False,
+        similarity_fn: str = "cosine",
+        **kwargs,
+    ) -> None:
+        super().__init__(model, tokenizer, **kwargs)
+        self.pooling = pooling
+        self.normalize = normalize
+        self.similarity_fn = similarity_fn
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
+        """Load from the Hub or a local directory (``AutoModel`` + ``AutoTokenizer``)."""
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, **kwargs)
+
+    def options(self) -> dict:
+        return {**super().options(), "pooling": self.pooling, "normalize": self.normalize, "sim": self.similarity_fn}
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed texts ``(len(texts), H)`` in batches sorted by length (less padding)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.empty(0)
+        for start in self._batches(len(texts), "Teacher embedding"):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            emb = (
+                encode(
+                    self.model,
+                    enc["input_ids"],
+                    enc["attention_mask"],
+                    pooling=self.pooling,
+                    normalize=self.normalize,
+                    token_type_ids=enc.get("token_type_ids"),
+                )
+                .float()
+                .cpu()
+            )
+            if out.numel() == 0:
+                out = torch.empty(len(texts), emb.shape[-1])
+            out[idx] = emb
+        return out
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        unique = list(dict.fromkeys([*queries, *documents]))
+        index = {t: i for i, t in enumerate(unique)}
+        emb = self.embed(unique)
+        q = emb[[index[t] for t in queries]]
+        d = emb[[index[t] for t in documents]]
+        return similarity(q, d, self.similarity_fn).numpy()
+
+
+class CrossEncoderTeacher(_TransformersTeacher):
+    """Teacher scores the one logit of a sequence-classification model on the joined pair (optionally sigmoid)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer, *, apply_sigmoid: bool = False, **kwargs) -> None:
+        super().__init__(model, tokenizer, **kwargs)
+        self.apply_sigmoid = apply_sigmoid
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
+        """Load from the Hub or a local directory (``AutoModelForSequenceClassification`` with one label)."""
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, num_labels=1, trust_remote_code=trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, **kwargs)
+
+    def options(self) -> dict:
+        return {**super().options(), "sigmoid": self.apply_sigmoid}
+
+    @torch.inference_mode()
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        if len(queries) != len(documents):
+            raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]) + len(documents[i]))
+        scores = np.empty(len(queries), dtype=np.float32)
+        for start in self._batches(len(queries), "Teacher scoring"):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [queries[i] for i in idx],
+                [documents[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            logits = self.model(**enc).logits
+            if logits.shape[-1] != 1:
+                raise ValueError(f"a cross-encoder teacher must give one logit per pair; got {logits.shape[-1]}")
+            logits = logits.squeeze(-1).float()
+            scores[idx] = (torch.sigmoid(logits) if self.apply_sigmoid else logits).cpu().numpy()
+        return scores
+
+
+def default_cache_dir() -> Path:
+    """Where teacher margins of in-memory datasets are cached: ``$HF_DATASETS_CACHE/hf_margin``."""
+    return Path(datasets.config.HF_DATASETS_CACHE) / "hf_margin"
+
+
+def margins_fingerprint(dataset: Dataset, teacher: TeacherScorer) -> str:
+    """Fingerprint of the scored dataset: the data's, the teacher's and the scoring code's version."""
+    return Hasher.hash(["teacher-margins", SCORING_VERSION, dataset._fingerprint, teacher.fingerprint])
+
+
+def attach_teacher_margins(
+    dataset: Dataset,
+    teacher: TeacherScorer,
+    *,
+    batch_size: int = 256,
+    cache_dir: str | os.PathLike | None = None,
+    load_from_cache_file: bool = True,
+) -> Dataset:
+    """Add ``teacher_pos_score`` ``()``, ``teacher_neg_scores`` ``(N,)`` and ``teacher_margins`` ``(N,)`` columns.
+
+    Scores are computed once by ``datasets.Dataset.map(batched=True)`` and cached in an Arrow file named by
+    :func:`margins_fingerprint`: the same data and teacher load it without calling the teacher; other data,
+    weights or options recompute. The data is validated first, and the cache file is written atomically
+    (``datasets`` writes a temporary file and moves it), so a failed or killed run leaves no partial cache.
+    Under Accelerate the main process scores first and the others read its cache.
+
+    Args:
+        dataset: rows with ``query``, ``positive`` and ``negative`` or ``negatives``.
+        teacher: a :class:`TeacherScorer`, e.g. :class:`BiEncoderTeacher` or :class:`CrossEncoderTeacher`.
+        batch_size: rows per ``map`` batch (each holds ``rows × (1 + N)`` pairs).
+        cache_dir: folder of the cache file; by default the dataset's own cache folder when it is backed
+            by files, else :func:`default_cache_dir`.
+    """
+    if not isinstance(teacher, TeacherScorer):
+        raise TypeError(f"teacher must have .fingerprint and .score_pairs(queries, documents); got {type(teacher)}")
+    neg_col = validate_triplets(dataset)
+    stale = [c for c in TEACHER_COLUMNS if c in dataset.column_names]
+    if stale:
+        dataset = dataset.remove_columns(stale)
+    fingerprint = margins_fingerprint(dataset, teacher)
+    if cache_dir is None and not dataset.cache_files:
+        cache_dir = default_cache_dir()
+    cache_file_name = None
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_file_name = str(Path(cache_dir) / f"teacher-margins-{fingerprint}.arrow")
+
+    def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        negs = negatives_of(batch, neg_col)
+        queries = list(batch[QUERY]) + [q for q, row in zip(batch[QUERY], negs) for _ in row]
+        documents = list(batch[POSITIVE]) + [n for row in negs for n in row]
+        scores = np.asarray(teacher.score_pairs(queries, documents), dtype=np.float64)
+        if scores.shape != (len(queries),):
+            raise ValueError(f"teacher returned scores of shape {scores.shape} for {len(queries)} pairs")
+        b = len(batch[QUERY])
+        pos, flat_neg = scores[:b], scores[b:]
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if bad.size:
+            k = int(bad[0])
+            row = k if k < b else int(np.searchsorted(np.cumsum([len(r) for r in negs]), k - b, side="right"))
+            column = POSITIVE if k < b else neg_col
+            raise DataValidationError(
+                f"column '{column}', row {indices[row]}: the teacher's score is {scores[k]} (not finite). Check the "
+                "teacher (fp16 overflow? a broken checkpoint?) or drop the row; nothing was cached."
+            )
+        neg_scores, margins, start = [], [], 0
+        for i, row in enumerate(negs):
+            ns = flat_neg[start : start + len(row)]
+            start += len(row)
+            neg_scores.append(ns.tolist())
+            margins.append((pos[i] - ns).tolist())
+        return {"teacher_pos_score": pos.tolist(), "teacher_neg_scores": neg_scores, "teacher_margins": margins}
+
+    features = dataset.features.copy()
+    features["teacher_pos_score"] = datasets.Value("float32")
+    features["teacher_neg_scores"] = datasets.List(datasets.Value("float32"))
+    features["teacher_margins"] = datasets.List(datasets.Value("float32"))
+    with PartialState().main_process_first():
+        scored = dataset.map(
+            score,
+            batched=True,
+            batch_size=batch_size,
+            with_indices=True,
+            features=features,
+            new_fingerprint=fingerprint,
+            cache_file_name=cache_file_name,
+            load_from_cache_file=load_from_cache_file,
+            desc="Scoring teacher margins",
+        )
+    logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, cache_file_name or "datasets")
+    return scored
+
+
+__all__ = [
+    "BiEncoderTeacher",
+    "CrossEncoderTeacher",
+    "TeacherScorer",
+    "attach_teacher_margins",
+    "margins_fingerprint",
+    "weights_fingerprint",
+    "NEGATIVES",
+]

@@ -1,0 +1,122 @@
+"""Tiny offline fixtures: a word-level tokenizer, random BERT students and a known synthetic teacher."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerFast
+
+TOPICS = {name: [f"{name}{i}" for i in range(8)] for name in ("sun", "sea", "car", "dog", "tea", "map")}
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + [w for ws in TOPICS.values() for w in ws])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def tiny_config(vocab_size: int, **kwargs) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=0,
+        **kwargs,
+    )
+
+
+def topic_histogram(text: str) -> np.ndarray:
+    counts = Counter(w.rstrip("0123456789") for w in text.split())
+    return np.array([counts[t] for t in TOPICS], dtype=np.float64)
+
+
+class TopicTeacher:
+    """A known teacher: cosine of the two texts' topic histograms. Counts the pairs it scores."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+        self.calls = 0
+        self.pairs = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return f"topic-teacher-{self.offset}"
+
+    def score_pairs(self, queries, documents) -> np.ndarray:
+        self.calls += 1
+        self.pairs += len(queries)
+        out = []
+        for q, d in zip(queries, documents):
+            a, b = topic_histogram(q), topic_histogram(d)
+            out.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) + self.offset)
+        return np.array(out)
+
+
+def make_triplets(n: int, num_negatives: int = 3, seed: int = 0, ragged: bool = False) -> Dataset:
+    """Query: 3 words of one topic. Positive: 3 words, mostly the query's topic. Negatives: less and less of it."""
+    rng = random.Random(seed)
+    names = list(TOPICS)
+    rows = {"query": [], "positive": [], "negatives": []}
+    for _ in range(n):
+        topic = rng.choice(names)
+        others = [t for t in names if t != topic]
+
+        def text(k_same: int, length: int = 3, topic: str = topic, others: list = others) -> str:
+            words = rng.sample(TOPICS[topic], k_same) + [
+                rng.choice(TOPICS[rng.choice(others)]) for _ in range(length - k_same)
+            ]
+            rng.shuffle(words)
+            return " ".join(words)
+
+        rows["query"].append(text(3))
+        rows["positive"].append(text(rng.choice([2, 3])))
+        k = rng.randint(1, num_negatives) if ragged else num_negatives
+        rows["negatives"].append([text(rng.choice([0, 0, 1, 2])) for _ in range(k)])
+    return Dataset.from_dict(rows)
+
+
+@pytest.fixture
+def tokenizer() -> PreTrainedTokenizerFast:
+    return make_tokenizer()
+
+
+@pytest.fixture
+def bi_encoder(tokenizer) -> BertModel:
+    torch.manual_seed(0)
+    return BertModel(tiny_config(len(tokenizer)), add_pooling_layer=False)
+
+
+@pytest.fixture
+def cross_encoder(tokenizer) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    return BertForSequenceClassification(tiny_config(len(tokenizer), num_labels=1))
+
+
+@pytest.fixture
+def teacher() -> TopicTeacher:
+    return TopicTeacher()

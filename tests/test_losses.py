@@ -1,0 +1,167 @@
+"""Loss values against hand-computed numbers, masks, shapes and gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hf_margin.losses import (
+    AdaptiveDifferenceLoss,
+    LabelHingeLoss,
+    MarginMSELoss,
+    adaptive_difference_loss,
+    label_hinge_loss,
+    margin_mse_loss,
+)
+
+S = [0.10, 0.50, -0.20]
+T = [0.30, 0.20, 0.40]
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def softplus(x: float, beta: float = 1.0) -> float:
+    return math.log1p(math.exp(beta * x)) / beta
+
+
+def hand_adaptive(s, t, g, phi) -> float:
+    return sum(phi(g(ti) - si) for si, ti in zip(s, t)) / len(s)
+
+
+@pytest.mark.parametrize(
+    ("teacher_activation", "temperature", "scale", "g"),
+    [
+        ("identity", 1.0, 1.0, lambda x: x),
+        ("identity", 2.0, 3.0, lambda x: 3.0 * x / 2.0),
+        ("sigmoid", 0.5, 2.0, lambda x: 2.0 * sigmoid(x / 0.5)),
+        ("tanh", 0.25, 0.8, lambda x: 0.8 * math.tanh(x / 0.25)),
+    ],
+)
+@pytest.mark.parametrize(
+    ("activation", "beta", "phi"),
+    [("relu", 1.0, lambda x: max(x, 0.0)), ("softplus", 1.0, softplus), ("softplus", 5.0, lambda x: softplus(x, 5.0))],
+)
+def test_adaptive_loss_matches_hand_computation(teacher_activation, temperature, scale, g, activation, beta, phi):
+    """Guards the formula mean φ(scale·a(Δt/T) − Δs) for every φ and g."""
+    got = adaptive_difference_loss(
+        torch.tensor(S, dtype=torch.float64),
+        torch.tensor(T, dtype=torch.float64),
+        activation=activation,
+        teacher_activation=teacher_activation,
+        temperature=temperature,
+        scale=scale,
+        beta=beta,
+    )
+    assert got.item() == pytest.approx(hand_adaptive(S, T, g, phi), abs=1e-12)
+
+
+def test_relu_identity_value_by_hand():
+    """relu(0.3−0.1)=0.2, relu(0.2−0.5)=0, relu(0.4+0.2)=0.6: mean 0.8/3."""
+    got = adaptive_difference_loss(torch.tensor(S), torch.tensor(T))
+    assert got.item() == pytest.approx(0.8 / 3, abs=1e-7)
+
+
+def test_two_dimensional_margins_average_over_all_negatives():
+    """(B, N) margins give the mean over all B·N entries, equal to the flat (B·N,) loss."""
+    s = torch.tensor([[0.1, 0.5], [-0.2, 0.0]])
+    t = torch.tensor([[0.3, 0.2], [0.4, 0.1]])
+    expected = (0.2 + 0.0 + 0.6 + 0.1) / 4
+    assert adaptive_difference_loss(s, t).item() == pytest.approx(expected, abs=1e-7)
+    assert adaptive_difference_loss(s.flatten(), t.flatten()).item() == pytest.approx(expected, abs=1e-7)
+    assert margin_mse_loss(s, t).item() == pytest.approx((0.04 + 0.09 + 0.36 + 0.01) / 4, abs=1e-7)
+
+
+def test_mask_drops_padded_negatives_from_the_mean():
+    """Ragged negatives: padded entries add nothing and do not count in the mean, whatever their values."""
+    s = torch.tensor([[0.1, 123.0], [-0.2, 0.0]])
+    t = torch.tensor([[0.3, -50.0], [0.4, 0.1]])
+    mask = torch.tensor([[True, False], [True, True]])
+    assert adaptive_difference_loss(s, t, mask=mask).item() == pytest.approx((0.2 + 0.6 + 0.1) / 3, abs=1e-7)
+    assert margin_mse_loss(s, t, mask=mask).item() == pytest.approx((0.04 + 0.36 + 0.01) / 3, abs=1e-6)
+    assert label_hinge_loss(s, margin=0.3, mask=mask).item() == pytest.approx((0.2 + 0.5 + 0.3) / 3, abs=1e-7)
+
+
+def test_num_items_divides_the_sum():
+    """With num_items the sum is divided by it: micro-batches then add up to the large batch's mean."""
+    s, t = torch.tensor(S), torch.tensor(T)
+    whole = adaptive_difference_loss(s, t)
+    parts = adaptive_difference_loss(s[:1], t[:1], num_items=3) + adaptive_difference_loss(s[1:], t[1:], num_items=3)
+    assert parts.item() == pytest.approx(whole.item(), abs=1e-7)
+
+
+def test_relu_is_zero_with_zero_gradient_once_student_reaches_target():
+    """Δs ≥ g(Δt) everywhere: loss 0 and no gradient, the student is not pushed to match the teacher exactly."""
+    s = torch.tensor([0.5, 0.9, 0.3], requires_grad=True)
+    t = torch.tensor([0.3, 0.2, 0.3], requires_grad=True)
+    loss = adaptive_difference_loss(s, t)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(s.grad, torch.zeros(3))
+
+
+def test_gradient_is_minus_one_over_count_on_shortfalls():
+    """d/dΔs of mean relu(Δt − Δs) is −1/n where Δs falls short, 0 elsewhere."""
+    s = torch.tensor(S, requires_grad=True)
+    adaptive_difference_loss(s, torch.tensor(T)).backward()
+    assert torch.allclose(s.grad, torch.tensor([-1 / 3, 0.0, -1 / 3]))
+
+
+def test_softplus_gradient_is_smooth_sigmoid():
+    """Softplus gives −sigmoid(β(g−Δs))/n: a small pull even past the target."""
+    s = torch.tensor(S, dtype=torch.float64, requires_grad=True)
+    adaptive_difference_loss(s, torch.tensor(T, dtype=torch.float64), activation="softplus", beta=2.0).backward()
+    expected = [-sigmoid(2.0 * (t - x)) / 3 for x, t in zip(S, T)]
+    assert s.grad.tolist() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("loss_fn", [adaptive_difference_loss, margin_mse_loss])
+def test_no_gradient_flows_into_teacher_margins(loss_fn):
+    """Teacher margins are constants: a teacher tensor with requires_grad gets no gradient."""
+    s = torch.tensor(S, requires_grad=True)
+    t = torch.tensor(T, requires_grad=True)
+    loss_fn(s, t).backward()
+    assert t.grad is None
+    assert s.grad is not None
+
+
+def test_margin_mse_and_label_hinge_values():
+    assert margin_mse_loss(torch.tensor(S), torch.tensor(T)).item() == pytest.approx((0.04 + 0.09 + 0.36) / 3)
+    assert label_hinge_loss(torch.tensor(S), margin=0.2).item() == pytest.approx((0.1 + 0.0 + 0.4) / 3)
+
+
+def test_modules_match_functions():
+    s, t = torch.tensor(S), torch.tensor(T)
+    module = AdaptiveDifferenceLoss(activation="softplus", teacher_activation="tanh", temperature=0.5, scale=2.0)
+    assert module(s, t).item() == pytest.approx(
+        adaptive_difference_loss(
+            s, t, activation="softplus", teacher_activation="tanh", temperature=0.5, scale=2.0
+        ).item()
+    )
+    assert MarginMSELoss()(s, t).item() == pytest.approx(margin_mse_loss(s, t).item())
+    assert LabelHingeLoss(0.2)(s).item() == pytest.approx(label_hinge_loss(s, margin=0.2).item())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"activation": "gelu"}, "activation"),
+        ({"teacher_activation": "exp"}, "teacher_activation"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"activation": "softplus", "beta": 0.0}, "beta"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        adaptive_difference_loss(torch.tensor(S), torch.tensor(T), **kwargs)
+
+
+def test_shape_mismatch_is_rejected():
+    """Student (B, N) against teacher (B,) would broadcast silently; it must raise."""
+    with pytest.raises(ValueError, match="shape"):
+        adaptive_difference_loss(torch.zeros(3, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="mask"):
+        adaptive_difference_loss(torch.zeros(3, 2), torch.zeros(3, 2), mask=torch.ones(3, dtype=torch.bool))

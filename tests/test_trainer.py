@@ -1,0 +1,231 @@
+"""MarginDistillTrainer: gradient accumulation, end-to-end learning, saving, configuration errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModel, HfArgumentParser
+
+from hf_margin import (
+    MarginDistillConfig,
+    MarginDistillTrainer,
+    attach_teacher_margins,
+    encode,
+    load_student,
+)
+from hf_margin.modeling import embed_texts
+
+from .conftest import TopicTeacher, make_triplets
+
+
+def config(tmp_path, **kwargs) -> MarginDistillConfig:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=True,
+    )
+    return MarginDistillConfig(**{**defaults, **kwargs})
+
+
+@pytest.fixture
+def scored(tmp_path):
+    def make(n: int, seed: int = 0, ragged: bool = False):
+        return attach_teacher_margins(
+            make_triplets(n, seed=seed, ragged=ragged), TopicTeacher(), cache_dir=tmp_path / "cache"
+        )
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "loss_options",
+    [
+        {"loss": "adaptive"},
+        {"loss": "adaptive", "activation": "softplus", "teacher_activation": "tanh", "label_weight": 0.5},
+        {"loss": "margin_mse"},
+        {"loss": "label_hinge"},
+    ],
+)
+def test_gradient_accumulation_equals_one_large_batch(tmp_path, scored, tokenizer, bi_encoder, loss_options):
+    """8 × 4 accumulated micro-batches must give the weights of one batch of 32, also with ragged negatives
+    (a mean of micro-batch means would weight short rows wrongly)."""
+    data = scored(32, ragged=True)
+    initial = {k: v.clone() for k, v in bi_encoder.state_dict().items()}
+    results = []
+    for batch_size, accumulation in [(8, 4), (32, 1)]:
+        bi_encoder.load_state_dict(initial)
+        args = config(
+            tmp_path,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=0.5,
+            lr_scheduler_type="constant",
+            max_grad_norm=0.0,
+            **loss_options,
+        )
+        trainer = MarginDistillTrainer(bi_encoder, args, train_dataset=data, processing_class=tokenizer)
+        trainer.train()
+        results.append({k: v.detach().clone() for k, v in bi_encoder.state_dict().items()})
+    moved = max((results[1][k] - initial[k]).abs().max().item() for k in initial)
+    assert moved > 1e-3, "the step must change the weights for the comparison to mean anything"
+    for key in initial:
+        torch.testing.assert_close(results[0][key], results[1][key], atol=1e-5, rtol=0)
+
+
+def test_bi_encoder_learns_the_teacher_and_saves_for_transformers_and_sentence_transformers(
+    tmp_path, scored, tokenizer, bi_encoder
+):
+    """Training lowers the held-out loss and raises margin agreement; the saved student reloads with
+    transformers and SentenceTransformer to the trained model's embeddings."""
+    args = config(tmp_path, per_device_train_batch_size=16, num_train_epochs=5, learning_rate=1e-3, logging_steps=10)
+    trainer = MarginDistillTrainer(
+        bi_encoder, args, train_dataset=scored(256), eval_dataset=scored(64, seed=1), processing_class=tokenizer
+    )
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_loss"] < 0.5 * before["eval_loss"]
+    assert after["eval_margin_spearman"] > before["eval_margin_spearman"] + 0.2
+    assert after["eval_pairwise_accuracy"] > before["eval_pairwise_accuracy"]
+    assert any("distill_loss" in log for log in trainer.state.log_history)
+
+    path = tmp_path / "student"
+    trainer.save_model(str(path))
+    assert (path / "model.safetensors").exists() and (path / "modules.json").exists()
+    texts = ["sun1 sun2 sun3", "sea1 dog2", "tea0 tea1 map5 car2"]
+    bi_encoder.eval()
+    expected = embed_texts(bi_encoder, tokenizer, texts)
+    reloaded = AutoModel.from_pretrained(path)
+    torch.testing.assert_close(embed_texts(reloaded, tokenizer, texts), expected, atol=1e-5, rtol=0)
+
+    from sentence_transformers import SentenceTransformer
+
+    st_model = SentenceTransformer(str(path), device="cpu")
+    st_embeddings = st_model.encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(st_embeddings.cpu(), expected, atol=1e-5, rtol=0)
+
+
+def test_normalized_cls_student_saves_a_normalize_module(tmp_path, scored, tokenizer, bi_encoder):
+    """pooling='cls' with normalize=True must reach sentence-transformers as CLS pooling + Normalize."""
+    args = config(tmp_path, max_steps=2, per_device_train_batch_size=8, pooling="cls", normalize=True)
+    trainer = MarginDistillTrainer(bi_encoder, args, train_dataset=scored(16), processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "student"))
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["sun1 sun2", "dog3 map1 tea2"]
+    bi_encoder.eval()
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = encode(bi_encoder, enc["input_ids"], enc["attention_mask"], pooling="cls", normalize=True)
+    got = SentenceTransformer(str(tmp_path / "student"), device="cpu").encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-5, rtol=0)
+    assert torch.allclose(got.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_cross_encoder_learns_the_teacher(tmp_path, scored, tokenizer, cross_encoder):
+    """A cross-encoder student scores joined pairs; training lowers the loss and raises margin agreement."""
+    args = config(
+        tmp_path,
+        student_type="cross-encoder",
+        per_device_train_batch_size=16,
+        num_train_epochs=10,
+        learning_rate=1e-3,
+        warmup_steps=20,
+    )
+    trainer = MarginDistillTrainer(
+        cross_encoder, args, train_dataset=scored(512), eval_dataset=scored(64, seed=1), processing_class=tokenizer
+    )
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_loss"] < 0.6 * before["eval_loss"]
+    assert after["eval_margin_spearman"] > before["eval_margin_spearman"] + 0.2
+    trainer.save_model(str(tmp_path / "cross"))
+    reloaded = load_student(tmp_path / "cross", student_type="cross-encoder")
+    pair = tokenizer(["sun1 sun2"], ["sun3 dog1"], return_tensors="pt")
+    cross_encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**pair).logits, cross_encoder(**pair).logits, atol=1e-5, rtol=0)
+
+
+def test_extra_columns_survive_remove_unused_columns(tmp_path, scored, tokenizer, bi_encoder):
+    """remove_unused_columns must keep the tokenised triplets and teacher margins, which the model's forward
+    does not name, and drop the rest."""
+    args = config(tmp_path, remove_unused_columns=True)
+    trainer = MarginDistillTrainer(bi_encoder, args, train_dataset=scored(8), processing_class=tokenizer)
+    kept = trainer._remove_unused_columns(trainer.train_dataset).column_names
+    assert set(kept) == {"query_input_ids", "positive_input_ids", "negatives_input_ids", "teacher_margins"}
+
+
+def test_distillation_without_teacher_margins_is_refused_before_training(tmp_path, tokenizer, bi_encoder):
+    """A distillation loss on data without teacher margins fails at construction, naming the fix."""
+    with pytest.raises(ValueError, match="attach_teacher_margins"):
+        MarginDistillTrainer(bi_encoder, config(tmp_path), train_dataset=make_triplets(4), processing_class=tokenizer)
+
+
+def test_label_hinge_needs_no_teacher(tmp_path, tokenizer, bi_encoder):
+    """loss='label_hinge' trains on gold triplets alone, and reports pairwise accuracy."""
+    args = config(tmp_path, loss="label_hinge", max_steps=3, per_device_train_batch_size=4)
+    trainer = MarginDistillTrainer(
+        bi_encoder,
+        args,
+        train_dataset=make_triplets(12),
+        eval_dataset=make_triplets(8, seed=3),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert 0.0 <= trainer.evaluate()["eval_pairwise_accuracy"] <= 1.0
+
+
+def test_raw_text_without_tokenizer_is_refused(tmp_path, scored, bi_encoder):
+    with pytest.raises(ValueError, match="processing_class"):
+        MarginDistillTrainer(bi_encoder, config(tmp_path), train_dataset=scored(4))
+
+
+def test_cross_encoder_student_must_have_one_logit(tmp_path, scored, tokenizer):
+    from transformers import BertForSequenceClassification
+
+    from .conftest import tiny_config
+
+    model = BertForSequenceClassification(tiny_config(len(tokenizer), num_labels=2))
+    with pytest.raises(ValueError, match="one output logit"):
+        MarginDistillTrainer(
+            model, config(tmp_path, student_type="cross-encoder"), train_dataset=scored(4), processing_class=tokenizer
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"loss": "kl"}, "loss must be one of"),
+        ({"activation": "gelu"}, "activation must be one of"),
+        ({"teacher_activation": "exp"}, "teacher_activation"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"beta": -1.0}, "beta"),
+        ({"label_weight": -0.1}, "label_weight"),
+        ({"similarity": "l2"}, "similarity"),
+        ({"student_type": "colbert"}, "student_type"),
+    ],
+)
+def test_config_rejects_bad_options(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config(tmp_path, **overrides)
+
+
+def test_config_parses_from_command_line_and_dict(tmp_path):
+    """Every option is a flag for HfArgumentParser, with choices and help text."""
+    parser = HfArgumentParser(MarginDistillConfig)
+    (args,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--loss", "margin_mse", "--temperature", "0.5", "--report_to", "none"]
+    )
+    assert args.loss == "margin_mse" and args.temperature == 0.5
+    (from_dict,) = parser.parse_dict({"output_dir": str(tmp_path), "teacher_activation": "tanh", "scale": 2.0})
+    assert from_dict.teacher_activation == "tanh" and from_dict.scale == 2.0
+    help_text = parser.format_help()
+    assert "per-example hinge" in help_text and "--label_weight" in help_text
