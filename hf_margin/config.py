@@ -78,6 +78,13 @@ class MarginDistillConfig(TrainingArguments):
         default=False,
         metadata={"help": "L2-normalise bi-encoder embeddings (also written as a Normalize module for ST)."},
     )
+    forward_chunk_size: int = field(
+        default=32,
+        metadata={
+            "help": "Run a batch's texts (or pairs) through the student in length-sorted chunks of this many rows, "
+            "each padded only to its own longest row (same outputs, less padding); 0 = one padded pass."
+        },
+    )
     max_length: int = field(default=128, metadata={"help": "Truncate every text (or joined pair) to this many tokens."})
 
     def __post_init__(self) -> None:
@@ -93,6 +100,8 @@ class MarginDistillConfig(TrainingArguments):
             raise ValueError(f"beta must be > 0; got {self.beta}")
         if self.label_weight < 0:
             raise ValueError(f"label_weight must be >= 0; got {self.label_weight}")
+        if self.forward_chunk_size < 0:
+            raise ValueError(f"forward_chunk_size must be >= 0; got {self.forward_chunk_size}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be >= 2; got {self.max_length}")
         super().__post_init__()

@@ -77,6 +77,9 @@ def validate_triplets(dataset: Dataset | IterableDataset, *, require_teacher_mar
             The message names the column and the first bad row index.
     """
     names = list(dataset.column_names or [])
+    if not names and isinstance(dataset, IterableDataset):  # features unknown until the first row is read
+        first = next(iter(dataset), None)
+        names = list(first) if first is not None else []
     missing = [c for c in (QUERY, POSITIVE) if c not in names]
     if missing:
         raise DataValidationError(

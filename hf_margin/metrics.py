@@ -1,10 +1,24 @@
-"""Evaluation metrics of a margin-distillation run."""
+"""Evaluation metrics, as ``evaluate`` modules shipped in the package and loaded by local path (offline)."""
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
+
+import evaluate
 import numpy as np
-from scipy.stats import spearmanr
 from transformers import EvalPrediction
+
+METRICS_DIR = Path(__file__).parent / "evaluate_metrics"
+
+
+@cache
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """Load a shipped metric: ``"sts_correlation"`` or ``"margin_agreement"``; no network."""
+    path = METRICS_DIR / name
+    if not path.is_dir():
+        raise ValueError(f"no shipped metric {name!r}; choose from {sorted(p.name for p in METRICS_DIR.iterdir())}")
+    return evaluate.load(str(path))
 
 
 def margin_agreement(
@@ -19,11 +33,14 @@ def margin_agreement(
     s = np.asarray(student_margins, dtype=np.float64)
     t = np.asarray(teacher_margins, dtype=np.float64)
     valid = np.ones(s.shape, dtype=bool) if mask is None else (np.asarray(mask) == 1)
-    s, t = s[valid], t[valid]
-    if s.size == 0:
-        return {"margin_spearman": float("nan"), "pairwise_accuracy": float("nan")}
-    rho = spearmanr(s, t).statistic if s.size > 1 and np.ptp(s) > 0 and np.ptp(t) > 0 else float("nan")
-    return {"margin_spearman": float(rho), "pairwise_accuracy": float((s > 0).mean())}
+    return load_metric("margin_agreement").compute(predictions=s[valid], references=t[valid])
+
+
+def sts_correlation(predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+    """Spearman and Pearson (x100) of predicted similarities against gold STS scores."""
+    return load_metric("sts_correlation").compute(
+        predictions=np.asarray(predictions, dtype=np.float64), references=np.asarray(references, dtype=np.float64)
+    )
 
 
 def compute_margin_metrics(eval_pred: EvalPrediction) -> dict[str, float]:

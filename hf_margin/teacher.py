@@ -74,6 +74,18 @@ class _TransformersTeacher:
         self.max_length = max_length
         self.show_progress = show_progress
         self._fingerprint: str | None = None
+        self._weights_version: tuple[int, ...] | None = None
+
+    def _weights_changed(self) -> bool:
+        """Whether any parameter or buffer changed in place (or was replaced) since the last check.
+
+        Uses PyTorch's per-tensor version counters, which every in-place write (an optimiser step,
+        ``load_state_dict``) bumps: cheap enough to check before every batch.
+        """
+        version = tuple((id(t), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
+        changed = version != self._weights_version
+        self._weights_version = version
+        return changed
 
     def options(self) -> dict:
         return {"max_length": self.max_length}
@@ -81,7 +93,8 @@ class _TransformersTeacher:
     @property
     def fingerprint(self) -> str:
         """Content hash of the weights, the tokenizer's vocabulary size and every scoring option."""
-        if self._fingerprint is None:
+        if self._weights_changed() or self._fingerprint is None:
+            self._on_weights_changed()
             self._fingerprint = Hasher.hash(
                 {
                     "class": type(self).__name__,
@@ -92,6 +105,9 @@ class _TransformersTeacher:
             )
         return self._fingerprint
 
+    def _on_weights_changed(self) -> None:
+        """Drop whatever was computed with the old weights."""
+
     def _batches(self, n: int, desc: str):
         return tqdm(range(0, n, self.batch_size), desc=desc, unit="batch", disable=not self.show_progress, leave=False)
 
@@ -99,7 +115,8 @@ class _TransformersTeacher:
 class BiEncoderTeacher(_TransformersTeacher):
     """Teacher scores ``sim(embed(q), embed(d))`` from pooled embeddings of an ``AutoModel``.
 
-    Each distinct text of a call is embedded once, in length-sorted batches.
+    Each distinct text is embedded once per teacher object, in length-sorted batches, and remembered: mining
+    and margin scoring over the same sentences share the work.
     """
 
     def __init__(
@@ -113,6 +130,7 @@ class BiEncoderTeacher(_TransformersTeacher):
         **kwargs,
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
+        self._memo: dict[str, torch.Tensor] = {}  # text -> embedding: mining and scoring embed each text once
         self.pooling = pooling
         self.normalize = normalize
         self.similarity_fn = similarity_fn
@@ -124,22 +142,25 @@ class BiEncoderTeacher(_TransformersTeacher):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         return cls(model, tokenizer, **kwargs)
 
+    def _on_weights_changed(self) -> None:
+        self._memo.clear()
+
     def options(self) -> dict:
         return {**super().options(), "pooling": self.pooling, "normalize": self.normalize, "sim": self.similarity_fn}
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embed texts ``(len(texts), H)`` in batches sorted by length (less padding)."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = torch.empty(0)
-        for start in self._batches(len(texts), "Teacher embedding"):
-            idx = order[start : start + self.batch_size]
+        """Embed texts ``(len(texts), H)``; texts seen before by this teacher come from its memo, the rest are
+        embedded in batches sorted by length (less padding)."""
+        if self._weights_changed():
+            self._on_weights_changed()
+            self._fingerprint = None
+        new = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        order = sorted(new, key=len)
+        for start in self._batches(len(order), "Teacher embedding"):
+            chunk = order[start : start + self.batch_size]
             enc = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
+                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(self.device)
             emb = (
                 encode(
@@ -153,10 +174,10 @@ class BiEncoderTeacher(_TransformersTeacher):
                 .float()
                 .cpu()
             )
-            if out.numel() == 0:
-                out = torch.empty(len(texts), emb.shape[-1])
-            out[idx] = emb
-        return out
+            self._memo.update(zip(chunk, emb))
+        if not texts:
+            return torch.empty(0)
+        return torch.stack([self._memo[t] for t in texts])
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         unique = list(dict.fromkeys([*queries, *documents]))

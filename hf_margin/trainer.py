@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,6 +54,7 @@ class MarginDistillTrainer(Trainer):
         eval_dataset: Dataset | dict[str, Dataset] | None = None,
         processing_class=None,
         compute_metrics=compute_margin_metrics,
+        evaluators: dict[str, Callable[[nn.Module], dict[str, float]]] | None = None,
         **kwargs: Any,
     ) -> None:
         if args is None:
@@ -80,6 +83,10 @@ class MarginDistillTrainer(Trainer):
             **kwargs,
         )
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.evaluators = dict(evaluators or {})
+        # What the model card reports beyond the Trainer's state (teacher, data, evaluation table); see
+        # `hf_margin.model_card.build_model_card`.
+        self.card_info: dict[str, Any] = {}
 
     # ---- setup -------------------------------------------------------------------------------------
 
@@ -160,6 +167,7 @@ class MarginDistillTrainer(Trainer):
             similarity_fn=args.similarity,
             pooling=args.pooling,
             normalize=args.normalize,
+            chunk_size=args.forward_chunk_size,
         )
         student_margin = pos.float().unsqueeze(-1) - neg.float()
         teacher_margin = inputs.get(TEACHER_MARGINS)
@@ -232,6 +240,24 @@ class MarginDistillTrainer(Trainer):
             self._metrics["train"].clear()
         super().log(logs, start_time)
 
+    def evaluate(
+        self,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """The Trainer's evaluation, then each extra evaluator (e.g. STS-B dev Spearman), logged as
+        ``{prefix}_{name}_{metric}``."""
+        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        extra = {}
+        for name, evaluator in self.evaluators.items():
+            for key, value in evaluator(self.model).items():
+                extra[f"{metric_key_prefix}_{name}_{key}"] = value
+        if extra:
+            self.log(extra)
+            metrics.update(extra)
+        return metrics
+
     # ---- saving ------------------------------------------------------------------------------------
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -249,3 +275,12 @@ class MarginDistillTrainer(Trainer):
                 similarity_fn=args.similarity,
                 max_length=args.max_length,
             )
+
+    def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:
+        """Write ``README.md`` (a ``huggingface_hub.ModelCard``) into ``output_dir``; ``push_to_hub`` uploads it."""
+        if not self.is_world_process_zero():
+            return
+        from hf_margin.model_card import build_model_card
+
+        card = build_model_card(self.args, self.card_info, model_name=model_name, log_history=self.state.log_history)
+        card.save(os.path.join(self.args.output_dir, "README.md"))

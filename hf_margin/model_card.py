@@ -1,0 +1,183 @@
+"""Model cards for distilled students, built with ``huggingface_hub.ModelCard``."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from hf_margin.config import MarginDistillConfig
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A {{ student_type }} student distilled from **{{ teacher }}** with hf-margin's `MarginDistillTrainer`
+and the **{{ loss_name }}**.
+{% if base_model %}It starts from `{{ base_model }}`
+{%- if layers %}, keeping transformer layers {{ layers }}{% endif %}.{% endif %}
+
+## Evaluation
+{% if eval_rows %}
+| model | {{ eval_columns | join(" | ") }} |
+| --- |{% for _ in eval_columns %} --- |{% endfor %}
+{% for name, values in eval_rows %}| {{ name }} | {{ values | join(" | ") }} |
+{% endfor %}
+{{ eval_note }}
+{% else %}No evaluation was recorded.{% endif %}
+
+## Training
+
+- Teacher: `{{ teacher }}`; teacher margins Δt = t(q,p) − t(q,n) computed once and cached before training.
+- Loss: `{{ loss }}`, options: {{ loss_options }}.
+- Data: {{ dataset_description }}
+- Hyperparameters: {{ hyperparameters }}
+- Libraries: {{ versions }}
+
+## Usage
+{% if student_type == "bi-encoder" %}
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{{ repo_id }}")
+embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
+print(model.similarity(embeddings[:1], embeddings[1:]))
+```
+
+With `transformers` alone ({{ pooling }} pooling{% if normalize %}, then L2 normalisation{% endif %}):
+
+```python
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
+model = AutoModel.from_pretrained("{{ repo_id }}")
+batch = tokenizer(["A man is playing a guitar."], padding=True, truncation=True, return_tensors="pt")
+with torch.no_grad():
+    hidden = model(**batch).last_hidden_state
+{% if pooling == "cls" %}embedding = hidden[:, 0]{% else %}mask = batch["attention_mask"].unsqueeze(-1).float()
+embedding = (hidden * mask).sum(1) / mask.sum(1){% endif %}
+```
+{% else %}
+```python
+from sentence_transformers import CrossEncoder
+
+model = CrossEncoder("{{ repo_id }}")
+print(model.predict([("A man is playing a guitar.", "Someone plays an instrument.")]))
+```
+
+With `transformers` alone:
+
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
+model = AutoModelForSequenceClassification.from_pretrained("{{ repo_id }}")
+score = model(**tokenizer("A man is playing a guitar.", "Someone plays an instrument.", return_tensors="pt")).logits
+```
+{% endif %}
+"""
+
+LOSS_NAMES = {
+    "adaptive": "adaptive difference (margin) loss φ(g(Δt) − Δs)",
+    "margin_mse": "Margin-MSE loss (Δs − Δt)²",
+    "label_hinge": "fixed-margin label hinge relu(m − Δs)",
+}
+
+
+def _versions() -> str:
+    import accelerate
+    import datasets
+    import torch
+    import transformers
+
+    import hf_margin
+
+    parts = {
+        "hf-margin": hf_margin.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "python": platform.python_version(),
+    }
+    return ", ".join(f"{k} {v}" for k, v in parts.items())
+
+
+def build_model_card(
+    args: MarginDistillConfig,
+    info: dict[str, Any],
+    *,
+    model_name: str | None = None,
+    log_history: list[dict[str, float]] | None = None,
+) -> ModelCard:
+    """A model card from the training options and ``info`` (keys: ``teacher``, ``base_model``, ``layers``,
+    ``dataset``, ``dataset_description``, ``eval`` = {row name: {metric: value}}, ``eval_note``)."""
+    repo_id = args.hub_model_id or model_name or args.output_dir
+    tags = ["sentence-transformers", "sentence-similarity", "distillation", "hf-margin", args.loss]
+    if args.student_type == "cross-encoder":
+        tags[0:2] = ["cross-encoder", "text-ranking"]
+    card_data = ModelCardData(
+        library_name="sentence-transformers" if args.student_type == "bi-encoder" else "transformers",
+        base_model=info.get("base_model"),
+        datasets=[info["dataset"]] if info.get("dataset") else None,
+        tags=tags,
+        pipeline_tag="sentence-similarity" if args.student_type == "bi-encoder" else "text-classification",
+        license=info.get("license"),
+        language=info.get("language"),
+    )
+    eval_table: dict[str, dict[str, float]] = info.get("eval", {})
+    columns = sorted({k for row in eval_table.values() for k in row})
+    rows = [
+        (name, [f"{row[c]:.2f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
+        for name, row in eval_table.items()
+    ]
+    loss_options = {"label_weight": args.label_weight}
+    if args.loss == "adaptive":
+        loss_options.update(
+            activation=args.activation,
+            teacher_activation=args.teacher_activation,
+            temperature=args.temperature,
+            scale=args.scale,
+            **({"beta": args.beta} if args.activation == "softplus" else {}),
+        )
+    if args.loss == "label_hinge" or args.label_weight > 0:
+        loss_options["label_margin"] = args.label_margin
+    hyper = {
+        "learning_rate": args.learning_rate,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "num_train_epochs": args.num_train_epochs,
+        "max_steps": args.max_steps,
+        "warmup_steps": args.warmup_steps,
+        "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "weight_decay": args.weight_decay,
+        "max_length": args.max_length,
+        "seed": args.seed,
+        "similarity": args.similarity,
+        "pooling": args.pooling,
+    }
+    return ModelCard.from_template(
+        card_data,
+        template_str=TEMPLATE,
+        model_name=model_name or repo_id.split("/")[-1],
+        repo_id=repo_id,
+        student_type=args.student_type,
+        teacher=info.get("teacher", "an unnamed teacher"),
+        base_model=info.get("base_model"),
+        layers=info.get("layers"),
+        loss=args.loss,
+        loss_name=LOSS_NAMES[args.loss],
+        loss_options=", ".join(f"`{k}={v}`" for k, v in loss_options.items()),
+        eval_columns=columns,
+        eval_rows=rows,
+        eval_note=info.get("eval_note", ""),
+        dataset_description=info.get("dataset_description", "not recorded"),
+        hyperparameters=", ".join(f"`{k}={v}`" for k, v in hyper.items()),
+        versions=_versions(),
+        pooling=args.pooling,
+        normalize=args.normalize,
+    )
