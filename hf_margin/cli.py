@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hf-margin",
         description="Distil a similarity teacher into a smaller student with an adaptive difference (margin) loss. "
         "Each command reads a recipe YAML; any option of it can be overridden with --option value.",
-        epilog="Options of a command: hf-margin COMMAND --help. Multi-process or multi-GPU: "
-        "accelerate launch [--config_file recipes/accelerate/...] -m hf_margin.cli train RECIPE.",
+        epilog="Options of a command: hf-margin COMMAND --help. Multi-process or multi-GPU: add "
+        "--accelerate-config NAME (single, multi-cpu, multi-gpu, zero2, zero3, zero3-offload, fsdp2) or run "
+        "accelerate launch --config_file recipes/accelerate/NAME.yaml -m hf_margin.cli train RECIPE.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in COMMANDS.items():
@@ -44,6 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     known, overrides = parser.parse_known_args(argv)
+    if "--accelerate-config" in overrides:  # re-run this very command under `accelerate launch`
+        i = overrides.index("--accelerate-config")
+        if i + 1 >= len(overrides):
+            parser.error("--accelerate-config needs a name (single, multi-cpu, zero2, ...) or a file")
+        config = overrides[i + 1]
+        rest = overrides[:i] + overrides[i + 2 :]
+        from hf_margin.launch import relaunch
+
+        return relaunch(config, [known.command, *([known.recipe] if known.recipe else []), *rest])
     from hf_margin.recipe import RECIPE_DATACLASSES, parse_recipe, run_evaluate, run_score_teacher, run_train
 
     if "-h" in overrides or "--help" in overrides or known.recipe in ("-h", "--help"):

@@ -68,13 +68,16 @@ def _iter_batches(dataset: Dataset | IterableDataset, columns: Sequence[str]) ->
         offset += len(next(iter(batch.values())))
 
 
-def validate_triplets(dataset: Dataset | IterableDataset, *, require_teacher_margins: bool = False) -> str:
+def validate_triplets(
+    dataset: Dataset | IterableDataset, *, require_teacher_margins: bool = False, row_offset: int = 0
+) -> str:
     """Check every row before any compute is spent; return the negatives column's name.
 
     Raises:
         DataValidationError: for a missing column, an empty or non-string text, an empty list of negatives,
             a non-finite teacher margin, or a ``teacher_margins`` row whose length differs from its negatives.
-            The message names the column and the first bad row index.
+            The message names the column and the first bad row index (plus ``row_offset``, for a chunk of a
+            larger stream).
     """
     names = list(dataset.column_names or [])
     if not names and isinstance(dataset, IterableDataset):  # features unknown until the first row is read
@@ -97,7 +100,7 @@ def validate_triplets(dataset: Dataset | IterableDataset, *, require_teacher_mar
     for offset, batch in _iter_batches(dataset, columns):
         negs = negatives_of(batch, neg_col)
         for i in range(len(negs)):
-            row = offset + i
+            row = row_offset + offset + i
             for col in (QUERY, POSITIVE):
                 problem = _bad_text(batch[col][i])
                 if problem:

@@ -120,6 +120,8 @@ def build_model_card(
     tags = ["sentence-transformers", "sentence-similarity", "distillation", "hf-margin", args.loss]
     if args.student_type == "cross-encoder":
         tags[0:2] = ["cross-encoder", "text-ranking"]
+    extra_tags = info.get("tags") or []
+    tags += [t for t in ([extra_tags] if isinstance(extra_tags, str) else extra_tags) if t not in tags]
     card_data = ModelCardData(
         library_name="sentence-transformers" if args.student_type == "bi-encoder" else "transformers",
         base_model=info.get("base_model"),

@@ -116,7 +116,12 @@ def student_scores(
     mask = batch["negatives_mask"]
     b = mask.shape[0]
     if student_type == "bi-encoder":
-        emb = encode(model, batch["input_ids"], batch["attention_mask"], pooling=pooling, normalize=normalize)
+        emb = forward_in_length_chunks(
+            lambda ids, am, _: encode(model, ids, am, pooling=pooling, normalize=normalize),
+            batch["input_ids"],
+            batch["attention_mask"],
+            chunk_size=chunk_size,
+        )
         queries, positives, negatives = emb[:b], emb[b : 2 * b], emb[2 * b :]
         pos = similarity(queries, positives, similarity_fn)
         query_per_negative = queries.repeat_interleave(mask.sum(1), dim=0)
@@ -184,7 +189,12 @@ def load_student(
     A cross-encoder gets a one-logit sequence-classification head (fresh when the checkpoint has none).
     """
     if student_type == "bi-encoder":
-        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+        try:  # a bi-encoder pools itself: no (randomly initialised, unused) pooler head where the class allows it
+            model = AutoModel.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code, add_pooling_layer=False, **kwargs
+            )
+        except TypeError:
+            model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     elif student_type == "cross-encoder":
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path, num_labels=1, trust_remote_code=trust_remote_code, **kwargs

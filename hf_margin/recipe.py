@@ -284,6 +284,7 @@ def run_train(model_args: ModelArguments, data_args: DataArguments, args: Margin
         "language": "en",
     }
     trainer.save_model()
+    trainer.save_state()  # trainer_state.json: the whole log history (loss curve, evaluations)
     if state.is_main_process:
         out = Path(args.output_dir)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

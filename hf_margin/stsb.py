@@ -87,6 +87,7 @@ def score_sts_pairs(
     batch_size: int = 128,
 ) -> np.ndarray:
     """A model's score for each pair: similarity of embeddings (bi-encoder) or the logit (cross-encoder)."""
+    sentences1, sentences2 = list(sentences1), list(sentences2)
     was_training = model.training
     model.eval()
     try:

@@ -11,20 +11,32 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from accelerate import PartialState
-from datasets import Dataset
+from accelerate.utils import gather_object
+from datasets import Dataset, IterableDataset
+from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from hf_margin.data import NEGATIVES, POSITIVE, QUERY, DataValidationError, negatives_of, validate_triplets
+from hf_margin.data import (
+    NEGATIVES,
+    POSITIVE,
+    QUERY,
+    DataValidationError,
+    negatives_column,
+    negatives_of,
+    validate_triplets,
+)
 from hf_margin.modeling import encode, similarity
 
 logger = logging.getLogger(__name__)
@@ -241,42 +253,16 @@ def margins_fingerprint(dataset: Dataset, teacher: TeacherScorer) -> str:
     return Hasher.hash(["teacher-margins", SCORING_VERSION, dataset._fingerprint, teacher.fingerprint])
 
 
-def attach_teacher_margins(
-    dataset: Dataset,
-    teacher: TeacherScorer,
-    *,
-    batch_size: int = 256,
-    cache_dir: str | os.PathLike | None = None,
-    load_from_cache_file: bool = True,
-) -> Dataset:
-    """Add ``teacher_pos_score`` ``()``, ``teacher_neg_scores`` ``(N,)`` and ``teacher_margins`` ``(N,)`` columns.
+def _cache_file(dataset: Dataset | IterableDataset, cache_dir: str | os.PathLike | None, fingerprint: str) -> Path:
+    if cache_dir is None:
+        files = getattr(dataset, "cache_files", None)
+        cache_dir = Path(files[0]["filename"]).parent if files else default_cache_dir()
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return Path(cache_dir) / f"teacher-margins-{fingerprint}.arrow"
 
-    Scores are computed once by ``datasets.Dataset.map(batched=True)`` and cached in an Arrow file named by
-    :func:`margins_fingerprint`: the same data and teacher load it without calling the teacher; other data,
-    weights or options recompute. The data is validated first, and the cache file is written atomically
-    (``datasets`` writes a temporary file and moves it), so a failed or killed run leaves no partial cache.
-    Under Accelerate the main process scores first and the others read its cache.
 
-    Args:
-        dataset: rows with ``query``, ``positive`` and ``negative`` or ``negatives``.
-        teacher: a :class:`TeacherScorer`, e.g. :class:`BiEncoderTeacher` or :class:`CrossEncoderTeacher`.
-        batch_size: rows per ``map`` batch (each holds ``rows × (1 + N)`` pairs).
-        cache_dir: folder of the cache file; by default the dataset's own cache folder when it is backed
-            by files, else :func:`default_cache_dir`.
-    """
-    if not isinstance(teacher, TeacherScorer):
-        raise TypeError(f"teacher must have .fingerprint and .score_pairs(queries, documents); got {type(teacher)}")
-    neg_col = validate_triplets(dataset)
-    stale = [c for c in TEACHER_COLUMNS if c in dataset.column_names]
-    if stale:
-        dataset = dataset.remove_columns(stale)
-    fingerprint = margins_fingerprint(dataset, teacher)
-    if cache_dir is None and not dataset.cache_files:
-        cache_dir = default_cache_dir()
-    cache_file_name = None
-    if cache_dir is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        cache_file_name = str(Path(cache_dir) / f"teacher-margins-{fingerprint}.arrow")
+def _margin_scorer(teacher: TeacherScorer, neg_col: str) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
+    """The batched map function: score (q, p) and every (q, n) of a batch in one teacher call."""
 
     def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         negs = negatives_of(batch, neg_col)
@@ -304,24 +290,149 @@ def attach_teacher_margins(
             margins.append((pos[i] - ns).tolist())
         return {"teacher_pos_score": pos.tolist(), "teacher_neg_scores": neg_scores, "teacher_margins": margins}
 
-    features = dataset.features.copy()
+    return score
+
+
+def _scored_features(features: datasets.Features) -> datasets.Features:
+    features = features.copy()
     features["teacher_pos_score"] = datasets.Value("float32")
     features["teacher_neg_scores"] = datasets.List(datasets.Value("float32"))
     features["teacher_margins"] = datasets.List(datasets.Value("float32"))
-    with PartialState().main_process_first():
+    return features
+
+
+def _score_shards(dataset: Dataset, score: Callable, batch_size: int, state: PartialState) -> dict[int, tuple]:
+    """Each process scores its own contiguous share of rows; every process gets all results back."""
+    with state.split_between_processes(list(range(len(dataset)))) as rows:
+        mine: list[tuple[int, float, list[float], list[float]]] = []
+        for start in tqdm(
+            range(0, len(rows), batch_size), desc=f"Scoring teacher margins (process {state.process_index})"
+        ):
+            idx = rows[start : start + batch_size]
+            out = score(dataset[idx[0] : idx[-1] + 1], idx)
+            mine += zip(idx, out["teacher_pos_score"], out["teacher_neg_scores"], out["teacher_margins"])
+    logger.info("Process %d scored %d of %d rows", state.process_index, len(mine), len(dataset))
+    return {i: rest for i, *rest in gather_object(mine)}
+
+
+def attach_teacher_margins(
+    dataset: Dataset | IterableDataset,
+    teacher: TeacherScorer,
+    *,
+    batch_size: int = 256,
+    cache_dir: str | os.PathLike | None = None,
+    load_from_cache_file: bool = True,
+    data_fingerprint: str | None = None,
+) -> Dataset:
+    """Add ``teacher_pos_score`` ``()``, ``teacher_neg_scores`` ``(N,)`` and ``teacher_margins`` ``(N,)`` columns.
+
+    Scores are computed once and cached in an Arrow file named by :func:`margins_fingerprint` (data, teacher
+    weights and options, scoring code): the same data and teacher load it without calling the teacher; other
+    data, weights or options recompute. The data is validated first, and the cache file is written atomically
+    (to a temporary file, then moved), so a failed or killed run leaves no partial cache to be read.
+
+    Under Accelerate with several processes, each process scores its share of the rows, the scores are
+    gathered, and the main process writes the one cache that every process then reads; a run that finds the
+    cache scores nothing. An ``IterableDataset`` (a stream) is scored batch by batch into the cache file, so
+    memory does not grow with the data; name the stream's content with ``data_fingerprint``.
+
+    Args:
+        dataset: rows with ``query``, ``positive`` and ``negative`` or ``negatives``.
+        teacher: a :class:`TeacherScorer`, e.g. :class:`BiEncoderTeacher` or :class:`CrossEncoderTeacher`.
+        batch_size: rows per scoring batch (each holds ``rows × (1 + N)`` pairs).
+        cache_dir: folder of the cache file; by default the dataset's own cache folder when it is backed
+            by files, else :func:`default_cache_dir`.
+        data_fingerprint: identity of a streamed dataset's content (required for an ``IterableDataset``).
+
+    Returns:
+        A ``Dataset`` backed by the cache file.
+    """
+    if not isinstance(teacher, TeacherScorer):
+        raise TypeError(f"teacher must have .fingerprint and .score_pairs(queries, documents); got {type(teacher)}")
+    if isinstance(dataset, IterableDataset):
+        return _attach_streaming(dataset, teacher, batch_size, cache_dir, load_from_cache_file, data_fingerprint)
+    neg_col = validate_triplets(dataset)
+    stale = [c for c in TEACHER_COLUMNS if c in dataset.column_names]
+    if stale:
+        dataset = dataset.remove_columns(stale)
+    fingerprint = margins_fingerprint(dataset, teacher)
+    cache_file = _cache_file(dataset, cache_dir, fingerprint)
+    score = _margin_scorer(teacher, neg_col)
+    state = PartialState()
+    if state.num_processes > 1 and not (load_from_cache_file and cache_file.exists()):
+        precomputed = _score_shards(dataset, score, batch_size, state)
+
+        def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:  # noqa: F811
+            rows = [precomputed[i] for i in indices]
+            return {name: [r[k] for r in rows] for k, name in enumerate(TEACHER_COLUMNS)}
+
+    with state.main_process_first():
         scored = dataset.map(
             score,
             batched=True,
             batch_size=batch_size,
             with_indices=True,
-            features=features,
+            features=_scored_features(dataset.features),
             new_fingerprint=fingerprint,
-            cache_file_name=cache_file_name,
+            cache_file_name=str(cache_file),
             load_from_cache_file=load_from_cache_file,
             desc="Scoring teacher margins",
         )
-    logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, cache_file_name or "datasets")
+    logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, cache_file)
     return scored
+
+
+def _attach_streaming(
+    dataset: IterableDataset,
+    teacher: TeacherScorer,
+    batch_size: int,
+    cache_dir: str | os.PathLike | None,
+    load_from_cache_file: bool,
+    data_fingerprint: str | None,
+) -> Dataset:
+    """Score a stream batch by batch into an Arrow file (written to a temporary name, then moved)."""
+    if data_fingerprint is None:
+        raise ValueError(
+            "a streamed (Iterable) dataset has no fingerprint of its content: pass data_fingerprint=... (e.g. the "
+            "hash or version of its source files) so its teacher margins can be cached and found again"
+        )
+    fingerprint = Hasher.hash(["teacher-margins-stream", SCORING_VERSION, data_fingerprint, teacher.fingerprint])
+    cache_file = _cache_file(dataset, cache_dir, fingerprint)
+    state = PartialState()
+    with state.main_process_first():
+        if not (load_from_cache_file and cache_file.exists()) and state.is_main_process:
+            first = next(iter(dataset), None)
+            if first is None:
+                raise DataValidationError("the streamed dataset is empty")
+            neg_col = negatives_column(first)
+            score = _margin_scorer(teacher, neg_col)
+            fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix="tmp-teacher-margins-", suffix=".arrow")
+            os.close(fd)
+            offset, writer = 0, None
+            try:
+                for batch in tqdm(dataset.iter(batch_size=batch_size), desc="Scoring teacher margins (stream)"):
+                    batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
+                    n = len(batch[QUERY])
+                    validate_triplets(Dataset.from_dict(batch), row_offset=offset)
+                    batch.update(score(batch, list(range(offset, offset + n))))
+                    if writer is None:
+                        inputs = datasets.Features.from_arrow_schema(
+                            pa.Table.from_pydict({k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}).schema
+                        )
+                        features = _scored_features(inputs)
+                        writer = ArrowWriter(path=tmp, features=features)
+                    writer.write_table(pa.Table.from_pydict(batch, schema=features.arrow_schema))
+                    offset += n
+                if writer is None:
+                    raise DataValidationError("the streamed dataset is empty")
+                writer.finalize()
+                writer.close()
+                os.replace(tmp, cache_file)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            logger.info("Scored %d streamed rows into %s", offset, cache_file)
+    return Dataset.from_file(str(cache_file))
 
 
 __all__ = [

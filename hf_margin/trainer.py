@@ -282,5 +282,9 @@ class MarginDistillTrainer(Trainer):
             return
         from hf_margin.model_card import build_model_card
 
-        card = build_model_card(self.args, self.card_info, model_name=model_name, log_history=self.state.log_history)
+        info = dict(self.card_info)
+        for key in ("license", "language", "tags"):  # as Trainer.push_to_hub(**kwargs) passes them on
+            if kwargs.get(key) is not None:
+                info[key] = kwargs[key]
+        card = build_model_card(self.args, info, model_name=model_name, log_history=self.state.log_history)
         card.save(os.path.join(self.args.output_dir, "README.md"))

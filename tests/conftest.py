@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +121,29 @@ def cross_encoder(tokenizer) -> BertForSequenceClassification:
 @pytest.fixture
 def teacher() -> TopicTeacher:
     return TopicTeacher()
+
+
+def write_tiny_stsb(folder: Path) -> None:
+    """A small STS-B-shaped folder: pairs from the same topic score high, across topics low."""
+    rng = random.Random(0)
+    names = list(TOPICS)
+    folder.mkdir()
+    for split, n in [("sts-train.csv", 60), ("sts-dev.csv", 20), ("sts-test.csv", 20)]:
+        rows = []
+        for i in range(n):
+            a = rng.choice(names)
+            b = a if i % 2 == 0 else rng.choice(names)
+            s1 = " ".join(rng.sample(TOPICS[a], 3))
+            s2 = " ".join(rng.sample(TOPICS[b], 3))
+            score = 4.0 + rng.random() if a == b else rng.random() * 2
+            rows.append(f"g\tf\t2012\t{i:04d}\t{score:.3f}\t{s1}\t{s2}")
+        (folder / split).write_text("\n".join(rows) + "\n")
+
+
+def write_tiny_teacher(folder: Path) -> Path:
+    """A tiny random bi-encoder teacher with its tokenizer, saved like a Hub checkpoint."""
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    BertModel(tiny_config(len(tok)), add_pooling_layer=False).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -17,7 +17,7 @@ from hf_margin.resolve import packaged_model_path, resolve_model
 from hf_margin.stsb import read_sts_file
 from hf_margin.teacher import BiEncoderTeacher
 
-from .conftest import TOPICS, make_tokenizer, tiny_config
+from .conftest import TOPICS, make_tokenizer, tiny_config, write_tiny_stsb
 
 ROOT = Path(__file__).resolve().parents[1]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -127,25 +127,6 @@ def test_cli_help_lists_commands_and_options(capsys):
     assert "--teacher" in out and "--activation" in out and "--student_layers" in out
 
 
-def _tiny_stsb(folder: Path) -> None:
-    """A small STS-B-shaped folder: pairs from the same topic score high, across topics low."""
-    import random
-
-    rng = random.Random(0)
-    names = list(TOPICS)
-    folder.mkdir()
-    for split, n in [("sts-train.csv", 60), ("sts-dev.csv", 20), ("sts-test.csv", 20)]:
-        rows = []
-        for i in range(n):
-            a = rng.choice(names)
-            b = a if i % 2 == 0 else rng.choice(names)
-            s1 = " ".join(rng.sample(TOPICS[a], 3))
-            s2 = " ".join(rng.sample(TOPICS[b], 3))
-            score = 4.0 + rng.random() if a == b else rng.random() * 2
-            rows.append(f"g\tf\t2012\t{i:04d}\t{score:.3f}\t{s1}\t{s2}")
-        (folder / split).write_text("\n".join(rows) + "\n")
-
-
 def test_train_command_writes_model_metrics_plot_and_card(tmp_path):
     """`hf-margin train` end to end on tiny models: student with the kept layers, metrics.json with
     before/after/teacher Spearman, a PNG plot and a model card."""
@@ -154,7 +135,7 @@ def test_train_command_writes_model_metrics_plot_and_card(tmp_path):
     teacher_dir = tmp_path / "teacher"
     BertModel(tiny_config(len(tok)), add_pooling_layer=False).save_pretrained(teacher_dir)
     tok.save_pretrained(teacher_dir)
-    _tiny_stsb(tmp_path / "stsb")
+    write_tiny_stsb(tmp_path / "stsb")
     out = tmp_path / "run"
     recipe = tmp_path / "tiny.yaml"
     dump_recipe(

@@ -1,0 +1,163 @@
+"""Quality of transfer: STS-B test Spearman x100 of the 2-layer student after each loss, several seeds.
+
+Every arm uses the same teacher, student initialisation, mined triplets, optimiser (AdamW), schedule (linear,
+warmup), batch size and number of steps. Each arm's learning rate is chosen from a small grid by STS-B *dev*
+Spearman on the first seed, then every seed runs at that rate; test figures are reported, never tuned on.
+
+    python benchmarks/quality.py [--epochs 1] [--lrs 2e-5 5e-5 1e-4] [--seeds 0 1 2]
+
+Results append to benchmarks/results/quality.jsonl (finished runs are skipped on a rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import torch
+import transformers
+from datasets import Dataset
+
+from benchmarks.common import RESULTS, append_jsonl, default_setting, fresh_student, machine, read_jsonl
+from hf_margin import MarginDistillTrainer
+from hf_margin.stsb import evaluate_sts
+
+OUT = RESULTS / "quality.jsonl"
+ARMS = {
+    "label_hinge": {"loss": "label_hinge"},
+    "margin_mse": {"loss": "margin_mse"},
+    "adaptive_relu": {"loss": "adaptive", "activation": "relu"},
+    "adaptive_softplus": {"loss": "adaptive", "activation": "softplus", "beta": 10.0},
+    "adaptive_tanh": {
+        "loss": "adaptive",
+        "activation": "relu",
+        "teacher_activation": "tanh",
+        "temperature": 0.5,
+        "scale": 0.5,
+    },
+    "st_margin_mse": {"loss": "margin_mse"},  # sentence-transformers' own trainer + MarginMSELoss
+}
+
+
+def train_ours(arm: str, lr: float, seed: int, setting, epochs: float) -> dict:
+    model_args, _, args, splits, triplets = setting
+    student, tokenizer = fresh_student(model_args)
+    run_args = args.__class__(
+        **{
+            **args.to_dict(),
+            **ARMS[arm],
+            "learning_rate": lr,
+            "seed": seed,
+            "num_train_epochs": epochs,
+            "eval_strategy": "no",
+            "logging_steps": 1000,
+            "output_dir": str(RESULTS / "tmp"),
+            "disable_tqdm": True,
+            "report_to": "none",
+            "save_strategy": "no",
+        }
+    )
+    trainer = MarginDistillTrainer(student, run_args, train_dataset=triplets["train"], processing_class=tokenizer)
+    start = time.perf_counter()
+    out = trainer.train()
+    return finish(student, tokenizer, splits, out, time.perf_counter() - start)
+
+
+def train_sentence_transformers(lr: float, seed: int, setting, epochs: float) -> dict:
+    """The peer: SentenceTransformerTrainer + MarginMSELoss (cosine, to match our arm) on identical examples."""
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from sentence_transformers.util import pairwise_cos_sim
+
+    from hf_margin.modeling import keep_layers
+    from hf_margin.resolve import resolve_model
+
+    model_args, _, args, splits, triplets = setting
+    transformers.set_seed(seed)
+    path = resolve_model(model_args.teacher)
+    transformer = Transformer(path, max_seq_length=args.max_length)
+    keep_layers(transformer.auto_model, model_args.student_layers)
+    model = SentenceTransformer(
+        modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu"
+    )
+    train = triplets["train"]
+    n = len(train[0]["negatives"])
+    rows = {"query": train["query"], "positive": train["positive"]}
+    for j in range(n):
+        rows[f"negative_{j + 1}"] = [negs[j] for negs in train["negatives"]]
+    rows["label"] = train["teacher_margins"]
+    st_args = SentenceTransformerTrainingArguments(
+        output_dir=str(RESULTS / "tmp-st"),
+        learning_rate=lr,
+        seed=seed,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        warmup_steps=args.warmup_steps,
+        lr_scheduler_type=args.lr_scheduler_type,
+        weight_decay=args.weight_decay,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1000,
+        disable_tqdm=True,
+    )
+    loss = MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
+    trainer = SentenceTransformerTrainer(model=model, args=st_args, train_dataset=Dataset.from_dict(rows), loss=loss)
+    start = time.perf_counter()
+    out = trainer.train()
+    return finish(model[0].auto_model, model.tokenizer, splits, out, time.perf_counter() - start)
+
+
+def finish(student, tokenizer, splits, out, seconds: float) -> dict:
+    sts = {"pooling": "mean", "max_length": 64}
+    return {
+        "dev_spearman": evaluate_sts(student, tokenizer, splits["validation"], **sts)["spearman"],
+        "test_spearman": evaluate_sts(student, tokenizer, splits["test"], **sts)["spearman"],
+        "train_loss": out.training_loss,
+        "steps": out.global_step,
+        "train_seconds": seconds,
+    }
+
+
+def run(arm: str, lr: float, seed: int, setting, epochs: float) -> dict:
+    done = {(r["arm"], r["lr"], r["seed"], r["epochs"]): r for r in read_jsonl(OUT)}
+    key = (arm, lr, seed, epochs)
+    if key in done:
+        return done[key]
+    if arm == "st_margin_mse":
+        result = train_sentence_transformers(lr, seed, setting, epochs)
+    else:
+        result = train_ours(arm, lr, seed, setting, epochs)
+    record = {"arm": arm, "lr": lr, "seed": seed, "epochs": epochs, **result, "machine": machine()}
+    append_jsonl(OUT, record)
+    print(
+        f"{arm:18s} lr={lr:g} seed={seed} dev={result['dev_spearman']:.2f} test={result['test_spearman']:.2f}",
+        flush=True,
+    )
+    gc.collect()
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS))
+    parser.add_argument("--lrs", nargs="+", type=float, default=[2e-5, 5e-5, 1e-4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=float, default=1.0)
+    opts = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    setting = default_setting()
+    for arm in opts.arms:
+        grid = [run(arm, lr, opts.seeds[0], setting, opts.epochs) for lr in opts.lrs]
+        best = max(grid, key=lambda r: r["dev_spearman"])["lr"]
+        for seed in opts.seeds[1:]:
+            run(arm, best, seed, setting, opts.epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Accelerate configs by name (``--accelerate-config zero2``) and re-launching the CLI under ``accelerate launch``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "accelerate_configs"  # the shipped recipes/accelerate, as package data
+
+
+def shipped_accelerate_configs() -> list[str]:
+    """Names of the shipped Accelerate configs (``single``, ``multi-cpu``, ``zero2``, ...)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def accelerate_config_path(name_or_path: str | os.PathLike) -> Path:
+    """An Accelerate config file: an existing path, or the name of a shipped one.
+
+    A shipped DeepSpeed config names its JSON relative to the repository; the returned file (a temporary
+    copy where needed) names it by absolute path, so it works from any directory.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise FileNotFoundError(
+            f"no Accelerate config {str(name_or_path)!r}: give a file or one of "
+            + ", ".join(shipped_accelerate_configs())
+        )
+    config = yaml.safe_load(shipped.read_text())
+    ds = config.get("deepspeed_config") or {}
+    if "deepspeed_config_file" in ds:
+        ds["deepspeed_config_file"] = str((CONFIG_DIR / Path(ds["deepspeed_config_file"]).name).resolve())
+        fd, tmp = tempfile.mkstemp(prefix=f"hf-margin-{name_or_path}-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(config, f)
+        return Path(tmp)
+    return shipped
+
+
+def relaunch(config: str, argv: list[str]) -> int:
+    """Run ``accelerate launch --config_file CONFIG -m hf_margin.cli ARGV`` and return its exit status."""
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(accelerate_config_path(config)),
+        "-m",
+        "hf_margin.cli",
+        *argv,
+    ]
+    print("+ " + " ".join(command), flush=True)
+    return subprocess.call(command)

@@ -1,0 +1,300 @@
+"""Scaling out and surviving faults: several CPU processes, DeepSpeed configs, resume after SIGKILL,
+killed teacher scoring, streamed data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset, IterableDataset
+from safetensors.torch import load_file
+
+from hf_margin import attach_teacher_margins
+from hf_margin.launch import accelerate_config_path, shipped_accelerate_configs
+from hf_margin.recipe import dump_recipe
+
+from .conftest import TopicTeacher, make_triplets, write_tiny_stsb, write_tiny_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE_DIR = ROOT / "recipes" / "accelerate"
+
+
+def run_python(code: str, tmp_path: Path, *args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    script = tmp_path / f"script_{abs(hash(code)) % 10**8}.py"
+    script.write_text(code)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    command = [*(launcher or [sys.executable]), str(script), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def accelerate_launch(config: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_DIR / config)]
+
+
+def tiny_recipe(tmp_path: Path, name: str, **overrides) -> Path:
+    stsb = tmp_path / "stsb"
+    if not stsb.exists():
+        write_tiny_stsb(stsb)
+    teacher = tmp_path / "teacher"
+    if not teacher.exists():
+        write_tiny_teacher(teacher)
+    recipe = tmp_path / f"{name}.yaml"
+    values = dict(
+        teacher=str(teacher),
+        student_layers=[0],
+        data_dir=str(stsb),
+        cache_dir=str(tmp_path / "cache"),
+        num_negatives=2,
+        skip_top=1,
+        sample_from=6,
+        output_dir=str(tmp_path / name),
+        max_steps=6,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        logging_steps=1,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=3,
+        dataloader_num_workers=0,
+    )
+    dump_recipe(recipe, **{**values, **overrides})
+    return recipe
+
+
+def losses_of(output_dir: Path) -> list[float]:
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return [h["loss"] for h in history if "loss" in h]
+
+
+def test_two_cpu_processes_give_the_one_process_loss_curve(tmp_path):
+    """accelerate launch with 2 gloo processes × 4 rows per step must follow the loss curve of one process with
+    8 rows per step (the same global batch, sequential order so both see the same rows): the loss is normalised
+    by the negatives counted on all processes. Tolerance 1e-5 absolute (float sums in another order)."""
+    same = {"use_cpu": True, "train_sampling_strategy": "sequential", "label_weight": 1.0, "max_train_examples": 24}
+    one = tiny_recipe(tmp_path, "one", **same)
+    two = tiny_recipe(tmp_path, "two", per_device_train_batch_size=4, **same)
+    r1 = run_python("from hf_margin.cli import main; main()", tmp_path, "train", str(one))
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    r2 = subprocess.run(
+        [*accelerate_launch("multi-cpu.yaml"), "-m", "hf_margin.cli", "train", str(two)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    curve1, curve2 = losses_of(tmp_path / "one"), losses_of(tmp_path / "two")
+    assert len(curve1) == len(curve2) == 6
+    assert min(curve1) > 0.01  # a curve worth comparing
+    assert curve1 == pytest.approx(curve2, abs=1e-5)
+    w1 = load_file(tmp_path / "one" / "model.safetensors")
+    w2 = load_file(tmp_path / "two" / "model.safetensors")
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], atol=1e-5, rtol=0)
+
+
+SCORING_SCRIPT = """
+import json, sys
+from accelerate import PartialState
+from tests.conftest import TopicTeacher, make_triplets
+from hf_margin import attach_teacher_margins
+
+out, cache = sys.argv[1], sys.argv[2]
+state = PartialState(cpu=True)  # CPU processes: gloo (a plain PartialState() sees one process without CUDA)
+teacher = TopicTeacher()
+seen = []
+original = teacher.score_pairs
+def counting(queries, documents):
+    seen.extend(zip(queries, documents))
+    return original(queries, documents)
+teacher.score_pairs = counting
+scored = attach_teacher_margins(make_triplets(37, seed=5, ragged=True), teacher, cache_dir=cache, batch_size=5)
+json.dump({"pairs": len(seen), "margins": list(scored["teacher_margins"]), "files": len(scored.cache_files)},
+          open(f"{out}-{state.process_index}.json", "w"))
+"""
+
+
+def test_two_processes_split_scoring_and_write_one_identical_cache(tmp_path):
+    """Two processes score disjoint halves, the main one writes one cache equal to a one-process cache, and a
+    second launch finds the cache and scores nothing."""
+    launcher = accelerate_launch("multi-cpu.yaml")
+    r = run_python(SCORING_SCRIPT, tmp_path, str(tmp_path / "first"), str(tmp_path / "cache2"), launcher=launcher)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = [json.loads((tmp_path / f"first-{i}.json").read_text()) for i in range(2)]
+    data = make_triplets(37, seed=5, ragged=True)
+    total_pairs = sum(1 + len(n) for n in data["negatives"])
+    assert first[0]["pairs"] + first[1]["pairs"] == total_pairs
+    assert first[0]["pairs"] > 0 and first[1]["pairs"] > 0
+    single = attach_teacher_margins(data, TopicTeacher(), cache_dir=tmp_path / "cache1")
+    assert first[0]["margins"] == first[1]["margins"] == list(single["teacher_margins"])
+    assert [p.name for p in (tmp_path / "cache2").iterdir()] == [p.name for p in (tmp_path / "cache1").iterdir()]
+
+    r = run_python(SCORING_SCRIPT, tmp_path, str(tmp_path / "again"), str(tmp_path / "cache2"), launcher=launcher)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = [json.loads((tmp_path / f"again-{i}.json").read_text()) for i in range(2)]
+    assert again[0]["pairs"] == again[1]["pairs"] == 0
+    assert again[0]["margins"] == list(single["teacher_margins"])
+
+
+@pytest.mark.parametrize("name", ["ds_zero2.json", "ds_zero3.json", "ds_zero3_offload.json"])
+def test_deepspeed_configs_parse_after_the_trainer_fills_auto(name, bi_encoder):
+    """Each shipped DeepSpeed JSON, its "auto" values filled as the Trainer fills them, is accepted by
+    DeepSpeed's own config parser with the intended ZeRO stage and offload."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    from hf_margin import MarginDistillConfig
+
+    raw = json.loads((ACCELERATE_DIR / name).read_text())
+    args = MarginDistillConfig(
+        output_dir="unused",
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=2,
+        learning_rate=3e-5,
+        warmup_steps=10,
+        report_to="none",
+        use_cpu=True,
+    )
+    hf_config = HfTrainerDeepSpeedConfig(raw)
+    hf_config.trainer_config_process(args)
+    hf_config.trainer_config_finalize(args, bi_encoder, num_training_steps=100)
+    assert '"auto"' not in json.dumps(hf_config.config)
+    parsed = DeepSpeedConfig(hf_config.config)
+    assert parsed.zero_optimization_stage == raw["zero_optimization"]["stage"]
+    assert parsed.train_micro_batch_size_per_gpu == 8 and parsed.gradient_accumulation_steps == 2
+    assert parsed.gradient_clipping == 1.0
+    offload = parsed.zero_config.offload_optimizer is not None and parsed.zero_config.offload_optimizer.device == "cpu"
+    assert offload == ("offload" in name)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml")))
+def test_accelerate_configs_load_and_resolve_by_name(name):
+    """Each shipped Accelerate config loads with Accelerate's own config classes, also by its short name."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    assert name in shipped_accelerate_configs()
+    path = accelerate_config_path(name)
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1
+    if config.deepspeed_config:
+        ds_file = Path(config.deepspeed_config["deepspeed_config_file"])
+        assert ds_file.is_absolute() and ds_file.is_file()
+
+
+RESUME_SCRIPT = """
+import os, signal, sys
+import torch
+from transformers import BertModel, TrainerCallback
+from tests.conftest import TopicTeacher, make_tokenizer, make_triplets, tiny_config
+from hf_margin import MarginDistillConfig, MarginDistillTrainer, attach_teacher_margins
+
+out, mode = sys.argv[1], sys.argv[2]
+tok = make_tokenizer()
+data = attach_teacher_margins(make_triplets(64, seed=2), TopicTeacher(), cache_dir=out + "-cache")
+torch.manual_seed(0)
+model = BertModel(tiny_config(len(tok)), add_pooling_layer=False)
+args = MarginDistillConfig(output_dir=out, max_steps=10, save_strategy="steps", save_steps=5,
+    per_device_train_batch_size=8, learning_rate=1e-3, report_to="none", use_cpu=True, disable_tqdm=True, seed=7,
+    data_seed=7, dataloader_num_workers=0)
+
+class KillAfterCheckpoint(TrainerCallback):
+    def on_step_end(self, args, state, control, **kw):
+        if mode == "kill" and state.global_step == 7:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+trainer = MarginDistillTrainer(model, args, train_dataset=data, processing_class=tok, callbacks=[KillAfterCheckpoint()])
+trainer.train(resume_from_checkpoint=out + "/checkpoint-5" if mode == "resume" else None)
+trainer.save_model(out + "/final")
+"""
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path):
+    """A run SIGKILLed after its step-5 checkpoint and resumed from it ends with the weights of an
+    uninterrupted run (same seed, CPU) within 1e-6."""
+    straight = run_python(RESUME_SCRIPT, tmp_path, str(tmp_path / "straight"), "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = run_python(RESUME_SCRIPT, tmp_path, str(tmp_path / "killed"), "kill")
+    assert killed.returncode == -9
+    assert (tmp_path / "killed" / "checkpoint-5").is_dir() and not (tmp_path / "killed" / "final").exists()
+    resumed = run_python(RESUME_SCRIPT, tmp_path, str(tmp_path / "killed"), "resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+
+
+KILLED_SCORING_SCRIPT = """
+import os, signal, sys
+from tests.conftest import TopicTeacher, make_triplets
+from hf_margin import attach_teacher_margins
+
+class DiesMidway(TopicTeacher):
+    def score_pairs(self, queries, documents):
+        if self.calls == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().score_pairs(queries, documents)
+
+attach_teacher_margins(make_triplets(50, seed=9), DiesMidway(), cache_dir=sys.argv[1], batch_size=8)
+"""
+
+
+def test_killed_scoring_leaves_no_cache_and_the_rerun_matches(tmp_path):
+    """Teacher scoring SIGKILLed midway leaves no cache file to be read (only a temporary file); the next run
+    scores everything and equals an uninterrupted run."""
+    cache = tmp_path / "cache"
+    killed = run_python(KILLED_SCORING_SCRIPT, tmp_path, str(cache))
+    assert killed.returncode == -9
+    assert not list(cache.glob("teacher-margins-*.arrow"))
+    teacher = TopicTeacher()
+    rerun = attach_teacher_margins(make_triplets(50, seed=9), teacher, cache_dir=cache, batch_size=8)
+    assert teacher.calls == 7  # every batch was scored again: nothing half-written was read
+    clean = attach_teacher_margins(make_triplets(50, seed=9), TopicTeacher(), cache_dir=tmp_path / "clean")
+    assert rerun["teacher_margins"] == clean["teacher_margins"]
+
+
+def test_streamed_dataset_is_scored_into_a_cache_equal_to_the_in_memory_one(tmp_path):
+    """An IterableDataset is scored batch by batch into one Arrow cache: same columns as the in-memory
+    path, and a second run reads the cache without calling the teacher."""
+    data = make_triplets(45, seed=11, ragged=True)
+    stream = IterableDataset.from_generator(lambda: iter(data))
+    teacher = TopicTeacher()
+    scored = attach_teacher_margins(stream, teacher, cache_dir=tmp_path, batch_size=8, data_fingerprint="stream-v1")
+    assert isinstance(scored, Dataset) and len(scored) == 45
+    expected = attach_teacher_margins(data, TopicTeacher(), cache_dir=tmp_path / "mem")
+    assert scored["teacher_margins"] == expected["teacher_margins"]
+    assert scored["teacher_pos_score"] == expected["teacher_pos_score"]
+    calls = teacher.calls
+    again = attach_teacher_margins(stream, teacher, cache_dir=tmp_path, batch_size=8, data_fingerprint="stream-v1")
+    assert teacher.calls == calls and again["teacher_margins"] == expected["teacher_margins"]
+    assert not list(tmp_path.glob("tmp-*"))
+
+
+def test_streamed_dataset_needs_a_fingerprint_and_valid_rows(tmp_path):
+    """A stream without data_fingerprint is refused (its cache could not be found again); a bad row is named
+    by its index in the whole stream, and no cache is left."""
+    data = make_triplets(20, seed=1).to_list()
+    with pytest.raises(ValueError, match="data_fingerprint"):
+        attach_teacher_margins(IterableDataset.from_generator(lambda: iter(data)), TopicTeacher(), cache_dir=tmp_path)
+    data[13]["positive"] = " "
+    from hf_margin import DataValidationError
+
+    stream = IterableDataset.from_generator(lambda: iter(data))
+    with pytest.raises(DataValidationError, match="row 13"):
+        attach_teacher_margins(stream, TopicTeacher(), cache_dir=tmp_path, batch_size=8, data_fingerprint="bad")
+    assert list(tmp_path.iterdir()) == []
