@@ -11,7 +11,7 @@ RECIPE ?= recipes/stsb-adaptive.yaml
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint train bench clean
+.PHONY: install test lint train bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ test: lint
 
 train: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/hf-margin train $(RECIPE)
+
+# Benchmarks: figures go to benchmarks/results/ (JSON lines, PNG plots); BENCHMARKS.md quotes them.
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/quality.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/speed.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/teacher_cache.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/scaling.py
+	PYTHONPATH=. $(BIN)/python benchmarks/report.py
+
+# On a machine with one GPU: the default recipe with bf16 and with DeepSpeed ZeRO-2; non-zero exit on failure.
+gpu-check: $(STAMP)
+	bash scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

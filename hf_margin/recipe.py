@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from accelerate import PartialState
 from datasets import Dataset
@@ -251,6 +252,8 @@ def run_train(model_args: ModelArguments, data_args: DataArguments, args: Margin
         "train_loss": train_output.training_loss,
         "train_runtime_s": train_output.metrics.get("train_runtime"),
         "wall_time_s": wall,
+        "train_examples_per_s": train_output.metrics.get("train_samples_per_second"),
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "options": {"model": asdict(model_args), "data": asdict(data_args)},
     }
     layers = model_args.student_layers

@@ -1,0 +1,123 @@
+"""Tables (markdown, printed) and PNG plots from benchmarks/results/*.jsonl, for BENCHMARKS.md.
+
+python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks.common import RESULTS, read_jsonl  # noqa: E402
+
+
+def quality() -> None:
+    runs = read_jsonl(RESULTS / "quality.jsonl")
+    if not runs:
+        return
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        by_arm[r["arm"]].append(r)
+    print("| arm | lr grid: dev Spearman (seed 0) | chosen lr | test Spearman x100, mean ± sd (n) |")
+    print("| --- | --- | --- | --- |")
+    summary = {}
+    for arm, rs in by_arm.items():
+        grid = {r["lr"]: r["dev_spearman"] for r in rs if r["seed"] == min(x["seed"] for x in rs)}
+        best = max(grid, key=grid.get)
+        tests = [r["test_spearman"] for r in rs if r["lr"] == best]
+        sd = statistics.stdev(tests) if len(tests) > 1 else 0.0
+        summary[arm] = (statistics.mean(tests), sd, tests)
+        grid_text = ", ".join(f"{lr:g}: {v:.2f}" for lr, v in sorted(grid.items()))
+        print(f"| {arm} | {grid_text} | {best:g} | {statistics.mean(tests):.2f} ± {sd:.2f} ({len(tests)}) |")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    names = list(summary)
+    ax.bar(names, [summary[a][0] for a in names], yerr=[summary[a][1] for a in names], capsize=4, color="tab:blue")
+    for i, a in enumerate(names):
+        ax.scatter([i] * len(summary[a][2]), summary[a][2], color="black", s=10, zorder=3)
+    low = min(min(v[2]) for v in summary.values())
+    ax.set_ylim(low - 3, max(max(v[2]) for v in summary.values()) + 2)
+    ax.set_ylabel("STS-B test Spearman x100")
+    ax.set_title("2-layer student distilled from all-MiniLM-L6-v2")
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "quality.png", dpi=110)
+    plt.close(fig)
+
+
+def speed() -> None:
+    runs = read_jsonl(RESULTS / "speed.jsonl")
+    if not runs:
+        return
+    print(
+        "\n| negatives | ours, examples/s (median) | sentence-transformers, examples/s (median) "
+        "| ratio (median of pairs) |"
+    )
+    print("| --- | --- | --- | --- |")
+    for r in runs:
+        print(
+            f"| {r['negatives']} | {statistics.median(r['ours_examples_per_s']):.1f} | "
+            f"{statistics.median(r['peer_examples_per_s']):.1f} | x{r['ratio_median']:.2f} |"
+        )
+
+
+def teacher_cache() -> None:
+    runs = read_jsonl(RESULTS / "teacher_cache.jsonl")
+    if not runs:
+        return
+    r = runs[-1]
+    print(f"\nTeacher scoring, {r['rows']} rows = {r['pairs']} pairs:")
+    print("| scorer | pairs/s | first run, s | cached run, s | cached / first |")
+    print("| --- | --- | --- | --- | --- |")
+    for kind in ("bi-encoder", "cross-encoder"):
+        k = r[kind]
+        print(
+            f"| {kind} | {k['pairs_per_s']:.0f} | {k['first_s']:.2f} | {k['cached_s']:.3f} "
+            f"| {100 * k['cached_share']:.2f}% |"
+        )
+    print(
+        f"\nPeak RSS of training: cached margins {r['peak_rss_mb_cached']:.0f} MB, teacher kept loaded "
+        f"{r['peak_rss_mb_teacher']:.0f} MB"
+    )
+
+
+def scaling() -> None:
+    runs = read_jsonl(RESULTS / "scaling.jsonl")
+    if not runs:
+        return
+    runs.sort(key=lambda r: r["examples"])
+    print("\n| examples | training epoch, s | s per 1k | cross-encoder scoring, s | bi-encoder scoring, s |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in runs:
+        print(
+            f"| {r['examples']} | {r['epoch_s']:.1f} | {1000 * r['epoch_s'] / r['examples']:.1f} | "
+            f"{r['cross-encoder_scoring_s']:.1f} | {r['bi-encoder_scoring_s']:.1f} |"
+        )
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    x = [r["examples"] for r in runs]
+    for key, label in [
+        ("epoch_s", "training epoch"),
+        ("cross-encoder_scoring_s", "cross-encoder scoring"),
+        ("bi-encoder_scoring_s", "bi-encoder scoring (distinct texts only)"),
+    ]:
+        ax.plot(x, [r[key] for r in runs], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("examples (1 negative each)")
+    ax.set_ylabel("seconds")
+    ax.legend(fontsize=8)
+    ax.set_title("cost against data size")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "scaling.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    quality()
+    speed()
+    teacher_cache()
+    scaling()

@@ -1,0 +1,166 @@
+"""Training throughput of MarginDistillTrainer against sentence-transformers' SentenceTransformerTrainer +
+MarginMSELoss: same student (2 MiniLM layers), data, batch size, sequence length and threads; the two run
+alternately, and the ratio is the median over pairs. Also writes a cProfile summary of our training step.
+
+    python benchmarks/speed.py [--steps 16] [--pairs 3] [--negatives 1 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import time
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from benchmarks.common import RESULTS, append_jsonl, default_setting, fresh_student, machine
+from hf_margin import MarginDistillTrainer
+
+OUT = RESULTS / "speed.jsonl"
+WARMUP = 3
+
+
+class StepTimer(TrainerCallback):
+    """Wall time between consecutive optimiser steps after the first WARMUP: data loading and collation
+    (where the peer tokenises) included."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._last = 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if state.global_step > WARMUP:
+            self.times.append(now - self._last)
+        self._last = now
+
+
+def with_negatives(triplets: Dataset, n: int) -> Dataset:
+    return triplets.map(
+        lambda r: {"negatives": r["negatives"][:n], "teacher_margins": r["teacher_margins"][:n]},
+        desc=f"Keeping {n} negatives",
+    )
+
+
+def ours(setting, data: Dataset, steps: int, profile: bool = False) -> tuple[float, str]:
+    model_args, _, args, _, _ = setting
+    student, tokenizer = fresh_student(model_args)
+    run_args = args.__class__(
+        **{
+            **args.to_dict(),
+            "max_steps": steps,
+            "eval_strategy": "no",
+            "logging_steps": 10_000,
+            "output_dir": str(RESULTS / "tmp"),
+            "disable_tqdm": True,
+            "report_to": "none",
+            "save_strategy": "no",
+        }
+    )
+    timer = StepTimer()
+    trainer = MarginDistillTrainer(student, run_args, train_dataset=data, processing_class=tokenizer, callbacks=[timer])
+    summary = ""
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        trainer.train()
+        profiler.disable()
+        buffer = io.StringIO()
+        pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(18)
+        summary = buffer.getvalue()
+    else:
+        trainer.train()
+    return args.per_device_train_batch_size / statistics.median(timer.times), summary
+
+
+def peer(setting, data: Dataset, steps: int) -> float:
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from sentence_transformers.util import pairwise_cos_sim
+
+    from hf_margin.modeling import keep_layers
+    from hf_margin.resolve import resolve_model
+
+    model_args, _, args, _, _ = setting
+    transformer = Transformer(resolve_model(model_args.teacher), max_seq_length=args.max_length)
+    keep_layers(transformer.auto_model, model_args.student_layers)
+    model = SentenceTransformer(
+        modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu"
+    )
+    n = len(data[0]["negatives"])
+    rows = {"query": data["query"], "positive": data["positive"]}
+    for j in range(n):
+        rows[f"negative_{j + 1}"] = [negs[j] for negs in data["negatives"]]
+    rows["label"] = list(data["teacher_margins"])
+    st_args = SentenceTransformerTrainingArguments(
+        output_dir=str(RESULTS / "tmp-st"),
+        max_steps=steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10_000,
+        disable_tqdm=True,
+        seed=args.seed,
+    )
+    timer = StepTimer()
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=st_args,
+        train_dataset=Dataset.from_dict(rows),
+        loss=MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
+        callbacks=[timer],
+    )
+    trainer.train()
+    return args.per_device_train_batch_size / statistics.median(timer.times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--negatives", type=int, nargs="+", default=[1, 4])
+    opts = parser.parse_args()
+    setting = default_setting()
+    for n in opts.negatives:
+        data = with_negatives(setting[4]["train"], n)
+        ratios, ours_eps, peer_eps = [], [], []
+        for pair in range(opts.pairs):
+            a, _ = ours(setting, data, opts.steps)
+            b = peer(setting, data, opts.steps)
+            ours_eps.append(a)
+            peer_eps.append(b)
+            ratios.append(a / b)
+            print(f"negatives={n} pair {pair}: ours {a:.1f} ex/s, sentence-transformers {b:.1f} ex/s, x{a / b:.2f}")
+        record = {
+            "negatives": n,
+            "ours_examples_per_s": ours_eps,
+            "peer_examples_per_s": peer_eps,
+            "ratio_median": statistics.median(ratios),
+            "ratios": ratios,
+            "steps": opts.steps,
+            "warmup": WARMUP,
+            "batch_size": setting[2].per_device_train_batch_size,
+            "max_length": setting[2].max_length,
+            "threads": torch.get_num_threads(),
+            "machine": machine(),
+        }
+        append_jsonl(OUT, record)
+        print(f"negatives={n}: median ratio x{record['ratio_median']:.2f}")
+    _, summary = ours(setting, with_negatives(setting[4]["train"], 4), opts.steps, profile=True)
+    (RESULTS / "profile.txt").write_text(summary)
+
+
+if __name__ == "__main__":
+    main()
