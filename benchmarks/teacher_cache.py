@@ -22,16 +22,19 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 RSS_SCRIPT = """
 import resource, sys, json
-from benchmarks.common import default_setting, fresh_student
+from datasets import load_from_disk
+from benchmarks.common import fresh_student
 from hf_margin import BiEncoderTeacher, MarginDistillTrainer
+from hf_margin.recipe import parse_recipe
 from hf_margin.resolve import resolve_model
-keep_teacher = sys.argv[1] == "teacher"
-model_args, _, args, _, triplets = default_setting()
-teacher = BiEncoderTeacher.from_pretrained(resolve_model(model_args.teacher)) if keep_teacher else None
+mode, data_dir, out = sys.argv[1:4]
+model_args, _, args = parse_recipe("recipes/stsb-adaptive.yaml")
+train = load_from_disk(data_dir)  # scored triplets, saved by the parent: no teacher needed to get them
+teacher = BiEncoderTeacher.from_pretrained(resolve_model(model_args.teacher)) if mode == "teacher" else None
 student, tok = fresh_student(model_args)
 run_args = args.__class__(**{**args.to_dict(), "max_steps": 12, "eval_strategy": "no", "disable_tqdm": True,
-    "output_dir": sys.argv[2], "save_strategy": "no", "report_to": "none"})
-MarginDistillTrainer(student, run_args, train_dataset=triplets["train"], processing_class=tok).train()
+    "output_dir": out, "save_strategy": "no", "report_to": "none"})
+MarginDistillTrainer(student, run_args, train_dataset=train, processing_class=tok).train()
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -69,10 +72,16 @@ def main() -> None:
             "cached_share": second / first,
         }
         print(f"{kind}: {pairs / first:.0f} pairs/s, cached run {second:.3f} s = {100 * second / first:.2f}% of first")
+    saved = tempfile.mkdtemp()
+    triplets["train"].save_to_disk(saved)
     for mode in ("cached", "teacher"):
         with tempfile.TemporaryDirectory() as out:
             done = subprocess.run(
-                [sys.executable, "-c", RSS_SCRIPT, mode, out], capture_output=True, text=True, cwd=ROOT, check=True
+                [sys.executable, "-c", RSS_SCRIPT, mode, saved, out],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                check=True,
             )
         record[f"peak_rss_mb_{mode}"] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
         print(f"training, {mode}: peak RSS {record[f'peak_rss_mb_{mode}']:.0f} MB")

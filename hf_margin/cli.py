@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     known, overrides = parser.parse_known_args(argv)
+    overrides = [p for o in overrides for p in (o.split("=", 1) if o.startswith("--accelerate-config=") else [o])]
     if "--accelerate-config" in overrides:  # re-run this very command under `accelerate launch`
         i = overrides.index("--accelerate-config")
         if i + 1 >= len(overrides):

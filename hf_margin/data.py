@@ -263,8 +263,8 @@ class MarginDistillCollator:
                 row = [row] if isinstance(row, (int, float)) else row
                 if len(row) != len(negs[i]):
                     raise DataValidationError(
-                        f"batch row {i}: {len(row)} teacher margins for {len(negs[i])} negatives; "
-                        "recompute them with attach_teacher_margins."
+                        f"position {i} of a collated batch: {len(row)} teacher margins for {len(negs[i])} negatives; "
+                        "validate_triplets(dataset) names the dataset row; recompute them with attach_teacher_margins."
                     )
                 margins[i, : len(row)] = torch.as_tensor(row, dtype=torch.float32)
             batch[TEACHER_MARGINS] = margins

@@ -202,7 +202,9 @@ class LabelHingeLoss(nn.Module):
     def forward(
         self,
         student_margin: Tensor,
+        teacher_margin: Tensor | None = None,
         mask: Tensor | None = None,
         num_items: Tensor | int | float | None = None,
     ) -> Tensor:
+        """Same positional signature as the other losses; ``teacher_margin`` is ignored (no teacher)."""
         return label_hinge_loss(student_margin, margin=self.margin, mask=mask, num_items=num_items)

@@ -77,9 +77,10 @@ def forward_in_length_chunks(
         return forward(input_ids, attention_mask, token_type_ids)
     lengths = attention_mask.sum(1)
     order = lengths.argsort()
+    sorted_lengths = lengths[order].tolist()  # one device-to-host copy for all chunks
     parts = []
-    for rows in order.split(chunk_size):
-        width = int(lengths[rows].max())
+    for start, rows in zip(range(0, len(sorted_lengths), chunk_size), order.split(chunk_size)):
+        width = max(sorted_lengths[start : start + chunk_size])
         parts.append(
             forward(
                 input_ids[rows, :width],
@@ -124,7 +125,7 @@ def student_scores(
         )
         queries, positives, negatives = emb[:b], emb[b : 2 * b], emb[2 * b :]
         pos = similarity(queries, positives, similarity_fn)
-        query_per_negative = queries.repeat_interleave(mask.sum(1), dim=0)
+        query_per_negative = queries.repeat_interleave(mask.sum(1), dim=0, output_size=negatives.shape[0])
         neg = split_scores(similarity(query_per_negative, negatives, similarity_fn), mask)
         return pos, neg
     if student_type == "cross-encoder":

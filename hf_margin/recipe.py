@@ -132,10 +132,11 @@ def load_teacher(model_args: ModelArguments) -> BiEncoderTeacher | CrossEncoderT
 
 
 def build_triplets(
-    model_args: ModelArguments, data_args: DataArguments, teacher=None
+    model_args: ModelArguments, data_args: DataArguments, teacher=None, *, score_margins: bool = True
 ) -> tuple[dict[str, Dataset], dict[str, Dataset], Any]:
-    """STS-B splits and scored triplets ``{"train", "validation"}``: positives by gold score, negatives mined
-    from the same split, teacher margins attached; all cached. Returns (splits, triplets, teacher)."""
+    """STS-B splits and triplets ``{"train", "validation"}``: positives by gold score, negatives mined from the
+    same split, teacher margins attached (unless ``score_margins`` is false); all cached.
+    Returns (splits, triplets, teacher)."""
     splits = load_stsb(data_args.data_dir, data_args.dataset_name)
     teacher = teacher if teacher is not None else load_teacher(model_args)
     if data_args.miner is not None:
@@ -160,7 +161,11 @@ def build_triplets(
             sample_from=data_args.sample_from,
             cache_dir=data_args.cache_dir,
         )
-        triplets[split] = attach_teacher_margins(mined, teacher, batch_size=256, cache_dir=data_args.cache_dir)
+        triplets[split] = (
+            attach_teacher_margins(mined, teacher, batch_size=256, cache_dir=data_args.cache_dir)
+            if score_margins
+            else mined
+        )
         logger.info("%s: %d triplets with %d negatives each", split, len(triplets[split]), data_args.num_negatives)
     return splits, triplets, teacher
 
@@ -204,7 +209,7 @@ def run_train(model_args: ModelArguments, data_args: DataArguments, args: Margin
 
     start = time.perf_counter()
     state = PartialState()
-    splits, triplets, teacher = build_triplets(model_args, data_args)
+    splits, triplets, teacher = build_triplets(model_args, data_args, score_margins=args.needs_teacher)
     teacher_test = teacher_sts(teacher, splits["test"])
     logger.info("Teacher STS-B test Spearman: %.2f", teacher_test["spearman"])
     del teacher  # the teacher never sits in training memory
@@ -281,20 +286,26 @@ def run_train(model_args: ModelArguments, data_args: DataArguments, args: Margin
                 "STS-B test Pearson x100": teacher_test["pearson"],
             },
         },
-        "eval_note": "Spearman and Pearson correlation x100 between the cosine similarity of the two sentences' "
-        "embeddings (the logit for a cross-encoder) and the gold score, on STS-B test.",
+        "eval_note": (
+            f"Spearman and Pearson correlation x100 between the {args.similarity} similarity of the two sentences' "
+            if args.student_type == "bi-encoder"
+            else "Spearman and Pearson correlation x100 between the cross-encoder's logit for the pair "
+        )
+        + "and the gold score, on STS-B test. The teacher row scores the same way with the teacher.",
         "license": "apache-2.0",
         "language": "en",
     }
-    trainer.save_model()
-    trainer.save_state()  # trainer_state.json: the whole log history (loss curve, evaluations)
-    if state.is_main_process:
+    if state.is_main_process:  # first, so that the upload below carries them
         out = Path(args.output_dir)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", metrics)
         plot_training_curves(trainer.state.log_history, out / "training_curves.png", title=args.run_name or "")
-        trainer.create_model_card()
-    if args.push_to_hub:
+    trainer.save_state()  # trainer_state.json: the whole log history (loss curve, evaluations)
+    if args.push_to_hub:  # saves the model, writes the card and uploads the folder, once
         trainer.push_to_hub(commit_message="hf-margin: distilled student")
+    else:
+        trainer.save_model()
+        trainer.create_model_card()
     print_summary(metrics)
     return metrics
 
@@ -320,6 +331,13 @@ def print_summary(metrics: dict[str, Any]) -> None:
         f"\nSTS-B test Spearman x100 ({metrics['recipe']}): student before {s['before']:.2f} -> "
         f"after {s['after']:.2f}; teacher {s['teacher']:.2f}. Wall time {metrics['wall_time_s']:.0f} s."
     )
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it: a killed run leaves no half file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def dump_recipe(path: str | os.PathLike, **values: Any) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
+from huggingface_hub import constants
 
 from hf_margin.metrics import sts_correlation
 from hf_margin.modeling import embed_texts, similarity
@@ -52,6 +53,11 @@ def load_stsb(data_dir: str | os.PathLike | None = None, dataset_name: str = HUB
         logger.info("Reading STS-B from %s", data_dir)
         return DatasetDict({split: read_sts_file(Path(data_dir) / f) for split, f in SPLIT_FILES.items()})
     if data_dir is not None:
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(
+                f"{data_dir} (relative to {Path.cwd()}) does not hold {list(SPLIT_FILES.values())} and the Hub is "
+                "off (HF_HUB_OFFLINE=1): run from the repository root or pass --data_dir with the STS-B folder"
+            )
         logger.warning(
             "%s does not hold %s; loading %s from the Hub", data_dir, list(SPLIT_FILES.values()), dataset_name
         )

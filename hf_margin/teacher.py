@@ -9,6 +9,7 @@ the teacher and the scoring code, so a second run reads the cache and never call
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from datasets import Dataset, IterableDataset
 from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
@@ -29,7 +30,6 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from hf_margin.data import (
-    NEGATIVES,
     POSITIVE,
     QUERY,
     DataValidationError,
@@ -62,7 +62,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 
@@ -86,32 +86,45 @@ class _TransformersTeacher:
         self.max_length = max_length
         self.show_progress = show_progress
         self._fingerprint: str | None = None
-        self._weights_version: tuple[int, ...] | None = None
+        self._state: tuple | None = None
 
-    def _weights_changed(self) -> bool:
-        """Whether any parameter or buffer changed in place (or was replaced) since the last check.
+    def _current_state(self) -> tuple:
+        """What the scores depend on, cheaply: each tensor's identity, storage, dtype and version counter
+        (bumped by every in-place write: an optimiser step, ``load_state_dict``), the tokenizer object and
+        every scoring option."""
+        tensors = (*self.model.parameters(), *self.model.buffers())
+        weights = tuple((id(t), t.data_ptr(), t.dtype, t.device, t._version) for t in tensors)
+        return weights, id(self.tokenizer), tuple(sorted(self.options().items()))
 
-        Uses PyTorch's per-tensor version counters, which every in-place write (an optimiser step,
-        ``load_state_dict``) bumps: cheap enough to check before every batch.
-        """
-        version = tuple((id(t), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
-        changed = version != self._weights_version
-        self._weights_version = version
-        return changed
+    def _refresh(self) -> None:
+        """Forget the fingerprint and anything scored when the weights, tokenizer or options changed."""
+        state = self._current_state()
+        if state != self._state:
+            self._state = state
+            self._fingerprint = None
+            self._on_weights_changed()
 
     def options(self) -> dict:
         return {"max_length": self.max_length}
 
     @property
     def fingerprint(self) -> str:
-        """Content hash of the weights, the tokenizer's vocabulary size and every scoring option."""
-        if self._weights_changed() or self._fingerprint is None:
-            self._on_weights_changed()
+        """Content hash of the weights, the model config, the tokenizer and every scoring option."""
+        self._refresh()
+        if self._fingerprint is None:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            if backend is not None:  # the vocabulary and pipeline, without per-call padding/truncation state
+                tokenizer = {
+                    k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")
+                }
+            else:
+                tokenizer = sorted(self.tokenizer.get_vocab().items())
             self._fingerprint = Hasher.hash(
                 {
                     "class": type(self).__name__,
                     "weights": weights_fingerprint(self.model),
-                    "tokenizer": [type(self.tokenizer).__name__, len(self.tokenizer)],
+                    "config": self.model.config.to_json_string() if hasattr(self.model, "config") else None,
+                    "tokenizer": [type(self.tokenizer).__name__, Hasher.hash(tokenizer)],
                     "options": self.options(),
                 }
             )
@@ -157,6 +170,10 @@ class BiEncoderTeacher(_TransformersTeacher):
     def _on_weights_changed(self) -> None:
         self._memo.clear()
 
+    def clear_memo(self) -> None:
+        """Forget remembered embeddings (streamed scoring does this after each batch, to bound memory)."""
+        self._memo.clear()
+
     def options(self) -> dict:
         return {**super().options(), "pooling": self.pooling, "normalize": self.normalize, "sim": self.similarity_fn}
 
@@ -164,9 +181,7 @@ class BiEncoderTeacher(_TransformersTeacher):
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed texts ``(len(texts), H)``; texts seen before by this teacher come from its memo, the rest are
         embedded in batches sorted by length (less padding)."""
-        if self._weights_changed():
-            self._on_weights_changed()
-            self._fingerprint = None
+        self._refresh()
         new = [t for t in dict.fromkeys(texts) if t not in self._memo]
         order = sorted(new, key=len)
         for start in self._batches(len(order), "Teacher embedding"):
@@ -302,17 +317,29 @@ def _scored_features(features: datasets.Features) -> datasets.Features:
 
 
 def _score_shards(dataset: Dataset, score: Callable, batch_size: int, state: PartialState) -> dict[int, tuple]:
-    """Each process scores its own contiguous share of rows; every process gets all results back."""
+    """Each process scores its own contiguous share of rows; every process gets all results back.
+
+    An error on any process (a non-finite score, say) is raised on every process, so none waits forever in
+    the gather.
+    """
+    mine: list[tuple[int, float, list[float], list[float]]] = []
+    error: str | None = None
     with state.split_between_processes(list(range(len(dataset)))) as rows:
-        mine: list[tuple[int, float, list[float], list[float]]] = []
-        for start in tqdm(
-            range(0, len(rows), batch_size), desc=f"Scoring teacher margins (process {state.process_index})"
-        ):
-            idx = rows[start : start + batch_size]
-            out = score(dataset[idx[0] : idx[-1] + 1], idx)
-            mine += zip(idx, out["teacher_pos_score"], out["teacher_neg_scores"], out["teacher_margins"])
+        try:
+            for start in tqdm(
+                range(0, len(rows), batch_size), desc=f"Scoring teacher margins (process {state.process_index})"
+            ):
+                idx = rows[start : start + batch_size]
+                out = score(dataset[idx[0] : idx[-1] + 1], idx)
+                mine += zip(idx, out["teacher_pos_score"], out["teacher_neg_scores"], out["teacher_margins"])
+        except Exception as exc:  # re-raised below on every process
+            error = f"process {state.process_index}: {type(exc).__name__}: {exc}"
+    gathered = gather_object([(error, mine)])
+    errors = [e for e, _ in gathered if e]
+    if errors:
+        raise DataValidationError("teacher scoring failed; nothing was cached. " + " | ".join(errors))
     logger.info("Process %d scored %d of %d rows", state.process_index, len(mine), len(dataset))
-    return {i: rest for i, *rest in gather_object(mine)}
+    return {i: rest for _, part in gathered for i, *rest in part}
 
 
 def attach_teacher_margins(
@@ -359,12 +386,16 @@ def attach_teacher_margins(
     cache_file = _cache_file(dataset, cache_dir, fingerprint)
     score = _margin_scorer(teacher, neg_col)
     state = PartialState()
-    if state.num_processes > 1 and not (load_from_cache_file and cache_file.exists()):
-        precomputed = _score_shards(dataset, score, batch_size, state)
+    if state.num_processes > 1:
+        # The main process decides whether the cache is there, so every process takes the same branch.
+        decision = [load_from_cache_file and cache_file.exists()]
+        broadcast_object_list(decision)
+        if not decision[0]:
+            precomputed = _score_shards(dataset, score, batch_size, state)
 
-        def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:  # noqa: F811
-            rows = [precomputed[i] for i in indices]
-            return {name: [r[k] for r in rows] for k, name in enumerate(TEACHER_COLUMNS)}
+            def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:  # noqa: F811
+                rows = [precomputed[i] for i in indices]
+                return {name: [r[k] for r in rows] for k, name in enumerate(TEACHER_COLUMNS)}
 
     with state.main_process_first():
         scored = dataset.map(
@@ -375,7 +406,8 @@ def attach_teacher_margins(
             features=_scored_features(dataset.features),
             new_fingerprint=fingerprint,
             cache_file_name=str(cache_file),
-            load_from_cache_file=load_from_cache_file,
+            # the other processes read what the main one wrote, whatever the caller asked
+            load_from_cache_file=load_from_cache_file or not state.is_main_process,
             desc="Scoring teacher margins",
         )
     logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, cache_file)
@@ -415,6 +447,8 @@ def _attach_streaming(
                     n = len(batch[QUERY])
                     validate_triplets(Dataset.from_dict(batch), row_offset=offset)
                     batch.update(score(batch, list(range(offset, offset + n))))
+                    if hasattr(teacher, "clear_memo"):  # memory must not grow with the stream
+                        teacher.clear_memo()
                     if writer is None:
                         inputs = datasets.Features.from_arrow_schema(
                             pa.Table.from_pydict({k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}).schema
@@ -442,5 +476,4 @@ __all__ = [
     "attach_teacher_margins",
     "margins_fingerprint",
     "weights_fingerprint",
-    "NEGATIVES",
 ]

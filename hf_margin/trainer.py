@@ -117,9 +117,10 @@ class MarginDistillTrainer(Trainer):
                     f"the {name} dataset holds raw text: pass processing_class=tokenizer so it can be tokenised "
                     "once, or tokenise it with hf_margin.tokenize_triplets."
                 )
-            return tokenize_triplets(
-                dataset, processing_class, student_type=args.student_type, max_length=args.max_length
-            )
+            with args.main_process_first(desc=f"tokenizing the {name} dataset"):
+                return tokenize_triplets(
+                    dataset, processing_class, student_type=args.student_type, max_length=args.max_length
+                )
         needed = BI_ENCODER_COLUMNS if args.student_type == "bi-encoder" else CROSS_ENCODER_COLUMNS
         missing = [c for c in needed if c not in columns]
         if missing:
@@ -195,21 +196,25 @@ class MarginDistillTrainer(Trainer):
         if label_weight > 0:
             label = label_hinge_loss(student_margin, margin=args.label_margin, mask=mask, num_items=num_items)
             loss = loss + label_weight * label
-            self._record("label_loss", label)
-        if distill is not None:
-            self._record("distill_loss", distill)
-        with torch.no_grad():
-            self._record("student_margin", student_margin[mask].mean())
-            self._record("pairwise_accuracy", (student_margin[mask] > 0).float().mean())
+        if model.training:  # per-micro-batch means for the logs (the loss itself may be a share of a larger batch)
+            with torch.no_grad():
+                count = mask.sum().clamp_min(1)
+                share = 1.0 if num_items is None else num_items / count
+                if label_weight > 0:
+                    self._record("label_loss", label.detach() * share)
+                if distill is not None:
+                    self._record("distill_loss", distill.detach() * share)
+                real = student_margin.detach().masked_fill(~mask, 0.0)
+                self._record("student_margin", real.sum() / count)
+                self._record("pairwise_accuracy", ((real > 0) & mask).sum() / count)
         outputs = {"student_margin": student_margin, "negatives_mask": mask}
         if teacher_margin is not None:
             outputs["teacher_margin"] = teacher_margin
         return (loss, outputs) if return_outputs else loss
 
     def _record(self, key: str, value: Tensor) -> None:
-        mode = "train" if self.model.training else "eval"
-        if mode == "train":
-            self._metrics[mode][key].append(float(value.detach()))
+        # kept as tensors: no device-to-host sync on the training step; `log` turns them into floats
+        self._metrics["train"][key].append(value)
 
     def prediction_step(
         self,
@@ -236,7 +241,7 @@ class MarginDistillTrainer(Trainer):
         if "loss" in logs:  # a training log
             for key, values in self._metrics["train"].items():
                 if values:
-                    logs[key] = sum(values) / len(values)
+                    logs[key] = torch.stack([v.float() for v in values]).mean().item()
             self._metrics["train"].clear()
         super().log(logs, start_time)
 

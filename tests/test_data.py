@@ -390,7 +390,7 @@ def test_collator_rejects_margins_that_disagree_with_negatives(tokenizer):
     tokenised = tokenize_triplets(varied(), tokenizer)
     features = [dict(tokenised[i]) for i in range(3)]
     features[1]["teacher_margins"] = [0.1, 0.2]
-    with pytest.raises(DataValidationError, match="batch row 1: 2 teacher margins for 3 negatives"):
+    with pytest.raises(DataValidationError, match="position 1 of a collated batch: 2 teacher margins for 3 negatives"):
         MarginDistillCollator(pad_token_id=0)(features)
 
 
