@@ -38,6 +38,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/speed.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/teacher_cache.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/scaling.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/stream_memory.py
 	PYTHONPATH=. $(BIN)/python benchmarks/report.py
 
 # On a machine with one GPU: the default recipe with bf16 and with DeepSpeed ZeRO-2; non-zero exit on failure.

@@ -4,7 +4,7 @@ Every arm uses the same teacher, student initialisation, mined triplets, optimis
 warmup), batch size and number of steps. Each arm's learning rate is chosen from a small grid by STS-B *dev*
 Spearman on the first seed, then every seed runs at that rate; test figures are reported, never tuned on.
 
-    python benchmarks/quality.py [--epochs 1] [--lrs 5e-5 1e-4 2e-4] [--seeds 0 1 2]
+    python benchmarks/quality.py [--epochs 1] [--lrs 5e-5 1e-4 2e-4 4e-4] [--seeds 0 1 2]
 
 Results append to benchmarks/results/quality.jsonl (finished runs are skipped on a rerun).
 """
@@ -147,7 +147,7 @@ def run(arm: str, lr: float, seed: int, setting, epochs: float, out: Path = OUT)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
-    parser.add_argument("--lrs", nargs="+", type=float, default=[5e-5, 1e-4, 2e-4])
+    parser.add_argument("--lrs", nargs="+", type=float, default=[5e-5, 1e-4, 2e-4, 4e-4])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--out", default=str(OUT), help="JSON-lines file of results")
