@@ -74,3 +74,68 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:  # a line cut short by a killed run: that run is redone
             continue
     return records
+
+
+def bench_args(args, **overrides):
+    """The recipe's training arguments for a benchmark run: no evaluation, logging or saving, plus overrides."""
+    quiet = {
+        "eval_strategy": "no",
+        "logging_steps": 10_000,
+        "output_dir": str(RESULTS / "tmp"),
+        "disable_tqdm": True,
+        "report_to": "none",
+        "save_strategy": "no",
+    }
+    return args.__class__(**{**args.to_dict(), **quiet, **overrides})
+
+
+def peer_trainer(model_args, args, data, *, callbacks=None, **st_overrides):
+    """The peer: sentence-transformers' SentenceTransformerTrainer + MarginMSELoss (cosine, like our arm) on the
+    same student (the teacher's kept layers, mean pooling) and the same triplets and teacher margins.
+    Returns (trainer, SentenceTransformer model)."""
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from sentence_transformers.util import pairwise_cos_sim
+
+    from hf_margin.modeling import keep_layers
+
+    transformer = Transformer(resolve_model(model_args.teacher), max_seq_length=args.max_length)
+    keep_layers(transformer.auto_model, model_args.student_layers)
+    model = SentenceTransformer(
+        modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu"
+    )
+    n = len(data[0]["negatives"])
+    rows = {"query": list(data["query"]), "positive": list(data["positive"])}
+    for j in range(n):
+        rows[f"negative_{j + 1}"] = [negs[j] for negs in data["negatives"]]
+    rows["label"] = list(data["teacher_margins"])
+    st_args = SentenceTransformerTrainingArguments(
+        **{
+            "output_dir": str(RESULTS / "tmp-st"),
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "learning_rate": args.learning_rate,
+            "warmup_steps": args.warmup_steps,
+            "lr_scheduler_type": args.lr_scheduler_type,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+            "report_to": "none",
+            "save_strategy": "no",
+            "logging_steps": 10_000,
+            "disable_tqdm": True,
+            **st_overrides,
+        }
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=st_args,
+        train_dataset=Dataset.from_dict(rows),
+        loss=MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
+        callbacks=callbacks,
+    )
+    return trainer, model

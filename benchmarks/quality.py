@@ -18,9 +18,17 @@ from pathlib import Path
 
 import torch
 import transformers
-from datasets import Dataset
 
-from benchmarks.common import RESULTS, append_jsonl, default_setting, fresh_student, machine, read_jsonl
+from benchmarks.common import (
+    RESULTS,
+    append_jsonl,
+    bench_args,
+    default_setting,
+    fresh_student,
+    machine,
+    peer_trainer,
+    read_jsonl,
+)
 from hf_margin import MarginDistillTrainer
 from hf_margin.stsb import evaluate_sts
 
@@ -44,21 +52,7 @@ ARMS = {
 def train_ours(arm: str, lr: float, seed: int, setting, epochs: float) -> dict:
     model_args, _, args, splits, triplets = setting
     student, tokenizer = fresh_student(model_args)
-    run_args = args.__class__(
-        **{
-            **args.to_dict(),
-            **ARMS[arm],
-            "learning_rate": lr,
-            "seed": seed,
-            "num_train_epochs": epochs,
-            "eval_strategy": "no",
-            "logging_steps": 1000,
-            "output_dir": str(RESULTS / "tmp"),
-            "disable_tqdm": True,
-            "report_to": "none",
-            "save_strategy": "no",
-        }
-    )
+    run_args = bench_args(args, **ARMS[arm], learning_rate=lr, seed=seed, num_train_epochs=epochs)
     trainer = MarginDistillTrainer(student, run_args, train_dataset=triplets["train"], processing_class=tokenizer)
     start = time.perf_counter()
     out = trainer.train()
@@ -67,48 +61,11 @@ def train_ours(arm: str, lr: float, seed: int, setting, epochs: float) -> dict:
 
 def train_sentence_transformers(lr: float, seed: int, setting, epochs: float) -> dict:
     """The peer: SentenceTransformerTrainer + MarginMSELoss (cosine, to match our arm) on identical examples."""
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from sentence_transformers.util import pairwise_cos_sim
-
-    from hf_margin.modeling import keep_layers
-    from hf_margin.resolve import resolve_model
-
     model_args, _, args, splits, triplets = setting
     transformers.set_seed(seed)
-    path = resolve_model(model_args.teacher)
-    transformer = Transformer(path, max_seq_length=args.max_length)
-    keep_layers(transformer.auto_model, model_args.student_layers)
-    model = SentenceTransformer(
-        modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu"
+    trainer, model = peer_trainer(
+        model_args, args, triplets["train"], learning_rate=lr, seed=seed, num_train_epochs=epochs
     )
-    train = triplets["train"]
-    n = len(train[0]["negatives"])
-    rows = {"query": train["query"], "positive": train["positive"]}
-    for j in range(n):
-        rows[f"negative_{j + 1}"] = [negs[j] for negs in train["negatives"]]
-    rows["label"] = train["teacher_margins"]
-    st_args = SentenceTransformerTrainingArguments(
-        output_dir=str(RESULTS / "tmp-st"),
-        learning_rate=lr,
-        seed=seed,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        warmup_steps=args.warmup_steps,
-        lr_scheduler_type=args.lr_scheduler_type,
-        weight_decay=args.weight_decay,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1000,
-        disable_tqdm=True,
-    )
-    loss = MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
-    trainer = SentenceTransformerTrainer(model=model, args=st_args, train_dataset=Dataset.from_dict(rows), loss=loss)
     start = time.perf_counter()
     out = trainer.train()
     return finish(model[0].auto_model, model.tokenizer, splits, out, time.perf_counter() - start)

@@ -16,7 +16,7 @@ import time
 
 from datasets import concatenate_datasets
 
-from benchmarks.common import RESULTS, append_jsonl, default_setting, fresh_student, machine
+from benchmarks.common import RESULTS, append_jsonl, bench_args, default_setting, fresh_student, machine
 from hf_margin import BiEncoderTeacher, CrossEncoderTeacher, MarginDistillTrainer, attach_teacher_margins
 from hf_margin.resolve import resolve_model
 
@@ -45,18 +45,7 @@ def main() -> None:
                 attach_teacher_margins(raw, teacher, cache_dir=cache)
                 record[f"{kind}_scoring_s"] = time.perf_counter() - start
         student, tokenizer = fresh_student(model_args)
-        run_args = args.__class__(
-            **{
-                **args.to_dict(),
-                "num_train_epochs": 1,
-                "eval_strategy": "no",
-                "logging_steps": 10_000,
-                "output_dir": str(RESULTS / "tmp"),
-                "disable_tqdm": True,
-                "report_to": "none",
-                "save_strategy": "no",
-            }
-        )
+        run_args = bench_args(args, num_train_epochs=1)
         trainer = MarginDistillTrainer(student, run_args, train_dataset=data, processing_class=tokenizer)
         start = time.perf_counter()
         trainer.train()

@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from benchmarks.common import RESULTS, append_jsonl, default_setting, fresh_student, machine
+from benchmarks.common import RESULTS, append_jsonl, bench_args, default_setting, fresh_student, machine, peer_trainer
 from hf_margin import MarginDistillTrainer
 
 OUT = RESULTS / "speed.jsonl"
@@ -50,18 +50,7 @@ def with_negatives(triplets: Dataset, n: int) -> Dataset:
 def ours(setting, data: Dataset, steps: int, profile: bool = False) -> tuple[float, str]:
     model_args, _, args, _, _ = setting
     student, tokenizer = fresh_student(model_args)
-    run_args = args.__class__(
-        **{
-            **args.to_dict(),
-            "max_steps": steps,
-            "eval_strategy": "no",
-            "logging_steps": 10_000,
-            "output_dir": str(RESULTS / "tmp"),
-            "disable_tqdm": True,
-            "report_to": "none",
-            "save_strategy": "no",
-        }
-    )
+    run_args = bench_args(args, max_steps=steps)
     timer = StepTimer()
     trainer = MarginDistillTrainer(student, run_args, train_dataset=data, processing_class=tokenizer, callbacks=[timer])
     summary = ""
@@ -79,49 +68,9 @@ def ours(setting, data: Dataset, steps: int, profile: bool = False) -> tuple[flo
 
 
 def peer(setting, data: Dataset, steps: int) -> float:
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from sentence_transformers.util import pairwise_cos_sim
-
-    from hf_margin.modeling import keep_layers
-    from hf_margin.resolve import resolve_model
-
     model_args, _, args, _, _ = setting
-    transformer = Transformer(resolve_model(model_args.teacher), max_seq_length=args.max_length)
-    keep_layers(transformer.auto_model, model_args.student_layers)
-    model = SentenceTransformer(
-        modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu"
-    )
-    n = len(data[0]["negatives"])
-    rows = {"query": data["query"], "positive": data["positive"]}
-    for j in range(n):
-        rows[f"negative_{j + 1}"] = [negs[j] for negs in data["negatives"]]
-    rows["label"] = list(data["teacher_margins"])
-    st_args = SentenceTransformerTrainingArguments(
-        output_dir=str(RESULTS / "tmp-st"),
-        max_steps=steps,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=10_000,
-        disable_tqdm=True,
-        seed=args.seed,
-    )
     timer = StepTimer()
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=st_args,
-        train_dataset=Dataset.from_dict(rows),
-        loss=MarginMSELoss(model, similarity_fct=pairwise_cos_sim),
-        callbacks=[timer],
-    )
+    trainer, _ = peer_trainer(model_args, args, data, callbacks=[timer], max_steps=steps)
     trainer.train()
     return args.per_device_train_batch_size / statistics.median(timer.times)
 
