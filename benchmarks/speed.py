@@ -13,12 +13,22 @@ import io
 import pstats
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from benchmarks.common import RESULTS, append_jsonl, bench_args, default_setting, fresh_student, machine, peer_trainer
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    append_jsonl,
+    bench_args,
+    default_setting,
+    fresh_student,
+    machine,
+    peer_trainer,
+)
 from hf_margin import MarginDistillTrainer
 
 OUT = RESULTS / "speed.jsonl"
@@ -108,7 +118,8 @@ def main() -> None:
         append_jsonl(OUT, record)
         print(f"negatives={n}: median ratio x{record['ratio_median']:.2f}")
     _, summary = ours(setting, with_negatives(setting[4]["train"], 4), opts.steps, profile=True)
-    (RESULTS / "profile.txt").write_text(summary)
+    site = str(Path(torch.__file__).parents[1]) + "/"
+    (RESULTS / "profile.txt").write_text(summary.replace(site, "site-packages/").replace(str(ROOT) + "/", ""))
 
 
 if __name__ == "__main__":
