@@ -123,8 +123,67 @@ def scaling() -> None:
     plt.close(fig)
 
 
+def cross_arch() -> None:
+    """Issue 6: per family, the grid (seed 0, dev), the chosen point and rate, test mean ± sd over seeds; a plot."""
+    runs = read_jsonl(RESULTS / "cross_arch.jsonl")
+    if not runs:
+        return
+    by_family: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        by_family[r["family"]].append(r)
+    print("\nCross-encoder teacher -> 2-layer bi-encoder (seed-0 dev Spearman; test over seeds at the chosen setting)")
+    print(
+        "| family | grid point: dev at middle lr | chosen point | dev by lr | chosen lr | test mean ± sd (n) | seeds |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    summary = {}
+    for family, rs in by_family.items():
+        seeded: dict[tuple[str, float], list[dict]] = defaultdict(list)
+        for r in rs:
+            seeded[(r["arm"], r["lr"])].append(r)
+        (arm, lr), chosen = max(seeded.items(), key=lambda kv: (len(kv[1]), _seed0_dev(kv[1])))
+        counts = defaultdict(list)
+        for r in rs:
+            if r["seed"] == 0:
+                counts[r["lr"]].append(r)
+        middle = max(counts, key=lambda k: len(counts[k]))  # the rate every grid point ran at
+        points = ", ".join(
+            f"{r['arm'].removeprefix(family + '_') or '-'}: {r['dev_spearman']:.2f}" for r in counts[middle]
+        )
+        by_lr = ", ".join(
+            f"{r['lr']:g}: {r['dev_spearman']:.2f}"
+            for r in sorted(rs, key=lambda r: r["lr"])
+            if r["seed"] == 0 and r["arm"] == arm
+        )
+        tests = [r["test_spearman"] for r in sorted(chosen, key=lambda r: r["seed"])]
+        sd = statistics.stdev(tests) if len(tests) > 1 else 0.0
+        summary[family] = (statistics.mean(tests), sd, tests)
+        print(
+            f"| {family} | {points} | {arm.removeprefix(family + '_') or '-'} | {by_lr} | {lr:g} | "
+            f"{statistics.mean(tests):.2f} ± {sd:.2f} ({len(tests)}) | {', '.join(f'{t:.2f}' for t in tests)} |"
+        )
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    names = sorted(summary, key=lambda f: -summary[f][0])
+    colors = ["tab:orange" if n.startswith("adaptive") else "tab:blue" for n in names]
+    ax.bar(names, [summary[f][0] for f in names], yerr=[summary[f][1] for f in names], capsize=4, color=colors)
+    for i, f in enumerate(names):
+        ax.scatter([i] * len(summary[f][2]), summary[f][2], color="black", s=10, zorder=3)
+    ax.set_ylim(min(min(v[2]) for v in summary.values()) - 3, max(max(v[2]) for v in summary.values()) + 2)
+    ax.set_ylabel("STS-B test Spearman x100")
+    ax.set_title("cross-encoder teacher (logits) -> 2-layer bi-encoder (cosine)")
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "cross_arch.png", dpi=110)
+    plt.close(fig)
+
+
+def _seed0_dev(runs: list[dict]) -> float:
+    return next((r["dev_spearman"] for r in runs if r["seed"] == 0), float("-inf"))
+
+
 if __name__ == "__main__":
     quality()
+    cross_arch()
     speed()
     teacher_cache()
     scaling()

@@ -1,4 +1,4 @@
-"""The ``hf-margin`` command: ``score-teacher``, ``train`` and ``evaluate`` a recipe.
+"""The ``hf-margin`` command: ``train-teacher``, ``score-teacher``, ``train`` and ``evaluate`` a recipe.
 
 hf-margin train recipes/stsb-adaptive.yaml --learning_rate 1e-4
 accelerate launch -m hf_margin.cli train recipes/stsb-adaptive.yaml
@@ -15,6 +15,8 @@ import transformers
 from transformers import HfArgumentParser
 
 COMMANDS = {
+    "train-teacher": "Fine-tune a cross-encoder teacher (one logit on the joined pair) on STS-B gold scores with the "
+    "plain transformers.Trainer; save it with metrics.json and a model card under output_dir.",
     "score-teacher": "Mine hard negatives and attach teacher margins to the train and dev triplets (cached).",
     "train": "Distil the teacher into the student: score (cached), train, evaluate on STS-B, save model, "
     "metrics.json, training_curves.png and README.md (model card) under output_dir.",
@@ -56,14 +58,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return relaunch(config, [known.command, *([known.recipe] if known.recipe else []), *rest])
     from hf_margin.recipe import RECIPE_DATACLASSES, parse_recipe, run_evaluate, run_score_teacher, run_train
+    from hf_margin.teacher_training import TEACHER_DATACLASSES, run_train_teacher
 
+    dataclasses = TEACHER_DATACLASSES if known.command == "train-teacher" else RECIPE_DATACLASSES
     if "-h" in overrides or "--help" in overrides or known.recipe in ("-h", "--help"):
         print(f"hf-margin {known.command} [RECIPE] [--option value ...]\n\n{COMMANDS[known.command]}\n")
-        HfArgumentParser(RECIPE_DATACLASSES).print_help()
+        HfArgumentParser(dataclasses).print_help()
         return 0
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     datasets.utils.logging.set_verbosity_warning()
+    if known.command == "train-teacher":
+        run_train_teacher(*parse_recipe(known.recipe, overrides, dataclasses))
+        return 0
     model_args, data_args, args = parse_recipe(known.recipe, overrides)
     run = {"score-teacher": run_score_teacher, "train": run_train, "evaluate": run_evaluate}[known.command]
     run(model_args, data_args, args)

@@ -52,6 +52,17 @@ class MarginDistillConfig(TrainingArguments):
     temperature: float = field(default=1.0, metadata={"help": "Temperature of g; must be > 0."})
     scale: float = field(default=1.0, metadata={"help": "Scale of g: the largest target margin for sigmoid/tanh."})
     beta: float = field(default=1.0, metadata={"help": "Sharpness of softplus, log(1 + exp(β·x)) / β; must be > 0."})
+    overshoot_width: float | None = field(
+        default=None,
+        metadata={
+            "help": "Adaptive loss variant: two-sided with a dead zone [g, g + ρ·|g|] (ρ = this value) whose width "
+            "is set by the teacher margin; overshooting it is penalised by φ too. Unset: one-sided (the method)."
+        },
+    )
+    mse_weight: float = field(
+        default=0.0,
+        metadata={"help": "Adaptive loss variant: add mse_weight · (g(Δt) − Δs)² to the hinge; 0 turns it off."},
+    )
     label_weight: float = field(
         default=0.0,
         metadata={"help": "Weight of the gold-label hinge added to the distillation loss; 0 turns it off."},
@@ -98,6 +109,10 @@ class MarginDistillConfig(TrainingArguments):
             raise ValueError(f"temperature must be > 0; got {self.temperature}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0; got {self.beta}")
+        if self.overshoot_width is not None and self.overshoot_width < 0:
+            raise ValueError(f"overshoot_width must be >= 0 or unset; got {self.overshoot_width}")
+        if self.mse_weight < 0:
+            raise ValueError(f"mse_weight must be >= 0; got {self.mse_weight}")
         if self.label_weight < 0:
             raise ValueError(f"label_weight must be >= 0; got {self.label_weight}")
         if self.forward_chunk_size < 0:

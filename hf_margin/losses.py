@@ -94,16 +94,24 @@ def adaptive_difference_loss(
     temperature: float = 1.0,
     scale: float = 1.0,
     beta: float = 1.0,
+    overshoot_width: float | None = None,
+    mse_weight: float = 0.0,
     mask: Tensor | None = None,
     num_items: Tensor | int | float | None = None,
 ) -> Tensor:
     """Adaptive difference loss ``mean φ(g(Δt) − Δs)``: a hinge whose margin is the teacher's, per example.
+
+    Two optional variants keep ``g`` and ``φ`` and add pressure from above:
+    ``overshoot_width = ρ`` makes it two-sided with a dead zone ``[g, g + ρ·|g|]`` whose width is set by the
+    teacher margin: ``φ(g − Δs) + φ(Δs − g − ρ·|g|)``; ``mse_weight = λ`` adds ``λ·(g − Δs)²``.
 
     Args:
         student_margin: ``s(q,p) − s(q,n)``, shape ``(B,)`` or ``(B, N)``.
         teacher_margin: ``t(q,p) − t(q,n)``, same shape; treated as a constant.
         activation: ``φ``, ``"relu"`` (hinge) or ``"softplus"`` (smooth hinge with sharpness ``beta``).
         teacher_activation: ``a`` in ``g(x) = scale · a(x / temperature)``.
+        overshoot_width: ``ρ >= 0`` of the two-sided dead-zone variant; None keeps the loss one-sided.
+        mse_weight: ``λ >= 0`` of the hinge + squared-difference variant.
         mask: boolean, same shape, true where a negative exists.
         num_items: divide the sum by this count instead of the number of unmasked entries.
 
@@ -112,7 +120,18 @@ def adaptive_difference_loss(
     """
     _check_shapes(student_margin, teacher_margin)
     target = teacher_target(teacher_margin, teacher_activation=teacher_activation, temperature=temperature, scale=scale)
-    penalty = shortfall_penalty(target - student_margin, activation=activation, beta=beta)
+    shortfall = target - student_margin
+    penalty = shortfall_penalty(shortfall, activation=activation, beta=beta)
+    if overshoot_width is not None:
+        if overshoot_width < 0:
+            raise ValueError(f"overshoot_width must be >= 0, got {overshoot_width}")
+        penalty = penalty + shortfall_penalty(
+            -shortfall - overshoot_width * target.abs(), activation=activation, beta=beta
+        )
+    if mse_weight < 0:
+        raise ValueError(f"mse_weight must be >= 0, got {mse_weight}")
+    if mse_weight > 0:
+        penalty = penalty + mse_weight * shortfall**2
     return _reduce(penalty, mask, num_items)
 
 
@@ -151,8 +170,12 @@ class AdaptiveDifferenceLoss(nn.Module):
         temperature: float = 1.0,
         scale: float = 1.0,
         beta: float = 1.0,
+        overshoot_width: float | None = None,
+        mse_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        self.overshoot_width = overshoot_width
+        self.mse_weight = mse_weight
         self.activation = activation
         self.teacher_activation = teacher_activation
         self.temperature = temperature
@@ -174,6 +197,8 @@ class AdaptiveDifferenceLoss(nn.Module):
             temperature=self.temperature,
             scale=self.scale,
             beta=self.beta,
+            overshoot_width=self.overshoot_width,
+            mse_weight=self.mse_weight,
             mask=mask,
             num_items=num_items,
         )

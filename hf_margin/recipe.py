@@ -18,6 +18,12 @@ from datasets import Dataset
 from transformers import AutoTokenizer, HfArgumentParser
 
 from hf_margin.config import MarginDistillConfig
+from hf_margin.margin_scaling import (
+    SCALINGS,
+    standardize_teacher_margins,
+    student_margin_statistics,
+    teacher_margin_statistics,
+)
 from hf_margin.mining import mine_hard_negatives
 from hf_margin.modeling import load_student
 from hf_margin.resolve import resolve_model
@@ -73,6 +79,15 @@ class DataArguments:
         default=None, metadata={"help": "Bi-encoder used to mine negatives; default: the teacher if it is one."}
     )
     max_train_examples: int | None = field(default=None, metadata={"help": "Use at most this many training triplets."})
+    teacher_margin_scaling: str = field(
+        default="none",
+        metadata={
+            "help": "One global rescaling of the teacher margins before training, with the train split's mean and "
+            "std: 'none', 'zscore' (mean 0, std 1) or 'student' (z-score, then the student's own margin mean and "
+            "std before training). Meant for Margin-MSE against a teacher on another scale.",
+            "choices": list(SCALINGS),
+        },
+    )
     cache_dir: str | None = field(
         default=None,
         metadata={"help": "Cache of mined negatives and teacher margins; default $HF_DATASETS_CACHE/hf_margin."},
@@ -98,10 +113,13 @@ def _to_argv(config: dict[str, Any]) -> list[str]:
 
 
 def parse_recipe(
-    recipe: str | os.PathLike | None, overrides: list[str] | None = None
-) -> tuple[ModelArguments, DataArguments, MarginDistillConfig]:
-    """Parse a recipe YAML into the three dataclasses; ``overrides`` (``--key value`` flags) win over the file."""
-    parser = HfArgumentParser(RECIPE_DATACLASSES)
+    recipe: str | os.PathLike | None,
+    overrides: list[str] | None = None,
+    dataclasses: tuple[type, ...] = RECIPE_DATACLASSES,
+) -> tuple:
+    """Parse a recipe YAML into ``dataclasses`` (default: model, data and training arguments of a distillation);
+    ``overrides`` (``--key value`` flags) win over the file."""
+    parser = HfArgumentParser(dataclasses)
     argv: list[str] = []
     if recipe is not None:
         path = Path(recipe)
@@ -110,18 +128,28 @@ def parse_recipe(
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"recipe {recipe} must be a mapping of option: value")
-        known = {f for cls in RECIPE_DATACLASSES for f in cls.__dataclass_fields__}
+        known = {f for cls in dataclasses for f in cls.__dataclass_fields__}
         unknown = sorted(set(loaded) - known)
         if unknown:
             raise ValueError(f"recipe {recipe}: unknown option(s) {unknown}; see `hf-margin train --help`")
         loaded.setdefault("output_dir", f"outputs/{path.stem}")
         loaded.setdefault("run_name", path.stem)
         argv = _to_argv(loaded)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv + list(overrides or []))
-    return model_args, data_args, training_args
+    return tuple(parser.parse_args_into_dataclasses(args=argv + list(overrides or [])))
+
+
+def _looks_local(reference: str) -> bool:
+    path = Path(reference).expanduser()
+    return path.is_absolute() or reference.startswith((".", "~")) or path.parts[0] == "outputs"
 
 
 def load_teacher(model_args: ModelArguments) -> BiEncoderTeacher | CrossEncoderTeacher:
+    if _looks_local(model_args.teacher) and not Path(model_args.teacher).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"teacher directory {model_args.teacher} does not exist (relative to {Path.cwd()}): train it first "
+            "(`make teacher`, i.e. hf-margin train-teacher recipes/teacher-cross-encoder-stsb.yaml) or pass "
+            "--teacher with a model directory or Hub id"
+        )
     path = resolve_model(model_args.teacher)
     common = {"trust_remote_code": model_args.trust_remote_code, "batch_size": model_args.teacher_batch_size}
     if model_args.teacher_type == "cross-encoder":
@@ -180,6 +208,38 @@ def _sts_kwargs(args: MarginDistillConfig) -> dict[str, Any]:
     }
 
 
+def scale_teacher_margins(
+    triplets: dict[str, Dataset], how: str, student=None, tokenizer=None, args: MarginDistillConfig | None = None
+) -> tuple[dict[str, Dataset], dict[str, float]]:
+    """Apply ``teacher_margin_scaling`` (``how``) to every split with the train split's statistics.
+    Returns the rescaled triplets and the statistics used (empty for 'none')."""
+    if how == "none":
+        return triplets, {}
+    if how not in SCALINGS:
+        raise ValueError(f"teacher_margin_scaling must be one of {SCALINGS}, got {how!r}")
+    mean, std = teacher_margin_statistics(triplets["train"])
+    target_mean, target_std = 0.0, 1.0
+    if how == "student":
+        if student is None or args is None or args.student_type != "bi-encoder":
+            raise ValueError("teacher_margin_scaling='student' needs a bi-encoder student")
+        target_mean, target_std = student_margin_statistics(
+            student,
+            tokenizer,
+            triplets["train"],
+            pooling=args.pooling,
+            normalize=args.normalize,
+            similarity_fn=args.similarity,
+            max_length=args.max_length,
+        )
+    stats = {"teacher_mean": mean, "teacher_std": std, "target_mean": target_mean, "target_std": target_std}
+    logger.info("Teacher margins rescaled (%s): %s", how, ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
+    scaled = {
+        split: standardize_teacher_margins(ds, mean=mean, std=std, target_mean=target_mean, target_std=target_std)
+        for split, ds in triplets.items()
+    }
+    return scaled, stats
+
+
 def teacher_sts(teacher, split: Dataset) -> dict[str, float]:
     if isinstance(teacher, CrossEncoderTeacher):
         return evaluate_sts(
@@ -227,6 +287,8 @@ def run_train(model_args: ModelArguments, data_args: DataArguments, args: Margin
     sts = _sts_kwargs(args)
     before_test = evaluate_sts(student, tokenizer, splits["test"], **sts)
     logger.info("Student STS-B test Spearman before training: %.2f", before_test["spearman"])
+    if args.needs_teacher:
+        triplets, scaling = scale_teacher_margins(triplets, data_args.teacher_margin_scaling, student, tokenizer, args)
 
     trainer = MarginDistillTrainer(
         student,
@@ -260,6 +322,7 @@ def run_train(model_args: ModelArguments, data_args: DataArguments, args: Margin
         "train_examples_per_s": train_output.metrics.get("train_samples_per_second"),
         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "options": {"model": asdict(model_args), "data": asdict(data_args)},
+        "teacher_margin_scaling": scaling if args.needs_teacher else {},
     }
     layers = model_args.student_layers
     trainer.card_info = {

@@ -184,6 +184,8 @@ class MarginDistillTrainer(Trainer):
                 temperature=args.temperature,
                 scale=args.scale,
                 beta=args.beta,
+                overshoot_width=args.overshoot_width,
+                mse_weight=args.mse_weight,
                 mask=mask,
                 num_items=num_items,
             )

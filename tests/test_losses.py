@@ -165,3 +165,29 @@ def test_shape_mismatch_is_rejected():
         adaptive_difference_loss(torch.zeros(3, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="mask"):
         adaptive_difference_loss(torch.zeros(3, 2), torch.zeros(3, 2), mask=torch.ones(3, dtype=torch.bool))
+
+
+def test_two_sided_dead_zone_variant_by_hand():
+    """overshoot_width ρ: zero loss inside [g, g + ρ|g|], φ of the overshoot beyond it. Guards a sign error that
+    would penalise students for *reaching* the target."""
+    t = torch.tensor([0.4, 0.4, 0.4, -0.2])
+    s = torch.tensor([0.1, 0.5, 0.7, -0.15])  # short by 0.3; inside [0.4, 0.6]; over by 0.1; g<0: in [-0.2, -0.1]
+    loss = adaptive_difference_loss(s, t, overshoot_width=0.5)
+    assert loss.item() == pytest.approx((0.3 + 0.0 + 0.1 + 0.0) / 4, abs=1e-6)
+    s.requires_grad_(True)
+    adaptive_difference_loss(s, t, overshoot_width=0.5).backward()
+    assert s.grad.tolist() == pytest.approx([-0.25, 0.0, 0.25, 0.0])
+
+
+def test_hinge_plus_squared_difference_variant_by_hand():
+    """mse_weight λ adds λ(g − Δs)² on every entry, also where the hinge is already satisfied."""
+    s, t = torch.tensor(S), torch.tensor(T)
+    expected = sum(max(ti - si, 0.0) + 0.5 * (ti - si) ** 2 for si, ti in zip(S, T)) / 3
+    assert adaptive_difference_loss(s, t, mse_weight=0.5).item() == pytest.approx(expected, abs=1e-6)
+    module = AdaptiveDifferenceLoss(mse_weight=0.5, overshoot_width=0.0)
+    both = sum(abs(ti - si) + 0.5 * (ti - si) ** 2 for si, ti in zip(S, T)) / 3  # ρ = 0: a two-sided |g − Δs|
+    assert module(s, t).item() == pytest.approx(both, abs=1e-6)
+    with pytest.raises(ValueError, match="overshoot_width"):
+        adaptive_difference_loss(s, t, overshoot_width=-1.0)
+    with pytest.raises(ValueError, match="mse_weight"):
+        adaptive_difference_loss(s, t, mse_weight=-1.0)

@@ -1,0 +1,82 @@
+"""One global affine rescaling of cached teacher margins (for Margin-MSE against a teacher on another scale).
+
+A cross-encoder teacher's logit margins live on their own scale; a cosine student's margins lie in [-2, 2].
+``standardize_teacher_margins`` maps every margin ``m`` to ``target_mean + target_std · (m − mean) / std`` with
+one ``mean`` and ``std`` for the whole training set: a z-score (target 0, 1), or the student's own margin
+statistics before training (``student_margin_statistics``), so that Margin-MSE targets are reachable.
+Only ``teacher_margins`` changes; ``teacher_pos_score`` and ``teacher_neg_scores`` keep the raw scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from hf_margin.data import TEACHER_MARGINS
+from hf_margin.modeling import embed_texts, similarity
+
+SCALINGS: tuple[str, ...] = ("none", "zscore", "student")
+
+
+def _flat(rows: list[list[float]]) -> np.ndarray:
+    return np.asarray([m for row in rows for m in row], dtype=np.float64)
+
+
+def teacher_margin_statistics(dataset: Dataset) -> tuple[float, float]:
+    """Mean and standard deviation of every teacher margin of ``dataset`` (all rows, all negatives)."""
+    if TEACHER_MARGINS not in dataset.column_names:
+        raise ValueError(f"the dataset has no {TEACHER_MARGINS!r} column: run attach_teacher_margins first")
+    values = _flat(list(dataset[TEACHER_MARGINS]))
+    if values.size < 2:
+        raise ValueError(f"{values.size} teacher margin(s): at least 2 are needed for a standard deviation")
+    return float(values.mean()), float(values.std())
+
+
+def standardize_teacher_margins(
+    dataset: Dataset, *, mean: float, std: float, target_mean: float = 0.0, target_std: float = 1.0
+) -> Dataset:
+    """``teacher_margins`` ← ``target_mean + target_std · (margin − mean) / std`` (``datasets.map``, cached).
+
+    Use the *training* set's ``mean`` and ``std`` for every split, so that train and dev margins stay comparable.
+    """
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(
+            f"teacher margin std is {std}: all margins are equal (or not finite), so they cannot be standardised; "
+            "check the teacher scores, or use teacher_margin_scaling='none'"
+        )
+    if not (math.isfinite(target_std) and target_std > 0):
+        raise ValueError(f"target_std must be a positive number, got {target_std}")
+
+    def rescale(batch: dict[str, list]) -> dict[str, list]:
+        rows = batch[TEACHER_MARGINS]
+        return {TEACHER_MARGINS: [[target_mean + target_std * (m - mean) / std for m in row] for row in rows]}
+
+    return dataset.map(rescale, batched=True, desc="Standardising teacher margins")
+
+
+@torch.inference_mode()
+def student_margin_statistics(
+    model: torch.nn.Module,
+    tokenizer,
+    dataset: Dataset,
+    *,
+    pooling: str = "mean",
+    normalize: bool = False,
+    similarity_fn: str = "cosine",
+    max_length: int = 128,
+) -> tuple[float, float]:
+    """Mean and standard deviation of a bi-encoder's margins ``s(q,p) − s(q,n)`` over every triplet of
+    ``dataset`` (columns ``query``, ``positive``, ``negatives``); each distinct text is embedded once."""
+    queries, positives, negatives = list(dataset["query"]), list(dataset["positive"]), list(dataset["negatives"])
+    texts = list(dict.fromkeys([*queries, *positives, *(n for row in negatives for n in row)]))
+    index = {t: i for i, t in enumerate(texts)}
+    emb = embed_texts(model, tokenizer, texts, pooling=pooling, normalize=normalize, max_length=max_length)
+    q_rows = [index[q] for q, row in zip(queries, negatives) for _ in row]
+    p_rows = [index[p] for p, row in zip(positives, negatives) for _ in row]
+    n_rows = [index[n] for row in negatives for n in row]
+    margins = similarity(emb[q_rows], emb[p_rows], similarity_fn) - similarity(emb[q_rows], emb[n_rows], similarity_fn)
+    values = margins.double()
+    return float(values.mean()), float(values.std(unbiased=False))

@@ -1,0 +1,203 @@
+"""Make a cross-encoder teacher: fine-tune a checkpoint with a fresh one-logit head on STS-B gold scores.
+
+The plain ``transformers.Trainer`` does the training (``AutoModelForSequenceClassification`` with
+``num_labels=1`` regresses the float label with MSE), so the teacher's raw logits live on the gold 0-5
+scale, not on the cosine scale of a bi-encoder student. ``hf-margin train-teacher RECIPE`` runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+)
+
+from hf_margin.metrics import sts_correlation
+from hf_margin.resolve import resolve_model
+from hf_margin.stsb import HUB_DATASET, evaluate_sts, load_stsb
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CrossEncoderTeacherArguments:
+    """The checkpoint to start from and the STS-B data of a cross-encoder teacher."""
+
+    base_model: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "Checkpoint whose encoder the teacher starts from (Hub id or local directory)."},
+    )
+    data_dir: str | None = field(
+        default="../shared/data/stsb",
+        metadata={"help": "Folder with sts-{train,dev,test}.csv; when absent, the Hub dataset is loaded."},
+    )
+    dataset_name: str = field(default=HUB_DATASET, metadata={"help": "Hub dataset used when data_dir is absent."})
+    max_length: int = field(default=128, metadata={"help": "Longest joined pair, in tokens."})
+    both_orders: bool = field(
+        default=False, metadata={"help": "Also train on (sentence2, sentence1): twice the examples per epoch."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+
+
+TEACHER_DATACLASSES = (CrossEncoderTeacherArguments, TrainingArguments)
+
+
+def tokenize_pairs(split: Dataset, tokenizer, *, max_length: int, both_orders: bool = False) -> Dataset:
+    """Joined-pair inputs (``input_ids``, ``attention_mask``, ...) and float ``labels`` = gold score, via ``map``
+    (cached by fingerprint). With ``both_orders`` each pair appears twice, once per sentence order."""
+    if both_orders:
+        swapped = split.map(
+            lambda r: {"sentence1": r["sentence2"], "sentence2": r["sentence1"]}, desc="Swapping sentence order"
+        )
+        from datasets import concatenate_datasets
+
+        split = concatenate_datasets([split, swapped])
+
+    def encode(batch: dict[str, list]) -> dict[str, Any]:
+        enc = tokenizer(batch["sentence1"], batch["sentence2"], truncation=True, max_length=max_length)
+        return {**enc, "labels": [float(s) for s in batch["score"]]}
+
+    return split.map(encode, batched=True, remove_columns=split.column_names, desc="Tokenizing pairs")
+
+
+def sts_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
+    """``compute_metrics`` of the teacher: Spearman and Pearson x100 of its logits against the gold scores."""
+    logits = np.asarray(eval_pred.predictions).reshape(-1)
+    return sts_correlation(logits, np.asarray(eval_pred.label_ids).reshape(-1))
+
+
+def load_cross_encoder_base(path: str, *, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The checkpoint's encoder with a fresh one-logit regression head."""
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, problem_type="regression", trust_remote_code=trust_remote_code
+    )
+
+
+def run_train_teacher(teacher_args: CrossEncoderTeacherArguments, args: TrainingArguments) -> dict[str, Any]:
+    """Fine-tune the cross-encoder teacher, score STS-B dev and test pairs with it, save it with a model card."""
+    from hf_margin.recipe import write_json_atomic
+
+    start = time.perf_counter()
+    splits = load_stsb(teacher_args.data_dir, teacher_args.dataset_name)
+    path = resolve_model(teacher_args.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=teacher_args.trust_remote_code)
+    model = load_cross_encoder_base(path, trust_remote_code=teacher_args.trust_remote_code)
+    with args.main_process_first(desc="tokenizing STS-B pairs"):
+        train = tokenize_pairs(
+            splits["train"], tokenizer, max_length=teacher_args.max_length, both_orders=teacher_args.both_orders
+        )
+        dev = tokenize_pairs(splits["validation"], tokenizer, max_length=teacher_args.max_length)
+    logger.info("Cross-encoder teacher from %s: %d training pairs", teacher_args.base_model, len(train))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=dev,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=sts_metrics,
+    )
+    out = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    sts = {"student_type": "cross-encoder", "max_length": teacher_args.max_length}
+    test = evaluate_sts(trainer.model, tokenizer, splits["test"], **sts)
+    dev_scores = evaluate_sts(trainer.model, tokenizer, splits["validation"], **sts)
+    metrics = {
+        "recipe": args.run_name,
+        "stsb_test_spearman": test["spearman"],
+        "stsb_test_pearson": test["pearson"],
+        "stsb_dev_spearman": dev_scores["spearman"],
+        "train_pairs": len(train),
+        "train_loss": out.training_loss,
+        "train_runtime_s": out.metrics.get("train_runtime"),
+        "wall_time_s": time.perf_counter() - start,
+        "options": asdict(teacher_args),
+    }
+    trainer.save_model()
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        output_dir = Path(args.output_dir)
+        write_json_atomic(output_dir / "metrics.json", metrics)
+        teacher_card(teacher_args, args, metrics).save(output_dir / "README.md")
+    print(
+        f"\nCross-encoder teacher ({args.run_name}): STS-B test Spearman x100 {test['spearman']:.2f} "
+        f"(Pearson {test['pearson']:.2f}), dev {dev_scores['spearman']:.2f}. "
+        f"Wall time {metrics['wall_time_s']:.0f} s. Saved to {args.output_dir}"
+    )
+    return metrics
+
+
+TEACHER_CARD = """---
+{{ card_data }}
+---
+
+# Cross-encoder STS teacher
+
+`{{ base_model }}` with a fresh one-logit head, fine-tuned on the STS Benchmark train split's gold
+scores (0-5, MSE regression) with `transformers.Trainer` by hf-margin. Its raw logit is the similarity
+score (on the 0-5 scale); hf-margin distils it into bi-encoder students with the adaptive difference loss.
+
+## Evaluation
+
+| split | Spearman x100 | Pearson x100 |
+| --- | --- | --- |
+| STS-B test | {{ "%.2f" % test_spearman }} | {{ "%.2f" % test_pearson }} |
+| STS-B dev | {{ "%.2f" % dev_spearman }} | |
+
+## Training
+
+{{ hyperparameters }}
+
+## Usage
+
+```python
+from sentence_transformers import CrossEncoder
+
+model = CrossEncoder("{{ repo_id }}")
+print(model.predict([("A man is playing a guitar.", "Someone plays an instrument.")]))
+```
+"""
+
+
+def teacher_card(
+    teacher_args: CrossEncoderTeacherArguments, args: TrainingArguments, metrics: dict[str, Any]
+) -> ModelCard:
+    """Model card of the trained teacher (``huggingface_hub.ModelCard``)."""
+    data = ModelCardData(
+        base_model=teacher_args.base_model,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["cross-encoder", "sentence-similarity", "hf-margin", "stsb"],
+        datasets=[teacher_args.dataset_name],
+        license="apache-2.0",
+        language="en",
+    )
+    hyper = (
+        f"learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size}, "
+        f"{args.num_train_epochs:g} epochs, warmup {args.warmup_steps:g}, max length {teacher_args.max_length}, "
+        f"seed {args.seed}; {metrics['train_pairs']} training pairs; "
+        f"{metrics['train_runtime_s']:.0f} s of training."
+    )
+    return ModelCard.from_template(
+        data,
+        template_str=TEACHER_CARD,
+        base_model=teacher_args.base_model,
+        test_spearman=metrics["stsb_test_spearman"],
+        test_pearson=metrics["stsb_test_pearson"],
+        dev_spearman=metrics["stsb_dev_spearman"],
+        hyperparameters=hyper,
+        repo_id=args.hub_model_id or args.output_dir,
+    )
