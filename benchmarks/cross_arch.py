@@ -24,7 +24,8 @@ import torch
 from benchmarks.common import RESULTS, ROOT, append_jsonl, bench_args, fresh_student, machine, read_jsonl
 from benchmarks.quality import finish
 from hf_margin import MarginDistillTrainer
-from hf_margin.recipe import build_triplets, parse_recipe, scale_teacher_margins
+from hf_margin.margin_scaling import scale_teacher_margins
+from hf_margin.recipe import build_triplets, parse_recipe
 
 OUT = RESULTS / "cross_arch.jsonl"
 RECIPE = ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml"

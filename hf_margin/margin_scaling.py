@@ -9,6 +9,7 @@ Only ``teacher_margins`` changes; ``teacher_pos_score`` and ``teacher_neg_scores
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -17,6 +18,8 @@ from datasets import Dataset
 
 from hf_margin.data import TEACHER_MARGINS
 from hf_margin.modeling import embed_texts, similarity
+
+logger = logging.getLogger(__name__)
 
 SCALINGS: tuple[str, ...] = ("none", "zscore", "student")
 
@@ -80,3 +83,36 @@ def student_margin_statistics(
     margins = similarity(emb[q_rows], emb[p_rows], similarity_fn) - similarity(emb[q_rows], emb[n_rows], similarity_fn)
     values = margins.double()
     return float(values.mean()), float(values.std(unbiased=False))
+
+
+def scale_teacher_margins(
+    triplets: dict[str, Dataset], how: str, student=None, tokenizer=None, args=None
+) -> tuple[dict[str, Dataset], dict[str, float]]:
+    """Apply a scaling (``how``: 'none', 'zscore' or 'student') to every split with the train split's statistics;
+    'student' needs the bi-encoder ``student``, its ``tokenizer`` and its training ``args`` (pooling, similarity).
+    Returns the rescaled triplets and the statistics used (empty for 'none')."""
+    if how == "none":
+        return triplets, {}
+    if how not in SCALINGS:
+        raise ValueError(f"teacher_margin_scaling must be one of {SCALINGS}, got {how!r}")
+    mean, std = teacher_margin_statistics(triplets["train"])
+    target_mean, target_std = 0.0, 1.0
+    if how == "student":
+        if student is None or args is None or args.student_type != "bi-encoder":
+            raise ValueError("teacher_margin_scaling='student' needs a bi-encoder student")
+        target_mean, target_std = student_margin_statistics(
+            student,
+            tokenizer,
+            triplets["train"],
+            pooling=args.pooling,
+            normalize=args.normalize,
+            similarity_fn=args.similarity,
+            max_length=args.max_length,
+        )
+    stats = {"teacher_mean": mean, "teacher_std": std, "target_mean": target_mean, "target_std": target_std}
+    logger.info("Teacher margins rescaled (%s): %s", how, ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
+    scaled = {
+        split: standardize_teacher_margins(ds, mean=mean, std=std, target_mean=target_mean, target_std=target_std)
+        for split, ds in triplets.items()
+    }
+    return scaled, stats

@@ -18,12 +18,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer, HfArgumentParser
 
 from hf_margin.config import MarginDistillConfig
-from hf_margin.margin_scaling import (
-    SCALINGS,
-    standardize_teacher_margins,
-    student_margin_statistics,
-    teacher_margin_statistics,
-)
+from hf_margin.margin_scaling import SCALINGS, scale_teacher_margins
 from hf_margin.mining import mine_hard_negatives
 from hf_margin.modeling import load_student
 from hf_margin.resolve import resolve_model
@@ -208,38 +203,6 @@ def _sts_kwargs(args: MarginDistillConfig) -> dict[str, Any]:
     }
 
 
-def scale_teacher_margins(
-    triplets: dict[str, Dataset], how: str, student=None, tokenizer=None, args: MarginDistillConfig | None = None
-) -> tuple[dict[str, Dataset], dict[str, float]]:
-    """Apply ``teacher_margin_scaling`` (``how``) to every split with the train split's statistics.
-    Returns the rescaled triplets and the statistics used (empty for 'none')."""
-    if how == "none":
-        return triplets, {}
-    if how not in SCALINGS:
-        raise ValueError(f"teacher_margin_scaling must be one of {SCALINGS}, got {how!r}")
-    mean, std = teacher_margin_statistics(triplets["train"])
-    target_mean, target_std = 0.0, 1.0
-    if how == "student":
-        if student is None or args is None or args.student_type != "bi-encoder":
-            raise ValueError("teacher_margin_scaling='student' needs a bi-encoder student")
-        target_mean, target_std = student_margin_statistics(
-            student,
-            tokenizer,
-            triplets["train"],
-            pooling=args.pooling,
-            normalize=args.normalize,
-            similarity_fn=args.similarity,
-            max_length=args.max_length,
-        )
-    stats = {"teacher_mean": mean, "teacher_std": std, "target_mean": target_mean, "target_std": target_std}
-    logger.info("Teacher margins rescaled (%s): %s", how, ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))
-    scaled = {
-        split: standardize_teacher_margins(ds, mean=mean, std=std, target_mean=target_mean, target_std=target_std)
-        for split, ds in triplets.items()
-    }
-    return scaled, stats
-
-
 def teacher_sts(teacher, split: Dataset) -> dict[str, float]:
     if isinstance(teacher, CrossEncoderTeacher):
         return evaluate_sts(
@@ -268,6 +231,8 @@ def run_train(model_args: ModelArguments, data_args: DataArguments, args: Margin
     from hf_margin.trainer import MarginDistillTrainer
 
     start = time.perf_counter()
+    if data_args.teacher_margin_scaling == "student" and args.student_type != "bi-encoder":
+        raise ValueError("teacher_margin_scaling='student' needs a bi-encoder student; use 'zscore' or 'none'")
     state = PartialState()
     splits, triplets, teacher = build_triplets(model_args, data_args, score_margins=args.needs_teacher)
     teacher_test = teacher_sts(teacher, splits["test"])

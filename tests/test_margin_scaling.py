@@ -10,12 +10,12 @@ import torch
 from datasets import Dataset
 
 from hf_margin.margin_scaling import (
+    scale_teacher_margins,
     standardize_teacher_margins,
     student_margin_statistics,
     teacher_margin_statistics,
 )
 from hf_margin.modeling import embed_texts
-from hf_margin.recipe import scale_teacher_margins
 
 from .conftest import make_triplets
 
