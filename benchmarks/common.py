@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from hf_margin.app.arguments import parse_recipe
+from hf_margin.app.pipeline import build_triplets
 from hf_margin.modeling import load_student
-from hf_margin.recipe import build_triplets, parse_recipe
 from hf_margin.resolve import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def machine() -> dict[str, Any]:
 
 def default_setting(overrides: list[str] | None = None):
     """(model_args, data_args, args, splits, triplets) of the default recipe, triplets from the cache."""
-    model_args, data_args, args = parse_recipe(DEFAULT_RECIPE, overrides or [])
+    model_args, data_args, _, args = parse_recipe(DEFAULT_RECIPE, overrides or [])
     splits, triplets, teacher = build_triplets(model_args, data_args)
     del teacher
     return model_args, data_args, args, splits, triplets

@@ -24,8 +24,9 @@ import torch
 from benchmarks.common import RESULTS, ROOT, append_jsonl, bench_args, fresh_student, machine, read_jsonl
 from benchmarks.quality import finish
 from hf_margin import MarginDistillTrainer
+from hf_margin.app.arguments import parse_recipe
+from hf_margin.app.pipeline import build_triplets
 from hf_margin.margin_scaling import scale_teacher_margins
-from hf_margin.recipe import build_triplets, parse_recipe
 
 OUT = RESULTS / "cross_arch.jsonl"
 RECIPE = ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml"
@@ -62,7 +63,7 @@ class Setting:
     """The cross recipe's arguments, splits and triplets, and the rescaled triplets each scaling needs."""
 
     def __init__(self) -> None:
-        self.model_args, self.data_args, self.args = parse_recipe(RECIPE)
+        self.model_args, self.data_args, _, self.args = parse_recipe(RECIPE)
         self.splits, triplets, teacher = build_triplets(self.model_args, self.data_args)
         del teacher
         self.triplets = {"none": triplets}

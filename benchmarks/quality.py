@@ -30,7 +30,8 @@ from benchmarks.common import (
     read_jsonl,
 )
 from hf_margin import MarginDistillTrainer
-from hf_margin.stsb import evaluate_sts
+from hf_margin.evaluation import StsEvaluator
+from hf_margin.modeling import StudentKind
 
 OUT = RESULTS / "quality.jsonl"
 ARMS = {
@@ -72,10 +73,10 @@ def train_sentence_transformers(lr: float, seed: int, setting, epochs: float) ->
 
 
 def finish(student, tokenizer, splits, out, seconds: float) -> dict:
-    sts = {"pooling": "mean", "max_length": 64}
+    scorer = StudentKind("bi-encoder", pooling="mean", max_length=64).scorer(student, tokenizer)
     return {
-        "dev_spearman": evaluate_sts(student, tokenizer, splits["validation"], **sts)["spearman"],
-        "test_spearman": evaluate_sts(student, tokenizer, splits["test"], **sts)["spearman"],
+        "dev_spearman": StsEvaluator.from_dataset(splits["validation"])(scorer)["spearman"],
+        "test_spearman": StsEvaluator.from_dataset(splits["test"])(scorer)["spearman"],
         "train_loss": out.training_loss,
         "steps": out.global_step,
         "train_seconds": seconds,

@@ -1,44 +1,72 @@
-"""hf-margin: distil a similarity teacher into a smaller student with an adaptive difference (margin) loss."""
+"""hf-margin: distil a similarity teacher into a smaller student with an adaptive difference (margin) loss.
+
+The core library (this package outside ``hf_margin.app``): losses, data, formats, scoring, margins, mining,
+modeling, config, trainer, evaluation, card and metrics. ``hf_margin.app`` holds the ``hf-margin`` command.
+"""
 
 from __future__ import annotations
 
 from hf_margin.config import MarginDistillConfig
 from hf_margin.data import DataValidationError, MarginDistillCollator, tokenize_triplets, validate_triplets
+from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvaluator
+from hf_margin.formats import DataFormat, detect_format, normalize_dataset
 from hf_margin.losses import (
+    LOSS_REGISTRY,
     AdaptiveDifferenceLoss,
     LabelHingeLoss,
+    LossSpec,
     MarginMSELoss,
     adaptive_difference_loss,
     label_hinge_loss,
     margin_mse_loss,
 )
+from hf_margin.margins import attach_teacher_margins
 from hf_margin.metrics import compute_margin_metrics, margin_agreement
-from hf_margin.modeling import encode, keep_layers, load_student, save_student
-from hf_margin.teacher import BiEncoderTeacher, CrossEncoderTeacher, TeacherScorer, attach_teacher_margins
+from hf_margin.mining import mine_hard_negatives
+from hf_margin.modeling import StudentKind, encode, keep_layers, load_student, save_student
+from hf_margin.scoring import (
+    BiEncoderScorer,
+    BiEncoderTeacher,
+    CrossEncoderScorer,
+    CrossEncoderTeacher,
+    TeacherScorer,
+)
 from hf_margin.trainer import MarginDistillTrainer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "LOSS_REGISTRY",
     "AdaptiveDifferenceLoss",
+    "BiEncoderScorer",
     "BiEncoderTeacher",
+    "CrossEncoderScorer",
     "CrossEncoderTeacher",
+    "DataFormat",
     "DataValidationError",
     "LabelHingeLoss",
+    "LossSpec",
     "MarginDistillCollator",
     "MarginDistillConfig",
     "MarginDistillTrainer",
     "MarginMSELoss",
+    "RetrievalEvaluator",
+    "StsEvaluator",
+    "TripletEvaluator",
+    "StudentKind",
     "TeacherScorer",
     "adaptive_difference_loss",
     "attach_teacher_margins",
     "compute_margin_metrics",
+    "detect_format",
     "encode",
     "keep_layers",
     "label_hinge_loss",
     "load_student",
     "margin_agreement",
     "margin_mse_loss",
+    "mine_hard_negatives",
+    "normalize_dataset",
     "save_student",
     "tokenize_triplets",
     "validate_triplets",

@@ -6,12 +6,10 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hf_margin.losses import ACTIVATIONS, TEACHER_ACTIVATIONS
+from hf_margin.losses import ACTIVATIONS, LOSS_REGISTRY, TEACHER_ACTIVATIONS, LossSpec
+from hf_margin.modeling import POOLINGS, SIMILARITIES, STUDENT_TYPES, StudentKind
 
-LOSSES: tuple[str, ...] = ("adaptive", "margin_mse", "label_hinge")
-STUDENT_TYPES: tuple[str, ...] = ("bi-encoder", "cross-encoder")
-SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
-POOLINGS: tuple[str, ...] = ("mean", "cls")
+LOSSES: tuple[str, ...] = tuple(LOSS_REGISTRY)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -102,9 +100,7 @@ class MarginDistillConfig(TrainingArguments):
         _choice("loss", self.loss, LOSSES)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("teacher_activation", self.teacher_activation, TEACHER_ACTIVATIONS)
-        _choice("student_type", self.student_type, STUDENT_TYPES)
-        _choice("similarity", self.similarity, SIMILARITIES)
-        _choice("pooling", self.pooling, POOLINGS)
+        _ = self.student_kind  # validates student_type, similarity and pooling
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {self.temperature}")
         if self.beta <= 0:
@@ -122,6 +118,16 @@ class MarginDistillConfig(TrainingArguments):
         super().__post_init__()
 
     @property
+    def loss_spec(self) -> LossSpec:
+        """The registry entry of ``loss``: function, options and card label."""
+        return LOSS_REGISTRY[self.loss]
+
+    @property
     def needs_teacher(self) -> bool:
         """Whether the loss reads teacher margins (every loss but the label hinge alone)."""
-        return self.loss != "label_hinge"
+        return self.loss_spec.needs_teacher
+
+    @property
+    def student_kind(self) -> StudentKind:
+        """The student's kind and scoring options (bi-/cross-encoder, pooling, similarity, length)."""
+        return StudentKind(self.student_type, self.pooling, self.similarity, self.normalize, self.max_length)

@@ -10,7 +10,9 @@ Teacher margins are constants: they are detached inside every loss, so no gradie
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -233,3 +235,61 @@ class LabelHingeLoss(nn.Module):
     ) -> Tensor:
         """Same positional signature as the other losses; ``teacher_margin`` is ignored (no teacher)."""
         return label_hinge_loss(student_margin, margin=self.margin, mask=mask, num_items=num_items)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One entry of the loss registry: what config, trainer and model card know of a loss.
+
+    Attributes:
+        function: the pure loss ``function(student_margin, teacher_margin, **options, mask=, num_items=)``.
+        options: names of the :class:`~hf_margin.MarginDistillConfig` fields passed to it as keyword arguments
+            (``label_margin`` is passed as ``margin``).
+        label: how the model card names the loss.
+        needs_teacher: whether it reads teacher margins.
+    """
+
+    function: Callable[..., Tensor]
+    options: tuple[str, ...]
+    label: str
+    needs_teacher: bool = True
+
+    def __call__(self, student_margin: Tensor, teacher_margin: Tensor | None, config: Any, **kwargs: Any) -> Tensor:
+        """Apply the loss with its options read from ``config`` (any object with the option attributes)."""
+        options = {_ARGUMENT_NAMES.get(o, o): getattr(config, o) for o in self.options}
+        if self.needs_teacher:
+            return self.function(student_margin, teacher_margin, **options, **kwargs)
+        return self.function(student_margin, **options, **kwargs)
+
+    def card_options(self, config: Any) -> dict[str, Any]:
+        """The options that shape this loss, as the model card lists them (softplus' beta only with softplus)."""
+        values = {o: getattr(config, o) for o in self.options}
+        if values.get("activation") == "relu":
+            values.pop("beta", None)
+        if values.get("overshoot_width") is None:
+            values.pop("overshoot_width", None)
+        if values.get("mse_weight") == 0:
+            values.pop("mse_weight", None)
+        return values
+
+
+_ARGUMENT_NAMES = {"label_margin": "margin"}
+
+LOSS_REGISTRY: dict[str, LossSpec] = {
+    "adaptive": LossSpec(
+        adaptive_difference_loss,
+        (
+            "activation",
+            "teacher_activation",
+            "temperature",
+            "scale",
+            "beta",
+            "overshoot_width",
+            "mse_weight",
+        ),
+        "adaptive difference (margin) loss φ(g(Δt) − Δs)",
+    ),
+    "margin_mse": LossSpec(margin_mse_loss, (), "Margin-MSE loss (Δs − Δt)²"),
+    "label_hinge": LossSpec(label_hinge_loss, ("label_margin",), "fixed-margin label hinge relu(m − Δs)", False),
+}
+"""Every distillation loss by its ``loss=`` name; config choices, the trainer and the model card read this."""

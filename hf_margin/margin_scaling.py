@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
-import torch
 from datasets import Dataset
 
 from hf_margin.data import TEACHER_MARGINS
-from hf_margin.modeling import embed_texts, similarity
 
 logger = logging.getLogger(__name__)
 
@@ -60,36 +59,24 @@ def standardize_teacher_margins(
     return dataset.map(rescale, batched=True, desc="Standardising teacher margins")
 
 
-@torch.inference_mode()
-def student_margin_statistics(
-    model: torch.nn.Module,
-    tokenizer,
-    dataset: Dataset,
-    *,
-    pooling: str = "mean",
-    normalize: bool = False,
-    similarity_fn: str = "cosine",
-    max_length: int = 128,
-) -> tuple[float, float]:
-    """Mean and standard deviation of a bi-encoder's margins ``s(q,p) − s(q,n)`` over every triplet of
-    ``dataset`` (columns ``query``, ``positive``, ``negatives``); each distinct text is embedded once."""
+def student_margin_statistics(scorer: Any, dataset: Dataset) -> tuple[float, float]:
+    """Mean and standard deviation of a scorer's margins ``s(q,p) − s(q,n)`` over every triplet of ``dataset``
+    (columns ``query``, ``positive``, ``negatives``); a bi-encoder scorer embeds each distinct text once."""
     queries, positives, negatives = list(dataset["query"]), list(dataset["positive"]), list(dataset["negatives"])
-    texts = list(dict.fromkeys([*queries, *positives, *(n for row in negatives for n in row)]))
-    index = {t: i for i, t in enumerate(texts)}
-    emb = embed_texts(model, tokenizer, texts, pooling=pooling, normalize=normalize, max_length=max_length)
-    q_rows = [index[q] for q, row in zip(queries, negatives) for _ in row]
-    p_rows = [index[p] for p, row in zip(positives, negatives) for _ in row]
-    n_rows = [index[n] for row in negatives for n in row]
-    margins = similarity(emb[q_rows], emb[p_rows], similarity_fn) - similarity(emb[q_rows], emb[n_rows], similarity_fn)
-    values = margins.double()
-    return float(values.mean()), float(values.std(unbiased=False))
+    q_rows = [q for q, row in zip(queries, negatives) for _ in row]
+    p_rows = [p for p, row in zip(positives, negatives) for _ in row]
+    n_rows = [n for row in negatives for n in row]
+    pos = np.asarray(scorer.score_pairs(q_rows, p_rows), dtype=np.float64)
+    neg = np.asarray(scorer.score_pairs(q_rows, n_rows), dtype=np.float64)
+    margins = pos - neg
+    return float(margins.mean()), float(margins.std())
 
 
 def scale_teacher_margins(
     triplets: dict[str, Dataset], how: str, student=None, tokenizer=None, args=None
 ) -> tuple[dict[str, Dataset], dict[str, float]]:
     """Apply a scaling (``how``: 'none', 'zscore' or 'student') to every split with the train split's statistics;
-    'student' needs the bi-encoder ``student``, its ``tokenizer`` and its training ``args`` (pooling, similarity).
+    'student' needs the ``student``, its ``tokenizer`` and its training ``args`` (its kind: pooling, similarity).
     Returns the rescaled triplets and the statistics used (empty for 'none')."""
     if how == "none":
         return triplets, {}
@@ -98,16 +85,10 @@ def scale_teacher_margins(
     mean, std = teacher_margin_statistics(triplets["train"])
     target_mean, target_std = 0.0, 1.0
     if how == "student":
-        if student is None or args is None or args.student_type != "bi-encoder":
-            raise ValueError("teacher_margin_scaling='student' needs a bi-encoder student")
+        if student is None or tokenizer is None or args is None:
+            raise ValueError("teacher_margin_scaling='student' needs the student, its tokenizer and its args")
         target_mean, target_std = student_margin_statistics(
-            student,
-            tokenizer,
-            triplets["train"],
-            pooling=args.pooling,
-            normalize=args.normalize,
-            similarity_fn=args.similarity,
-            max_length=args.max_length,
+            args.student_kind.scorer(student, tokenizer), triplets["train"]
         )
     stats = {"teacher_mean": mean, "teacher_std": std, "target_mean": target_mean, "target_std": target_std}
     logger.info("Teacher margins rescaled (%s): %s", how, ", ".join(f"{k} {v:.4f}" for k, v in stats.items()))

@@ -12,7 +12,8 @@ from accelerate import PartialState
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from hf_margin.teacher import BiEncoderTeacher, default_cache_dir
+from hf_margin.margins import default_cache_dir
+from hf_margin.scoring import BiEncoderScorer
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ MINING_VERSION = "1"
 def mine_hard_negatives(
     pairs: Dataset,
     corpus: list[str],
-    miner: BiEncoderTeacher,
+    miner: BiEncoderScorer,
     *,
     num_negatives: int = 4,
     skip_top: int = 3,

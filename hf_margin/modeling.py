@@ -11,14 +11,22 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
+from hf_margin.data import BI_ENCODER_COLUMNS, CROSS_ENCODER_COLUMNS
+
 logger = logging.getLogger(__name__)
+
+STUDENT_TYPES: tuple[str, ...] = ("bi-encoder", "cross-encoder")
+SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
+POOLINGS: tuple[str, ...] = ("mean", "cls")
 
 
 def pool(last_hidden_state: Tensor, attention_mask: Tensor, pooling: str = "mean") -> Tensor:
@@ -226,7 +234,7 @@ def write_sentence_transformers_files(
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
-    if normalize:
+    if normalize or similarity_fn == "cosine":  # cosine is unchanged by L2 normalisation; dot then equals cosine
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (out / "2_Normalize").mkdir(parents=True, exist_ok=True)
     (out / "1_Pooling").mkdir(parents=True, exist_ok=True)
@@ -267,49 +275,95 @@ def save_student(
     model.save_pretrained(output_dir, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
-    if student_type == "bi-encoder":
-        write_sentence_transformers_files(
-            output_dir,
-            hidden_size=model.config.hidden_size,
-            pooling=pooling,
-            normalize=normalize,
-            similarity_fn=similarity_fn,
-            max_length=max_length,
-        )
+    StudentKind(student_type, pooling, similarity_fn, normalize, max_length).save_extras(model, output_dir)
 
 
-@torch.inference_mode()
-def embed_texts(
-    model: nn.Module,
-    tokenizer,
-    texts: Sequence[str],
-    *,
-    pooling: str = "mean",
-    normalize: bool = False,
-    max_length: int = 128,
-    batch_size: int = 64,
-) -> Tensor:
-    """Embed plain strings with a bi-encoder, batched: ``(len(texts), H)`` on the CPU."""
-    device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
-    out = []
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(
-            [texts[i] for i in order[start : start + batch_size]],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        ).to(device)
-        emb = encode(
+@dataclass(frozen=True)
+class StudentKind:
+    """What kind of model a student (or teacher) is and how it scores: the one place that knows
+    bi-encoder from cross-encoder.
+
+    A bi-encoder scores ``similarity(pool(q), pool(d))`` of separately encoded texts; a cross-encoder scores
+    the one logit of the joined pair. Tokenised columns, loading, batch scoring, scorers and saving all ask
+    this object.
+    """
+
+    name: str = "bi-encoder"
+    pooling: str = "mean"
+    similarity: str = "cosine"
+    normalize: bool = False
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        for option, value, allowed in (
+            ("student_type", self.name, STUDENT_TYPES),
+            ("similarity", self.similarity, SIMILARITIES),
+            ("pooling", self.pooling, POOLINGS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{option} must be one of {', '.join(allowed)}; got {value!r}")
+
+    @property
+    def is_bi_encoder(self) -> bool:
+        return self.name == "bi-encoder"
+
+    @property
+    def token_columns(self) -> tuple[str, ...]:
+        """Columns :func:`~hf_margin.data.tokenize_triplets` writes for this kind."""
+        return BI_ENCODER_COLUMNS if self.is_bi_encoder else CROSS_ENCODER_COLUMNS
+
+    def load(self, name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrainedModel:
+        """:func:`load_student` for this kind (``layers=``, ``trust_remote_code=`` pass through)."""
+        return load_student(name_or_path, student_type=self.name, **kwargs)
+
+    def check(self, model: nn.Module) -> None:
+        """Refuse a model that cannot score as this kind (a cross-encoder needs exactly one logit)."""
+        if not self.is_bi_encoder:
+            num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+            if num_labels != 1:
+                raise ValueError(
+                    f"student_type='cross-encoder' needs a model with one output logit, got num_labels={num_labels}. "
+                    "Load it with hf_margin.load_student(path, student_type='cross-encoder')."
+                )
+
+    def scores(self, model: nn.Module, batch: dict[str, Tensor], *, chunk_size: int = 0) -> tuple[Tensor, Tensor]:
+        """``s(q,p)`` ``(B,)`` and ``s(q,n)`` ``(B, N)`` of a collated batch (:func:`student_scores`)."""
+        return student_scores(
             model,
-            enc["input_ids"],
-            enc["attention_mask"],
-            pooling=pooling,
-            normalize=normalize,
-            token_type_ids=enc.get("token_type_ids"),
+            batch,
+            student_type=self.name,
+            similarity_fn=self.similarity,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            chunk_size=chunk_size,
         )
-        out.append(emb.float().cpu())
-    if not out:
-        return torch.empty(0)
-    return torch.cat(out)[torch.tensor(order).argsort()]
+
+    def scorer(self, model: nn.Module, tokenizer: Any, **kwargs: Any) -> Any:
+        """A :mod:`hf_margin.scoring` scorer of plain texts with this model (on the model's own device)."""
+        from hf_margin.scoring import BiEncoderScorer, CrossEncoderScorer
+
+        kwargs.setdefault("device", next(model.parameters()).device)
+        kwargs.setdefault("max_length", self.max_length)
+        kwargs.setdefault("show_progress", False)
+        if self.is_bi_encoder:
+            return BiEncoderScorer(
+                model,
+                tokenizer,
+                pooling=self.pooling,
+                normalize=self.normalize,
+                similarity_fn=self.similarity,
+                **kwargs,
+            )
+        return CrossEncoderScorer(model, tokenizer, **kwargs)
+
+    def save_extras(self, model: nn.Module, output_dir: str | os.PathLike) -> None:
+        """Files beside ``save_pretrained``'s: the sentence-transformers layout for a bi-encoder."""
+        if self.is_bi_encoder:
+            write_sentence_transformers_files(
+                output_dir,
+                hidden_size=model.config.hidden_size,
+                pooling=self.pooling,
+                normalize=self.normalize,
+                similarity_fn=self.similarity,
+                max_length=self.max_length,
+            )

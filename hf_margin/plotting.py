@@ -9,7 +9,8 @@ logger = logging.getLogger(__name__)
 
 
 def plot_training_curves(log_history: list[dict[str, float]], path: str | os.PathLike, title: str = "") -> bool:
-    """Plot training loss and every ``eval_*`` curve (loss, STS Spearman, margin agreement) against the step.
+    """Plot train and eval loss, then every other ``eval_*`` curve (STS Spearman, IR, margin agreement), against the
+    optimizer step, on a grid of panels with axis labels.
 
     Returns False (and logs why) when matplotlib is not installed.
     """
@@ -24,21 +25,35 @@ def plot_training_curves(log_history: list[dict[str, float]], path: str | os.Pat
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     eval_keys = sorted(
         {k for h in log_history for k in h if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))}
-        - {"eval_model_preparation_time", "eval_epoch"}
+        - {"eval_model_preparation_time", "eval_epoch", "eval_loss"}
     )
     panels = 1 + len(eval_keys)
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
-    ax = axes[0][0]
+    columns = min(panels, 3)
+    rows = -(-panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    ax = flat[0]
     if train:
-        ax.plot(*zip(*train), marker=".", label="train loss")
-    ax.set_xlabel("step")
-    ax.set_title("training loss")
-    for ax, key in zip(axes[0][1:], eval_keys):
+        ax.plot(*zip(*train), marker=".", label="train (logged mean)")
+    eval_loss = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
+    if eval_loss:
+        ax.plot(*zip(*eval_loss), marker="o", color="tab:orange", label="eval (held-out triplets)")
+    ax.set_title("loss")
+    ax.set_ylabel("loss")
+    if train or eval_loss:
+        ax.legend(fontsize=8)
+    for ax, key in zip(flat[1:], eval_keys):
         points = [(h["step"], h[key]) for h in log_history if key in h and "step" in h]
         if points:
-            ax.plot(*zip(*points), marker="o", color="tab:orange")
-        ax.set_xlabel("step")
-        ax.set_title(key.removeprefix("eval_"))
+            ax.plot(*zip(*points), marker="o", color="tab:orange", label="eval")
+            ax.legend(fontsize=8)
+        ax.set_title(key.removeprefix("eval_").replace("_", " "))
+        ax.set_ylabel(key.removeprefix("eval_").rsplit("_", 1)[-1])
+    for ax in flat[:panels]:
+        ax.set_xlabel("optimizer step")
+        ax.grid(True, alpha=0.3)
+    for ax in flat[panels:]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

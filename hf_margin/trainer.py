@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,8 +17,6 @@ from transformers import PreTrainedModel, Trainer
 
 from hf_margin.config import MarginDistillConfig
 from hf_margin.data import (
-    BI_ENCODER_COLUMNS,
-    CROSS_ENCODER_COLUMNS,
     POSITIVE,
     QUERY,
     TEACHER_MARGINS,
@@ -24,9 +24,8 @@ from hf_margin.data import (
     tokenize_triplets,
     validate_triplets,
 )
-from hf_margin.losses import adaptive_difference_loss, label_hinge_loss, margin_mse_loss
+from hf_margin.losses import LOSS_REGISTRY
 from hf_margin.metrics import compute_margin_metrics
-from hf_margin.modeling import student_scores, write_sentence_transformers_files
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +53,17 @@ class MarginDistillTrainer(Trainer):
         eval_dataset: Dataset | dict[str, Dataset] | None = None,
         processing_class=None,
         compute_metrics=compute_margin_metrics,
-        evaluators: dict[str, Callable[[nn.Module], dict[str, float]]] | None = None,
+        evaluators: Mapping[str, Callable[[Any], dict[str, float]]] | None = None,
         **kwargs: Any,
     ) -> None:
         if args is None:
             args = MarginDistillConfig(output_dir="outputs/hf-margin")
         if not isinstance(args, MarginDistillConfig):
             raise TypeError(f"args must be a MarginDistillConfig, got {type(args).__name__}")
-        self._check_student(model, args)
+        args.student_kind.check(model)
         train_dataset = self._prepare_dataset(train_dataset, args, processing_class, "train")
+        if eval_dataset is None and evaluators:  # evaluators alone may drive eval_strategy (no held-out triplets)
+            eval_dataset = {}
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: self._prepare_dataset(v, args, processing_class, k) for k, v in eval_dataset.items()}
         else:
@@ -83,22 +84,16 @@ class MarginDistillTrainer(Trainer):
             **kwargs,
         )
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # name -> evaluator(scorer) -> {metric: value}: run at every evaluation with a scorer of the student
+        # (hf_margin.evaluation: StsEvaluator, RetrievalEvaluator), logged as eval_{name}_{metric}.
         self.evaluators = dict(evaluators or {})
-        # What the model card reports beyond the Trainer's state (teacher, data, evaluation table); see
-        # `hf_margin.model_card.build_model_card`.
+        # What the model card reports beyond the Trainer's state (teacher, data, evaluation table, model-index
+        # results); see `hf_margin.card.build_model_card`. The application fills it; the Python route may too.
         self.card_info: dict[str, Any] = {}
+        # Extra entries of metrics.json (e.g. before/after/teacher tables); written by `save_model`.
+        self.results: dict[str, Any] = {}
 
     # ---- setup -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_student(model: nn.Module, args: MarginDistillConfig) -> None:
-        if args.student_type == "cross-encoder":
-            num_labels = getattr(getattr(model, "config", None), "num_labels", None)
-            if num_labels != 1:
-                raise ValueError(
-                    f"student_type='cross-encoder' needs a model with one output logit, got num_labels={num_labels}. "
-                    "Load it with hf_margin.load_student(path, student_type='cross-encoder')."
-                )
 
     @staticmethod
     def _prepare_dataset(dataset, args: MarginDistillConfig, processing_class, name: str):
@@ -121,7 +116,7 @@ class MarginDistillTrainer(Trainer):
                 return tokenize_triplets(
                     dataset, processing_class, student_type=args.student_type, max_length=args.max_length
                 )
-        needed = BI_ENCODER_COLUMNS if args.student_type == "bi-encoder" else CROSS_ENCODER_COLUMNS
+        needed = args.student_kind.token_columns
         missing = [c for c in needed if c not in columns]
         if missing:
             raise ValueError(
@@ -133,8 +128,7 @@ class MarginDistillTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         # Keep the tokenised triplet columns and the teacher margins through `remove_unused_columns`.
         if self._signature_columns is None:
-            needed = BI_ENCODER_COLUMNS if self.args.student_type == "bi-encoder" else CROSS_ENCODER_COLUMNS
-            self._signature_columns = [*needed, TEACHER_MARGINS]
+            self._signature_columns = [*self.args.student_kind.token_columns, TEACHER_MARGINS]
 
     # ---- loss --------------------------------------------------------------------------------------
 
@@ -161,42 +155,20 @@ class MarginDistillTrainer(Trainer):
         """
         args: MarginDistillConfig = self.args
         mask = inputs["negatives_mask"]
-        pos, neg = student_scores(
-            model,
-            inputs,
-            student_type=args.student_type,
-            similarity_fn=args.similarity,
-            pooling=args.pooling,
-            normalize=args.normalize,
-            chunk_size=args.forward_chunk_size,
-        )
+        pos, neg = args.student_kind.scores(model, inputs, chunk_size=args.forward_chunk_size)
         student_margin = pos.float().unsqueeze(-1) - neg.float()
         teacher_margin = inputs.get(TEACHER_MARGINS)
         num_items = num_items_in_batch
         if num_items is not None and args.average_tokens_across_devices and args.world_size > 1:
             num_items = num_items / args.world_size
-        if args.loss == "adaptive":
-            distill = adaptive_difference_loss(
-                student_margin,
-                teacher_margin,
-                activation=args.activation,
-                teacher_activation=args.teacher_activation,
-                temperature=args.temperature,
-                scale=args.scale,
-                beta=args.beta,
-                overshoot_width=args.overshoot_width,
-                mse_weight=args.mse_weight,
-                mask=mask,
-                num_items=num_items,
-            )
-        elif args.loss == "margin_mse":
-            distill = margin_mse_loss(student_margin, teacher_margin, mask=mask, num_items=num_items)
-        else:
-            distill = None
+        spec = args.loss_spec
+        distill = (
+            spec(student_margin, teacher_margin, args, mask=mask, num_items=num_items) if spec.needs_teacher else None
+        )
         label_weight = 1.0 if distill is None else args.label_weight
         loss = distill if distill is not None else student_margin.new_zeros(())
         if label_weight > 0:
-            label = label_hinge_loss(student_margin, margin=args.label_margin, mask=mask, num_items=num_items)
+            label = LOSS_REGISTRY["label_hinge"](student_margin, None, args, mask=mask, num_items=num_items)
             loss = loss + label_weight * label
         if model.training:  # per-micro-batch means for the logs (the loss itself may be a share of a larger batch)
             with torch.no_grad():
@@ -255,11 +227,16 @@ class MarginDistillTrainer(Trainer):
     ) -> dict[str, float]:
         """The Trainer's evaluation, then each extra evaluator (e.g. STS-B dev Spearman), logged as
         ``{prefix}_{name}_{metric}``."""
-        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if not eval_dataset and not self.eval_dataset:  # evaluators only (no held-out triplets)
+            metrics: dict[str, float] = {}
+        else:
+            metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         extra = {}
-        for name, evaluator in self.evaluators.items():
-            for key, value in evaluator(self.model).items():
-                extra[f"{metric_key_prefix}_{name}_{key}"] = value
+        if self.evaluators:
+            scorer = self.args.student_kind.scorer(self.accelerator.unwrap_model(self.model), self.processing_class)
+            for name, evaluator in self.evaluators.items():
+                for key, value in evaluator(scorer).items():
+                    extra[f"{metric_key_prefix}_{name}_{key}"] = value
         if extra:
             self.log(extra)
             metrics.update(extra)
@@ -270,24 +247,54 @@ class MarginDistillTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save with ``save_pretrained`` (safetensors); a bi-encoder also gets the sentence-transformers files."""
         super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            self.args.student_kind.save_extras(self.accelerator.unwrap_model(self.model), output_dir)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the student; into ``output_dir`` (not a checkpoint) also ``metrics.json``, ``training_curves.png``
+        and the model card ``README.md``, so every route (Python, CLI, ``push_to_hub``) writes the same files."""
+        super().save_model(output_dir, _internal_call=True)
+        final = output_dir is None or Path(output_dir).resolve() == Path(self.args.output_dir).resolve()
+        if final and self.is_world_process_zero():
+            self.write_artifacts()
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="hf-margin: distilled student", revision=self.args.hub_revision)
+
+    def summary_metrics(self) -> dict[str, Any]:
+        """What ``metrics.json`` holds: loss and options, the last training and evaluation figures, and
+        ``self.results`` (tables the application adds, e.g. before/after/teacher)."""
         args: MarginDistillConfig = self.args
-        output_dir = output_dir if output_dir is not None else args.output_dir
-        if args.student_type == "bi-encoder" and self.args.should_save:
-            config = self.accelerator.unwrap_model(self.model).config
-            write_sentence_transformers_files(
-                output_dir,
-                hidden_size=config.hidden_size,
-                pooling=args.pooling,
-                normalize=args.normalize,
-                similarity_fn=args.similarity,
-                max_length=args.max_length,
-            )
+        history = self.state.log_history
+        train = next((dict(h) for h in reversed(history) if "train_runtime" in h), {})
+        last_eval = next((dict(h) for h in reversed(history) if any(k.startswith("eval_") for k in h)), {})
+        return {
+            "model": args.hub_model_id or args.output_dir,
+            "run_name": args.run_name,
+            "loss": args.loss,
+            "loss_options": args.loss_spec.card_options(args),
+            "student": {"type": args.student_type, "similarity": args.similarity, "pooling": args.pooling},
+            "global_step": self.state.global_step,
+            "train": train,
+            "eval": last_eval,
+            **self.results,
+        }
+
+    def write_artifacts(self, output_dir: str | os.PathLike | None = None) -> None:
+        """Write ``metrics.json`` (atomically), ``training_curves.png`` and ``README.md`` into ``output_dir``."""
+        from hf_margin.plotting import plot_training_curves
+
+        out = Path(output_dir if output_dir is not None else self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", self.summary_metrics())
+        plot_training_curves(self.state.log_history, out / "training_curves.png", title=self.args.run_name or "")
+        self.create_model_card()
 
     def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:
         """Write ``README.md`` (a ``huggingface_hub.ModelCard``) into ``output_dir``; ``push_to_hub`` uploads it."""
         if not self.is_world_process_zero():
             return
-        from hf_margin.model_card import build_model_card
+        from hf_margin.card import build_model_card
 
         info = dict(self.card_info)
         for key in ("license", "language", "tags"):  # as Trainer.push_to_hub(**kwargs) passes them on
@@ -295,3 +302,11 @@ class MarginDistillTrainer(Trainer):
                 info[key] = kwargs[key]
         card = build_model_card(self.args, info, model_name=model_name, log_history=self.state.log_history)
         card.save(os.path.join(self.args.output_dir, "README.md"))
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it: a killed run leaves no half file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

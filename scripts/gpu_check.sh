@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 STEPS=${STEPS:-200}
 run() {  # name, then launcher arguments
   local name=$1; shift
-  "$PY" -m accelerate.commands.launch "$@" -m hf_margin.cli train recipes/stsb-adaptive.yaml \
+  "$PY" -m accelerate.commands.launch "$@" -m hf_margin train recipes/stsb-adaptive.yaml \
     --output_dir "$OUT/$name" --run_name "gpu-$name" --max_steps "$STEPS" --eval_strategy no \
     --bf16 true --per_device_train_batch_size 64 --forward_chunk_size 0 --disable_tqdm true \
     2>&1 | tee "$OUT/$name.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import Counter
 from pathlib import Path
@@ -12,6 +13,9 @@ import torch
 from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerFast
+
+from hf_margin.modeling import encode
+from hf_margin.scoring import BiEncoderScorer
 
 TOPICS = {name: [f"{name}{i}" for i in range(8)] for name in ("sun", "sea", "car", "dog", "tea", "map")}
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -147,3 +151,52 @@ def write_tiny_teacher(folder: Path) -> Path:
     BertModel(tiny_config(len(tok)), add_pooling_layer=False).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def teacher_for(model, tokenizer, **kwargs) -> BiEncoderScorer:
+    return BiEncoderScorer(model, tokenizer, device="cpu", show_progress=False, **kwargs)
+
+
+def perturbed(
+    model: torch.nn.Module, delta: float = 1e-3, name: str = "encoder.layer.0.output.dense.bias", noise: bool = False
+):
+    """A deep copy of ``model`` with ``delta`` (or ``delta`` × fixed Gaussian noise) added to one parameter."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        param = other.get_parameter(name)
+        param.add_(delta * torch.randn(param.shape, generator=torch.Generator().manual_seed(7)) if noise else delta)
+    return other
+
+
+def sharpen(model: torch.nn.Module, std: float = 0.2, seed: int = 1) -> torch.nn.Module:
+    """Redraw the weight matrices with a larger std, in place.
+
+    At BERT's initializer_range (0.02) every text embeds almost alike (scores differ by ~1e-5), so a
+    pair scored in the wrong order would hide inside the tolerance; here scores spread by ~0.1 or more.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return model
+
+
+@pytest.fixture
+def sharp_bi_encoder(bi_encoder):
+    return sharpen(bi_encoder)
+
+
+@pytest.fixture
+def sharp_cross_encoder(cross_encoder):
+    return sharpen(cross_encoder)
+
+
+def embed_one_by_one(model, tokenizer, texts, *, pooling="mean", normalize=False, max_length=128) -> torch.Tensor:
+    """Each text in its own unpadded forward pass: the reference a batched scorer must equal."""
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            enc = tokenizer([text], return_tensors="pt", truncation=True, max_length=max_length)
+            out.append(encode(model, enc["input_ids"], enc["attention_mask"], pooling=pooling, normalize=normalize)[0])
+    return torch.stack(out)

@@ -15,9 +15,9 @@ from hf_margin.margin_scaling import (
     student_margin_statistics,
     teacher_margin_statistics,
 )
-from hf_margin.modeling import embed_texts
+from hf_margin.modeling import StudentKind
 
-from .conftest import make_triplets
+from .conftest import embed_one_by_one, make_triplets
 
 
 def margins_dataset(rows: list[list[float]]) -> Dataset:
@@ -67,10 +67,11 @@ def test_constant_or_missing_margins_are_refused():
 def test_student_margin_statistics_equal_a_direct_per_triplet_computation(bi_encoder, tokenizer):
     """The student's cosine margins s(q,p) - s(q,n), over every (ragged) negative, embedded one text at a time."""
     ds = make_triplets(12, num_negatives=3, ragged=True)
-    mean, std = student_margin_statistics(bi_encoder, tokenizer, ds, max_length=16)
+    scorer = StudentKind("bi-encoder", max_length=16).scorer(bi_encoder, tokenizer)
+    mean, std = student_margin_statistics(scorer, ds)
 
     def emb(text: str) -> torch.Tensor:
-        return embed_texts(bi_encoder, tokenizer, [text], max_length=16)[0]
+        return embed_one_by_one(bi_encoder, tokenizer, [text], max_length=16)[0]
 
     margins = []
     for row in ds:

@@ -21,7 +21,7 @@ COMMIT_MESSAGE = "hf-margin: distilled student"
 TEACHER = "topic-teacher (synthetic)"
 
 # Runs in a fresh interpreter: huggingface_hub reads HF_ENDPOINT, HF_TOKEN etc. when it is imported.
-# Like `hf_margin.recipe.run_train`: train, write metrics.json, set the card's info, then `trainer.push_to_hub`.
+# Like `hf_margin.app.pipeline.run_train`: train, write metrics.json, set the card's info, then `trainer.push_to_hub`.
 PUSH_SCRIPT = textwrap.dedent(
     """
     import json
@@ -56,7 +56,7 @@ PUSH_SCRIPT = textwrap.dedent(
     trainer = MarginDistillTrainer(model=model, args=args, train_dataset=train, processing_class=tok)
     result = trainer.train()
     metrics = {"train_loss": result.training_loss, "stsb_test_spearman": {"after": 12.3}}
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\\n")
+    trainer.results = metrics  # the trainer writes metrics.json (with these) when push_to_hub saves
     trainer.card_info = {
         "teacher": teacher,
         "eval": {"student after training": {"STS-B test Spearman x100": 12.3}},

@@ -15,8 +15,8 @@ from datasets import Dataset, IterableDataset
 from safetensors.torch import load_file
 
 from hf_margin import attach_teacher_margins
-from hf_margin.launch import accelerate_config_path, shipped_accelerate_configs
-from hf_margin.recipe import dump_recipe
+from hf_margin.app.arguments import dump_recipe
+from hf_margin.app.launch import accelerate_config_path, shipped_accelerate_configs
 
 from .conftest import TopicTeacher, make_triplets, write_tiny_stsb, write_tiny_teacher
 
@@ -86,10 +86,10 @@ def test_two_cpu_processes_give_the_one_process_loss_curve(tmp_path):
     same = {"use_cpu": True, "train_sampling_strategy": "sequential", "label_weight": 1.0, "max_train_examples": 24}
     one = tiny_recipe(tmp_path, "one", **same)
     two = tiny_recipe(tmp_path, "two", per_device_train_batch_size=4, **same)
-    r1 = run_python("from hf_margin.cli import main; main()", tmp_path, "train", str(one))
+    r1 = run_python("import sys; from hf_margin.app.cli import main; sys.exit(main())", tmp_path, "train", str(one))
     assert r1.returncode == 0, r1.stderr[-3000:]
     r2 = subprocess.run(
-        [*accelerate_launch("multi-cpu.yaml"), "-m", "hf_margin.cli", "train", str(two)],
+        [*accelerate_launch("multi-cpu.yaml"), "-m", "hf_margin", "train", str(two)],
         capture_output=True,
         text=True,
         cwd=ROOT,

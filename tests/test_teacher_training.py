@@ -11,12 +11,12 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_margin.cli import main
+from hf_margin.app.arguments import dump_recipe, parse_recipe
+from hf_margin.app.cli import main
+from hf_margin.app.stsb import read_sts_file
+from hf_margin.app.teacher_training import TEACHER_DATACLASSES
 from hf_margin.metrics import sts_correlation
-from hf_margin.recipe import dump_recipe, parse_recipe
-from hf_margin.stsb import read_sts_file
-from hf_margin.teacher import CrossEncoderTeacher
-from hf_margin.teacher_training import TEACHER_DATACLASSES
+from hf_margin.scoring import CrossEncoderTeacher
 
 from .conftest import write_tiny_stsb, write_tiny_teacher
 
@@ -133,24 +133,18 @@ def test_shipped_cross_architecture_recipes_fit_together():
     teacher_recipe = ROOT / "recipes" / "teacher-cross-encoder-stsb.yaml"
     teacher_args, training_args = parse_recipe(teacher_recipe, dataclasses=TEACHER_DATACLASSES)
     assert teacher_args.base_model == "sentence-transformers/all-MiniLM-L6-v2"
-    model_args, data_args, args = parse_recipe(ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml")
+    model_args, data_args, _, args = parse_recipe(ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml")
     assert model_args.teacher == training_args.output_dir == "outputs/teacher-cross-encoder-stsb"
     assert model_args.teacher_type == "cross-encoder" and data_args.miner is not None
     assert args.student_type == "bi-encoder" and args.loss == "adaptive"
     assert yaml.safe_load(teacher_recipe.read_text())["base_model"] == teacher_args.base_model
 
 
-def test_missing_teacher_directory_names_the_make_target(tmp_path):
-    """`make distil` before `make teacher`: a clear error naming the command, before any data is read or scored."""
-    with pytest.raises(FileNotFoundError, match="make teacher"):
-        main(
-            [
-                "score-teacher",
-                str(ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml"),
-                "--teacher",
-                "outputs/no-such-teacher",
-                "--cache_dir",
-                str(tmp_path / "cache"),
-            ]
-        )
+def test_missing_teacher_directory_names_the_make_target(tmp_path, capsys):
+    """`make distil` before `make teacher`: a clear one-line error naming the command, exit 2, before any data is
+    read or scored."""
+    argv = ["score-teacher", str(ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml")]
+    argv += ["--teacher", "outputs/no-such-teacher", "--cache_dir", str(tmp_path / "cache")]
+    assert main(argv) == 2
+    assert "make teacher" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()

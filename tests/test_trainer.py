@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModel, HfArgumentParser
@@ -13,9 +15,8 @@ from hf_margin import (
     encode,
     load_student,
 )
-from hf_margin.modeling import embed_texts
 
-from .conftest import TopicTeacher, make_triplets
+from .conftest import TopicTeacher, embed_one_by_one, make_triplets
 
 
 def config(tmp_path, **kwargs) -> MarginDistillConfig:
@@ -99,15 +100,17 @@ def test_bi_encoder_learns_the_teacher_and_saves_for_transformers_and_sentence_t
     assert (path / "model.safetensors").exists() and (path / "modules.json").exists()
     texts = ["sun1 sun2 sun3", "sea1 dog2", "tea0 tea1 map5 car2"]
     bi_encoder.eval()
-    expected = embed_texts(bi_encoder, tokenizer, texts)
+    expected = embed_one_by_one(bi_encoder, tokenizer, texts)
     reloaded = AutoModel.from_pretrained(path)
-    torch.testing.assert_close(embed_texts(reloaded, tokenizer, texts), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(embed_one_by_one(reloaded, tokenizer, texts), expected, atol=1e-5, rtol=0)
 
     from sentence_transformers import SentenceTransformer
 
     st_model = SentenceTransformer(str(path), device="cpu")
     st_embeddings = st_model.encode(texts, convert_to_tensor=True)
-    torch.testing.assert_close(st_embeddings.cpu(), expected, atol=1e-5, rtol=0)
+    # trained on cosine: the Normalize module is kept, so ST gives the L2-normalised embeddings
+    normalized = torch.nn.functional.normalize(expected, dim=-1)
+    torch.testing.assert_close(st_embeddings.cpu(), normalized, atol=1e-5, rtol=0)
 
 
 def test_normalized_cls_student_saves_a_normalize_module(tmp_path, scored, tokenizer, bi_encoder):
@@ -252,3 +255,31 @@ def test_length_chunked_forward_matches_one_padded_pass(tokenizer, bi_encoder, c
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=0)
     for a, b in zip(results[0][2], results[1][2]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_python_route_writes_card_metrics_and_curves_on_save(tmp_path, scored, tokenizer, bi_encoder):
+    """Guards the README's Python route: `trainer.save_model()` alone writes metrics.json, training_curves.png and
+    a model card whose model-index carries the last evaluation (here an STS evaluator), like the CLI does."""
+    from huggingface_hub import ModelCard
+
+    from hf_margin import StsEvaluator
+
+    sts = StsEvaluator(["sun1 sun2", "sea1", "car1 car2"], ["sun3", "sea2 sea3", "dog1"], [5.0, 4.0, 0.0], name="sts")
+    args = config(tmp_path, max_steps=2, per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2)
+    trainer = MarginDistillTrainer(
+        bi_encoder, args, train_dataset=scored(8), processing_class=tokenizer, evaluators={"sts": sts}
+    )
+    trainer.train()
+    trainer.save_model()
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["loss"] == "adaptive" and metrics["global_step"] == 2
+    assert metrics["eval"]["eval_sts_spearman"] == pytest.approx(
+        sts(args.student_kind.scorer(bi_encoder, tokenizer))["spearman"]
+    )
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = ModelCard.load(out / "README.md")
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["sts_spearman"] == pytest.approx(metrics["eval"]["eval_sts_spearman"])
+    assert "activation=relu" in card.text and "max_seq_length 128" in card.text
+    assert not any(p.name.startswith("checkpoint-") for p in out.iterdir())

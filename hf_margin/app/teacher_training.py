@@ -26,9 +26,11 @@ from transformers import (
     TrainingArguments,
 )
 
+from hf_margin.app.stsb import HUB_DATASET, load_stsb
+from hf_margin.evaluation import StsEvaluator
 from hf_margin.metrics import sts_correlation
 from hf_margin.resolve import resolve_model
-from hf_margin.stsb import HUB_DATASET, evaluate_sts, load_stsb
+from hf_margin.scoring import CrossEncoderScorer
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +44,9 @@ class CrossEncoderTeacherArguments:
         metadata={"help": "Checkpoint whose encoder the teacher starts from (Hub id or local directory)."},
     )
     data_dir: str | None = field(
-        default="../shared/data/stsb",
-        metadata={"help": "Folder with sts-{train,dev,test}.csv; when absent, the Hub dataset is loaded."},
+        default=None,
+        metadata={"help": "STS-B: folder with sts-{train,dev,test}.csv or a Hub id; unset: the copy shipped."},
     )
-    dataset_name: str = field(default=HUB_DATASET, metadata={"help": "Hub dataset used when data_dir is absent."})
     max_length: int = field(default=128, metadata={"help": "Longest joined pair, in tokens."})
     both_orders: bool = field(
         default=False, metadata={"help": "Also train on (sentence2, sentence1): twice the examples per epoch."}
@@ -89,10 +90,10 @@ def load_cross_encoder_base(path: str, *, trust_remote_code: bool = False) -> Pr
 
 def run_train_teacher(teacher_args: CrossEncoderTeacherArguments, args: TrainingArguments) -> dict[str, Any]:
     """Fine-tune the cross-encoder teacher, score STS-B dev and test pairs with it, save it with a model card."""
-    from hf_margin.recipe import write_json_atomic
+    from hf_margin.trainer import write_json_atomic
 
     start = time.perf_counter()
-    splits = load_stsb(teacher_args.data_dir, teacher_args.dataset_name)
+    splits = load_stsb(teacher_args.data_dir)
     path = resolve_model(teacher_args.base_model)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=teacher_args.trust_remote_code)
     model = load_cross_encoder_base(path, trust_remote_code=teacher_args.trust_remote_code)
@@ -112,9 +113,11 @@ def run_train_teacher(teacher_args: CrossEncoderTeacherArguments, args: Training
         compute_metrics=sts_metrics,
     )
     out = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    sts = {"student_type": "cross-encoder", "max_length": teacher_args.max_length}
-    test = evaluate_sts(trainer.model, tokenizer, splits["test"], **sts)
-    dev_scores = evaluate_sts(trainer.model, tokenizer, splits["validation"], **sts)
+    scorer = CrossEncoderScorer(
+        trainer.model, tokenizer, max_length=teacher_args.max_length, device=trainer.args.device, show_progress=False
+    )
+    test = StsEvaluator.from_dataset(splits["test"])(scorer)
+    dev_scores = StsEvaluator.from_dataset(splits["validation"])(scorer)
     metrics = {
         "recipe": args.run_name,
         "stsb_test_spearman": test["spearman"],
@@ -181,7 +184,7 @@ def teacher_card(
         library_name="transformers",
         pipeline_tag="text-classification",
         tags=["cross-encoder", "sentence-similarity", "hf-margin", "stsb"],
-        datasets=[teacher_args.dataset_name],
+        datasets=[HUB_DATASET],
         license="apache-2.0",
         language="en",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_margin.config import MarginDistillConfig
 
@@ -31,14 +31,19 @@ and the **{{ loss_name }}**.
 
 ## Training
 
-- Teacher: `{{ teacher }}`; teacher margins Δt = t(q,p) − t(q,n) computed once and cached before training.
-- Loss: `{{ loss }}`, options: {{ loss_options }}.
+- Teacher: {{ teacher_line }}
+- Loss: `{{ loss }}` ({{ loss_name }}), options: {{ loss_options }}.
+- Scoring: {{ scoring }}
 - Data: {{ dataset_description }}
 - Hyperparameters: {{ hyperparameters }}
 - Libraries: {{ versions }}
 
 ## Usage
 {% if student_type == "bi-encoder" %}
+The student reads at most {{ max_length }} tokens per text (`max_seq_length`) and scores pairs by
+{{ similarity }} similarity of {{ pooling }}-pooled embeddings{% if normalized %}; its embeddings are
+L2-normalised (the `Normalize` module), which leaves cosine unchanged and makes dot equal to cosine{% endif %}.
+
 ```python
 from sentence_transformers import SentenceTransformer
 
@@ -47,7 +52,7 @@ embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instr
 print(model.similarity(embeddings[:1], embeddings[1:]))
 ```
 
-With `transformers` alone ({{ pooling }} pooling{% if normalize %}, then L2 normalisation{% endif %}):
+With `transformers` alone ({{ pooling }} pooling{% if normalized %}, then L2 normalisation{% endif %}):
 
 ```python
 import torch
@@ -60,8 +65,11 @@ with torch.no_grad():
     hidden = model(**batch).last_hidden_state
 {% if pooling == "cls" %}embedding = hidden[:, 0]{% else %}mask = batch["attention_mask"].unsqueeze(-1).float()
 embedding = (hidden * mask).sum(1) / mask.sum(1){% endif %}
-```
+{% if normalized %}embedding = torch.nn.functional.normalize(embedding, dim=-1)
+{% endif %}```
 {% else %}
+The student reads at most {{ max_length }} tokens per joined pair; its score is the one logit.
+
 ```python
 from sentence_transformers import CrossEncoder
 
@@ -80,12 +88,6 @@ score = model(**tokenizer("A man is playing a guitar.", "Someone plays an instru
 ```
 {% endif %}
 """
-
-LOSS_NAMES = {
-    "adaptive": "adaptive difference (margin) loss φ(g(Δt) − Δs)",
-    "margin_mse": "Margin-MSE loss (Δs − Δt)²",
-    "label_hinge": "fixed-margin label hinge relu(m − Δs)",
-}
 
 
 def _versions() -> str:
@@ -115,7 +117,10 @@ def build_model_card(
     log_history: list[dict[str, float]] | None = None,
 ) -> ModelCard:
     """A model card from the training options and ``info`` (keys: ``teacher``, ``base_model``, ``layers``,
-    ``dataset``, ``dataset_description``, ``eval`` = {row name: {metric: value}}, ``eval_note``)."""
+    ``dataset``, ``dataset_description``, ``eval`` = {row name: {metric: value}}, ``eval_note``,
+    ``model_index`` = [{task, dataset, dataset_name, split, metric, name, value}] for the Hub's results).
+
+    Without ``eval``, the last ``eval_*`` figures of ``log_history`` make the table and the results."""
     repo_id = args.hub_model_id or model_name or args.output_dir
     tags = ["sentence-transformers", "sentence-similarity", "distillation", "hf-margin", args.loss]
     if args.student_type == "cross-encoder":
@@ -131,23 +136,45 @@ def build_model_card(
         license=info.get("license"),
         language=info.get("language"),
     )
-    eval_table: dict[str, dict[str, float]] = info.get("eval", {})
+    eval_table: dict[str, dict[str, float]] = info.get("eval") or _last_eval_row(log_history or [])
+    model_index = info.get("model_index")
+    if model_index is None:
+        model_index = _results_from_history(log_history or [], info.get("dataset") or "held-out data")
+    card_data.eval_results = [
+        EvalResult(
+            task_type=r.get("task", "sentence-similarity"),
+            dataset_type=r["dataset"],
+            dataset_name=r.get("dataset_name", r["dataset"]),
+            dataset_split=r.get("split"),
+            metric_type=r["metric"],
+            metric_name=r.get("name", r["metric"]),
+            metric_value=float(r["value"]),
+        )
+        for r in model_index
+    ] or None
+    card_data.model_name = model_name or repo_id.split("/")[-1]
     columns = sorted({k for row in eval_table.values() for k in row})
     rows = [
         (name, [f"{row[c]:.2f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
         for name, row in eval_table.items()
     ]
-    loss_options = {"label_weight": args.label_weight}
-    if args.loss == "adaptive":
-        loss_options.update(
-            activation=args.activation,
-            teacher_activation=args.teacher_activation,
-            temperature=args.temperature,
-            scale=args.scale,
-            **({"beta": args.beta} if args.activation == "softplus" else {}),
-        )
-    if args.loss == "label_hinge" or args.label_weight > 0:
-        loss_options["label_margin"] = args.label_margin
+    loss_options = args.loss_spec.card_options(args)
+    if args.loss != "label_hinge":
+        loss_options["label_weight"] = args.label_weight
+        if args.label_weight > 0:
+            loss_options["label_margin"] = args.label_margin
+    teacher = info.get("teacher")
+    teacher_line = (
+        f"`{teacher}`; teacher margins Δt = t(q,p) − t(q,n) computed once and cached before training."
+        if teacher
+        else info.get("teacher_note", "none: the loss reads no teacher margins.")
+    )
+    kind = args.student_kind
+    scoring = (
+        f"{kind.similarity} similarity of {kind.pooling}-pooled embeddings, max_seq_length {kind.max_length}"
+        if kind.is_bi_encoder
+        else f"one logit of the joined pair, max length {kind.max_length}"
+    )
     hyper = {
         "learning_rate": args.learning_rate,
         "per_device_train_batch_size": args.per_device_train_batch_size,
@@ -168,11 +195,16 @@ def build_model_card(
         model_name=model_name or repo_id.split("/")[-1],
         repo_id=repo_id,
         student_type=args.student_type,
-        teacher=info.get("teacher", "an unnamed teacher"),
+        teacher=teacher or "its own training data's teacher scores",
+        teacher_line=teacher_line,
+        scoring=scoring,
+        max_length=kind.max_length,
+        similarity=kind.similarity,
+        normalized=kind.is_bi_encoder and (kind.normalize or kind.similarity == "cosine"),
         base_model=info.get("base_model"),
         layers=info.get("layers"),
         loss=args.loss,
-        loss_name=LOSS_NAMES[args.loss],
+        loss_name=args.loss_spec.label,
         loss_options=", ".join(f"`{k}={v}`" for k, v in loss_options.items()),
         eval_columns=columns,
         eval_rows=rows,
@@ -181,5 +213,23 @@ def build_model_card(
         hyperparameters=", ".join(f"`{k}={v}`" for k, v in hyper.items()),
         versions=_versions(),
         pooling=args.pooling,
-        normalize=args.normalize,
     )
+
+
+def _last_eval_row(log_history: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    last = next((h for h in reversed(log_history) if any(k.startswith("eval_") for k in h)), None)
+    if last is None:
+        return {}
+    skip = ("runtime", "per_second", "epoch", "model_preparation_time")
+    row = {k.removeprefix("eval_"): float(v) for k, v in last.items() if k.startswith("eval_") and not k.endswith(skip)}
+    return {f"student (step {last.get('step', '?')})": row}
+
+
+def _results_from_history(log_history: list[dict[str, float]], dataset: str) -> list[dict[str, Any]]:
+    rows = _last_eval_row(log_history)
+    return [
+        {"task": "sentence-similarity", "dataset": dataset, "metric": metric, "value": value}
+        for row in rows.values()
+        for metric, value in row.items()
+        if metric != "loss"
+    ]

@@ -8,21 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 
 from hf_margin.data import DataValidationError
-from hf_margin.modeling import embed_texts
-from hf_margin.teacher import (
-    TEACHER_COLUMNS,
-    BiEncoderTeacher,
-    CrossEncoderTeacher,
-    attach_teacher_margins,
-    margins_fingerprint,
-    weights_fingerprint,
-)
+from hf_margin.margins import TEACHER_COLUMNS, attach_teacher_margins, margins_fingerprint
+from hf_margin.scoring import CrossEncoderTeacher
 
-from .conftest import TopicTeacher, make_triplets, topic_histogram
+from .conftest import TopicTeacher, make_triplets, perturbed, teacher_for, topic_histogram
 
 QUERIES = ["sun1", "sea1 sea2 sea3", "car1 car2", "sun1", "dog1 dog2 dog3 dog4 dog5"]
 DOCUMENTS = ["sun2 sun3", "sea4", "car3 car4 car5 car6", "map1 map2 map3", "sun1"]
@@ -43,45 +35,6 @@ def teacher_columns(dataset: Dataset) -> dict[str, list]:
 
 def cache_listing(path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
-
-
-def teacher_for(model, tokenizer, **kwargs) -> BiEncoderTeacher:
-    return BiEncoderTeacher(model, tokenizer, device="cpu", show_progress=False, **kwargs)
-
-
-def perturbed(
-    model: torch.nn.Module, delta: float = 1e-3, name: str = "encoder.layer.0.output.dense.bias", noise: bool = False
-):
-    """A deep copy of ``model`` with ``delta`` (or ``delta`` × fixed Gaussian noise) added to one parameter."""
-    other = copy.deepcopy(model)
-    with torch.no_grad():
-        param = other.get_parameter(name)
-        param.add_(delta * torch.randn(param.shape, generator=torch.Generator().manual_seed(7)) if noise else delta)
-    return other
-
-
-def sharpen(model: torch.nn.Module, std: float = 0.2, seed: int = 1) -> torch.nn.Module:
-    """Redraw the weight matrices with a larger std, in place.
-
-    At BERT's initializer_range (0.02) every text embeds almost alike (scores differ by ~1e-5), so a
-    pair scored in the wrong order would hide inside the tolerance; here scores spread by ~0.1 or more.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.copy_(torch.randn(param.shape, generator=generator) * std)
-    return model
-
-
-@pytest.fixture
-def sharp_bi_encoder(bi_encoder):
-    return sharpen(bi_encoder)
-
-
-@pytest.fixture
-def sharp_cross_encoder(cross_encoder):
-    return sharpen(cross_encoder)
 
 
 def count_calls(teacher, monkeypatch) -> list[int]:
@@ -167,11 +120,21 @@ def test_teacher_columns_are_float32_lists(tmp_path):
     assert all(len(m) == 3 for m in scored["teacher_margins"])
 
 
+def test_scored_data_is_refused_unless_rescore(tmp_path):
+    """Guards a user's own teacher scores from being dropped silently: without rescore=True, scoring data that
+    already carries them is refused, naming the columns; the teacher is never called."""
+    first = attach_teacher_margins(make_triplets(6), TopicTeacher(), cache_dir=tmp_path)
+    teacher = TopicTeacher(offset=0.5)
+    with pytest.raises(DataValidationError, match=r"already carries teacher scores.*teacher_margins.*rescore=True"):
+        attach_teacher_margins(first, teacher, cache_dir=tmp_path)
+    assert teacher.calls == 0
+
+
 def test_rescoring_replaces_stale_teacher_columns(tmp_path):
-    """Guards that attaching margins to already scored data overwrites the old teacher's columns."""
+    """Guards that rescore=True overwrites the old teacher's columns with the new teacher's scores."""
     dataset = make_triplets(6)
     first = attach_teacher_margins(dataset, TopicTeacher(), cache_dir=tmp_path)
-    second = attach_teacher_margins(first, TopicTeacher(offset=0.5), cache_dir=tmp_path)
+    second = attach_teacher_margins(first, TopicTeacher(offset=0.5), cache_dir=tmp_path, rescore=True)
     assert second.column_names == first.column_names
     assert np.allclose(np.array(second["teacher_pos_score"]), np.array(first["teacher_pos_score"]) + 0.5, atol=1e-6)
     for a, b in zip(first["teacher_margins"], second["teacher_margins"]):
@@ -236,66 +199,6 @@ def test_load_from_cache_file_false_recomputes(tmp_path):
     assert teacher_columns(again) == teacher_columns(first)
 
 
-# --------------------------------------------------------------------------------------------- bi-encoder teacher
-
-
-@pytest.mark.parametrize(
-    ("pooling", "normalize", "similarity_fn"),
-    [("mean", False, "cosine"), ("cls", False, "cosine"), ("mean", True, "dot"), ("cls", False, "dot")],
-)
-def test_bi_encoder_teacher_scores_equal_embedding_similarity(
-    tokenizer, sharp_bi_encoder, pooling, normalize, similarity_fn
-):
-    """Guards that length-sorted, deduplicated batches give sim(embed(q), embed(d)) in the callers' order."""
-    bi_encoder = sharp_bi_encoder
-    teacher = teacher_for(
-        bi_encoder, tokenizer, pooling=pooling, normalize=normalize, similarity_fn=similarity_fn, batch_size=2
-    )
-    got = teacher.score_pairs(QUERIES, DOCUMENTS)
-    q = embed_texts(bi_encoder, tokenizer, QUERIES, pooling=pooling, normalize=normalize, batch_size=1)
-    d = embed_texts(bi_encoder, tokenizer, DOCUMENTS, pooling=pooling, normalize=normalize, batch_size=1)
-    want = F.cosine_similarity(q, d, dim=-1) if similarity_fn == "cosine" else (q * d).sum(-1)
-    assert got.shape == (len(QUERIES),)
-    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
-    assert np.ptp(got) > 0.05  # the pairs really differ: a pair scored out of order would fail
-
-
-def test_weights_fingerprint_tracks_every_weight(bi_encoder):
-    """Guards the content hash: equal for an identical copy, different after a 1e-3 change of one bias."""
-    base = weights_fingerprint(bi_encoder)
-    assert len(base) == 64
-    assert weights_fingerprint(copy.deepcopy(bi_encoder)) == base
-    assert weights_fingerprint(perturbed(bi_encoder)) != base
-    assert weights_fingerprint(perturbed(bi_encoder, name="embeddings.word_embeddings.weight")) != base
-    assert weights_fingerprint(bi_encoder) == base  # perturbing copies left the original alone
-
-
-def test_bi_encoder_teacher_fingerprint_tracks_weights_and_options(tokenizer, bi_encoder):
-    """Guards that weights and every scoring option change the teacher fingerprint, and batch size does not."""
-    base = teacher_for(bi_encoder, tokenizer).fingerprint
-    assert teacher_for(copy.deepcopy(bi_encoder), tokenizer).fingerprint == base
-    assert teacher_for(copy.deepcopy(bi_encoder), tokenizer, batch_size=7).fingerprint == base
-    changed = {
-        "weights": teacher_for(perturbed(bi_encoder), tokenizer).fingerprint,
-        "cls": teacher_for(copy.deepcopy(bi_encoder), tokenizer, pooling="cls").fingerprint,
-        "max_length": teacher_for(copy.deepcopy(bi_encoder), tokenizer, max_length=16).fingerprint,
-        "normalize": teacher_for(copy.deepcopy(bi_encoder), tokenizer, normalize=True).fingerprint,
-        "dot": teacher_for(copy.deepcopy(bi_encoder), tokenizer, similarity_fn="dot").fingerprint,
-    }
-    assert base not in changed.values()
-    assert len(set(changed.values())) == len(changed)
-
-
-def test_bi_encoder_teacher_fingerprint_follows_in_place_weight_updates(tokenizer, bi_encoder):
-    """Guards against a stale fingerprint: weights changed in place after a first use must change it."""
-    teacher = teacher_for(bi_encoder, tokenizer)
-    before = teacher.fingerprint
-    with torch.no_grad():
-        bi_encoder.get_parameter("encoder.layer.0.output.dense.bias").add_(1e-3)
-    assert teacher.fingerprint == teacher_for(bi_encoder, tokenizer).fingerprint
-    assert teacher.fingerprint != before
-
-
 def test_bi_encoder_teacher_cache_hit_and_weight_change(tmp_path, tokenizer, sharp_bi_encoder, monkeypatch):
     """Guards the cache with a real teacher: same weights → no call; changed weights → rescored, new values."""
     bi_encoder = sharp_bi_encoder
@@ -341,39 +244,6 @@ def test_bi_encoder_teacher_rescores_after_in_place_weight_update(tmp_path, toke
 
 
 # --------------------------------------------------------------------------------------------- cross-encoder teacher
-
-
-@pytest.mark.parametrize("apply_sigmoid", [False, True])
-def test_cross_encoder_teacher_scores_equal_model_logit(tokenizer, sharp_cross_encoder, apply_sigmoid):
-    """Guards that batched, length-sorted scoring returns each pair's own logit (or its sigmoid) in order."""
-    cross_encoder = sharp_cross_encoder
-    teacher = CrossEncoderTeacher(
-        cross_encoder, tokenizer, apply_sigmoid=apply_sigmoid, batch_size=2, device="cpu", show_progress=False
-    )
-    got = teacher.score_pairs(QUERIES, DOCUMENTS)
-    with torch.no_grad():
-        logits = torch.tensor(
-            [
-                cross_encoder(**tokenizer(q, d, return_tensors="pt")).logits[0, 0].item()
-                for q, d in zip(QUERIES, DOCUMENTS)
-            ]
-        )
-    want = torch.sigmoid(logits) if apply_sigmoid else logits
-    assert got.shape == (len(QUERIES),)
-    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
-    assert np.ptp(got) > 0.05
-
-
-def test_cross_encoder_teacher_fingerprint(tokenizer, cross_encoder):
-    """Guards that the cross-encoder fingerprint follows its weights and apply_sigmoid, not the batch size."""
-
-    def make(model, **kwargs):
-        return CrossEncoderTeacher(model, tokenizer, device="cpu", show_progress=False, **kwargs).fingerprint
-
-    base = make(cross_encoder)
-    assert make(copy.deepcopy(cross_encoder), batch_size=3) == base
-    assert make(copy.deepcopy(cross_encoder), apply_sigmoid=True) != base
-    assert make(perturbed(cross_encoder, name="classifier.bias")) != base
 
 
 def test_cross_encoder_teacher_attaches_margins(tmp_path, tokenizer, sharp_cross_encoder):

@@ -45,7 +45,16 @@ def accelerate_config_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def relaunch(config: str, argv: list[str]) -> int:
-    """Run ``accelerate launch --config_file CONFIG -m hf_margin.cli ARGV`` and return its exit status."""
+    """Run ``accelerate launch --config_file CONFIG -m hf_margin ARGV`` and return its exit status.
+
+    ``multi-cpu`` (several CPU processes joined by gloo) adds ``--use_cpu true`` and hides any GPU: without
+    ``use_cpu`` each process would train alone, several independent runs writing into one ``output_dir``.
+    """
+    env = dict(os.environ)
+    if Path(config).stem == "multi-cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        if "--use_cpu" not in argv:
+            argv = [*argv, "--use_cpu", "true"]
     command = [
         sys.executable,
         "-m",
@@ -53,8 +62,8 @@ def relaunch(config: str, argv: list[str]) -> int:
         "--config_file",
         str(accelerate_config_path(config)),
         "-m",
-        "hf_margin.cli",
+        "hf_margin",
         *argv,
     ]
     print("+ " + " ".join(command), flush=True)
-    return subprocess.call(command)
+    return subprocess.call(command, env=env)

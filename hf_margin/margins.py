@@ -1,33 +1,27 @@
-"""Teacher scoring and the cached teacher-margin columns.
+"""The cached teacher-margin columns: :func:`attach_teacher_margins`.
 
-A teacher is anything with ``score_pairs(queries, documents) -> np.ndarray`` and a ``fingerprint`` string
-that changes whenever its scores could (weights, options). :func:`attach_teacher_margins` scores every
-(query, positive) and (query, negative) pair once, in a ``datasets.map`` whose fingerprint names the data,
-the teacher and the scoring code, so a second run reads the cache and never calls the teacher.
+It scores every (query, positive) and (query, negative) pair once with a teacher (any
+:class:`~hf_margin.scoring.TeacherScorer`), in a ``datasets.map`` whose fingerprint names the data, the
+teacher and the scoring code, so a second run reads the cache and never calls the teacher.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import datasets
 import numpy as np
 import pyarrow as pa
-import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 from datasets import Dataset, IterableDataset
 from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from hf_margin.data import (
     POSITIVE,
@@ -37,225 +31,13 @@ from hf_margin.data import (
     negatives_of,
     validate_triplets,
 )
-from hf_margin.modeling import encode, similarity
+from hf_margin.scoring import TeacherScorer
 
 logger = logging.getLogger(__name__)
 
 # Bump when the scoring code changes what it writes: every cache is then recomputed.
 SCORING_VERSION = "1"
 TEACHER_COLUMNS = ("teacher_pos_score", "teacher_neg_scores", "teacher_margins")
-
-
-@runtime_checkable
-class TeacherScorer(Protocol):
-    """What :func:`attach_teacher_margins` needs of a teacher."""
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray: ...
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer (names, dtypes, shapes and bytes): a content hash of the weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-class _TransformersTeacher:
-    """Shared parts of the ``transformers`` teachers: device, batching, fingerprint."""
-
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer,
-        *,
-        batch_size: int = 64,
-        max_length: int = 256,
-        device: str | torch.device | None = None,
-        show_progress: bool = True,
-    ) -> None:
-        self.device = torch.device(device) if device is not None else PartialState().device
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.show_progress = show_progress
-        self._fingerprint: str | None = None
-        self._state: tuple | None = None
-
-    def _current_state(self) -> tuple:
-        """What the scores depend on, cheaply: each tensor's identity, storage, dtype and version counter
-        (bumped by every in-place write: an optimiser step, ``load_state_dict``), the tokenizer object and
-        every scoring option."""
-        tensors = (*self.model.parameters(), *self.model.buffers())
-        weights = tuple((id(t), t.data_ptr(), t.dtype, t.device, t._version) for t in tensors)
-        return weights, id(self.tokenizer), tuple(sorted(self.options().items()))
-
-    def _refresh(self) -> None:
-        """Forget the fingerprint and anything scored when the weights, tokenizer or options changed."""
-        state = self._current_state()
-        if state != self._state:
-            self._state = state
-            self._fingerprint = None
-            self._on_weights_changed()
-
-    def options(self) -> dict:
-        return {"max_length": self.max_length}
-
-    @property
-    def fingerprint(self) -> str:
-        """Content hash of the weights, the model config, the tokenizer and every scoring option."""
-        self._refresh()
-        if self._fingerprint is None:
-            backend = getattr(self.tokenizer, "backend_tokenizer", None)
-            if backend is not None:  # the vocabulary and pipeline, without per-call padding/truncation state
-                tokenizer = {
-                    k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")
-                }
-            else:
-                tokenizer = sorted(self.tokenizer.get_vocab().items())
-            self._fingerprint = Hasher.hash(
-                {
-                    "class": type(self).__name__,
-                    "weights": weights_fingerprint(self.model),
-                    "config": self.model.config.to_json_string() if hasattr(self.model, "config") else None,
-                    "tokenizer": [type(self.tokenizer).__name__, Hasher.hash(tokenizer)],
-                    "options": self.options(),
-                }
-            )
-        return self._fingerprint
-
-    def _on_weights_changed(self) -> None:
-        """Drop whatever was computed with the old weights."""
-
-    def _batches(self, n: int, desc: str):
-        return tqdm(range(0, n, self.batch_size), desc=desc, unit="batch", disable=not self.show_progress, leave=False)
-
-
-class BiEncoderTeacher(_TransformersTeacher):
-    """Teacher scores ``sim(embed(q), embed(d))`` from pooled embeddings of an ``AutoModel``.
-
-    Each distinct text is embedded once per teacher object, in length-sorted batches, and remembered: mining
-    and margin scoring over the same sentences share the work.
-    """
-
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer,
-        *,
-        pooling: str = "mean",
-        normalize: bool = False,
-        similarity_fn: str = "cosine",
-        **kwargs,
-    ) -> None:
-        super().__init__(model, tokenizer, **kwargs)
-        self._memo: dict[str, torch.Tensor] = {}  # text -> embedding: mining and scoring embed each text once
-        self.pooling = pooling
-        self.normalize = normalize
-        self.similarity_fn = similarity_fn
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
-        """Load from the Hub or a local directory (``AutoModel`` + ``AutoTokenizer``)."""
-        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        return cls(model, tokenizer, **kwargs)
-
-    def _on_weights_changed(self) -> None:
-        self._memo.clear()
-
-    def clear_memo(self) -> None:
-        """Forget remembered embeddings (streamed scoring does this after each batch, to bound memory)."""
-        self._memo.clear()
-
-    def options(self) -> dict:
-        return {**super().options(), "pooling": self.pooling, "normalize": self.normalize, "sim": self.similarity_fn}
-
-    @torch.inference_mode()
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embed texts ``(len(texts), H)``; texts seen before by this teacher come from its memo, the rest are
-        embedded in batches sorted by length (less padding)."""
-        self._refresh()
-        new = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        order = sorted(new, key=len)
-        for start in self._batches(len(order), "Teacher embedding"):
-            chunk = order[start : start + self.batch_size]
-            enc = self.tokenizer(
-                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(self.device)
-            emb = (
-                encode(
-                    self.model,
-                    enc["input_ids"],
-                    enc["attention_mask"],
-                    pooling=self.pooling,
-                    normalize=self.normalize,
-                    token_type_ids=enc.get("token_type_ids"),
-                )
-                .float()
-                .cpu()
-            )
-            self._memo.update(zip(chunk, emb))
-        if not texts:
-            return torch.empty(0)
-        return torch.stack([self._memo[t] for t in texts])
-
-    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
-        unique = list(dict.fromkeys([*queries, *documents]))
-        index = {t: i for i, t in enumerate(unique)}
-        emb = self.embed(unique)
-        q = emb[[index[t] for t in queries]]
-        d = emb[[index[t] for t in documents]]
-        return similarity(q, d, self.similarity_fn).numpy()
-
-
-class CrossEncoderTeacher(_TransformersTeacher):
-    """Teacher scores the one logit of a sequence-classification model on the joined pair (optionally sigmoid)."""
-
-    def __init__(self, model: PreTrainedModel, tokenizer, *, apply_sigmoid: bool = False, **kwargs) -> None:
-        super().__init__(model, tokenizer, **kwargs)
-        self.apply_sigmoid = apply_sigmoid
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
-        """Load from the Hub or a local directory (``AutoModelForSequenceClassification`` with one label)."""
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, num_labels=1, trust_remote_code=trust_remote_code
-        )
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        return cls(model, tokenizer, **kwargs)
-
-    def options(self) -> dict:
-        return {**super().options(), "sigmoid": self.apply_sigmoid}
-
-    @torch.inference_mode()
-    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
-        if len(queries) != len(documents):
-            raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
-        order = sorted(range(len(queries)), key=lambda i: len(queries[i]) + len(documents[i]))
-        scores = np.empty(len(queries), dtype=np.float32)
-        for start in self._batches(len(queries), "Teacher scoring"):
-            idx = order[start : start + self.batch_size]
-            enc = self.tokenizer(
-                [queries[i] for i in idx],
-                [documents[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.device)
-            logits = self.model(**enc).logits
-            if logits.shape[-1] != 1:
-                raise ValueError(f"a cross-encoder teacher must give one logit per pair; got {logits.shape[-1]}")
-            logits = logits.squeeze(-1).float()
-            scores[idx] = (torch.sigmoid(logits) if self.apply_sigmoid else logits).cpu().numpy()
-        return scores
 
 
 def default_cache_dir() -> Path:
@@ -350,6 +132,7 @@ def attach_teacher_margins(
     cache_dir: str | os.PathLike | None = None,
     load_from_cache_file: bool = True,
     data_fingerprint: str | None = None,
+    rescore: bool = False,
 ) -> Dataset:
     """Add ``teacher_pos_score`` ``()``, ``teacher_neg_scores`` ``(N,)`` and ``teacher_margins`` ``(N,)`` columns.
 
@@ -370,6 +153,8 @@ def attach_teacher_margins(
         cache_dir: folder of the cache file; by default the dataset's own cache folder when it is backed
             by files, else :func:`default_cache_dir`.
         data_fingerprint: identity of a streamed dataset's content (required for an ``IterableDataset``).
+        rescore: replace teacher scores the data already carries; without it such data is refused, so scores
+            a user brought are never dropped silently.
 
     Returns:
         A ``Dataset`` backed by the cache file.
@@ -377,10 +162,18 @@ def attach_teacher_margins(
     if not isinstance(teacher, TeacherScorer):
         raise TypeError(f"teacher must have .fingerprint and .score_pairs(queries, documents); got {type(teacher)}")
     if isinstance(dataset, IterableDataset):
-        return _attach_streaming(dataset, teacher, batch_size, cache_dir, load_from_cache_file, data_fingerprint)
+        return _attach_streaming(
+            dataset, teacher, batch_size, cache_dir, load_from_cache_file, data_fingerprint, rescore
+        )
     neg_col = validate_triplets(dataset)
     stale = [c for c in TEACHER_COLUMNS if c in dataset.column_names]
+    if stale and not rescore:
+        raise DataValidationError(
+            f"the data already carries teacher scores (column(s) {stale}); attach_teacher_margins would replace "
+            "them. Train on them as they are (no teacher needed), or pass rescore=True to score with this teacher."
+        )
     if stale:
+        logger.warning("rescore=True: replacing the data's own teacher scores %s with %s's", stale, teacher)
         dataset = dataset.remove_columns(stale)
     fingerprint = margins_fingerprint(dataset, teacher)
     cache_file = _cache_file(dataset, cache_dir, fingerprint)
@@ -421,6 +214,7 @@ def _attach_streaming(
     cache_dir: str | os.PathLike | None,
     load_from_cache_file: bool,
     data_fingerprint: str | None,
+    rescore: bool = False,
 ) -> Dataset:
     """Score a stream batch by batch into an Arrow file (written to a temporary name, then moved)."""
     if data_fingerprint is None:
@@ -437,6 +231,12 @@ def _attach_streaming(
             if first is None:
                 raise DataValidationError("the streamed dataset is empty")
             neg_col = negatives_column(first)
+            stale = [c for c in TEACHER_COLUMNS if c in first]
+            if stale and not rescore:
+                raise DataValidationError(
+                    f"the streamed data already carries teacher scores (column(s) {stale}); pass rescore=True to "
+                    "replace them with this teacher's, or train on them as they are"
+                )
             score = _margin_scorer(teacher, neg_col)
             fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix="tmp-teacher-margins-", suffix=".arrow")
             os.close(fd)
@@ -470,10 +270,8 @@ def _attach_streaming(
 
 
 __all__ = [
-    "BiEncoderTeacher",
-    "CrossEncoderTeacher",
-    "TeacherScorer",
+    "TEACHER_COLUMNS",
     "attach_teacher_margins",
+    "default_cache_dir",
     "margins_fingerprint",
-    "weights_fingerprint",
 ]

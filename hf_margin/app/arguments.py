@@ -1,0 +1,257 @@
+"""Recipe arguments: the options of ``hf-margin train`` / ``evaluate`` / ``score-teacher`` beside
+:class:`~hf_margin.MarginDistillConfig`, and reading a recipe YAML into them (``HfArgumentParser``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+from hf_margin.config import MarginDistillConfig
+from hf_margin.losses import LOSS_REGISTRY
+from hf_margin.margin_scaling import SCALINGS
+
+DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
+TASKS = ("auto", "stsb", "data")
+
+
+class UserError(ValueError):
+    """A mistake in the command, recipe or data, reported in one line (exit status 2) by the CLI."""
+
+
+@dataclass
+class ModelArguments:
+    """Teacher and student."""
+
+    teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher: a Hub id or a local directory (offline, packaged copies are used). Unset: "
+            f"{DEFAULT_TEACHER} for data without teacher scores; data that carries scores loads no teacher."
+        },
+    )
+    teacher_type: str = field(
+        default="bi-encoder",
+        metadata={
+            "help": "'bi-encoder' (pooled embeddings) or 'cross-encoder' (one logit).",
+            "choices": ["bi-encoder", "cross-encoder"],
+        },
+    )
+    teacher_pooling: str = field(default="mean", metadata={"help": "Bi-encoder teacher pooling: 'mean' or 'cls'."})
+    teacher_similarity: str = field(default="cosine", metadata={"help": "Bi-encoder teacher score: 'cosine' or 'dot'."})
+    teacher_sigmoid: bool = field(default=False, metadata={"help": "Cross-encoder teacher: sigmoid of the logit."})
+    teacher_batch_size: int = field(default=128, metadata={"help": "Pairs or texts per teacher forward pass."})
+    rescore: bool = field(
+        default=False,
+        metadata={"help": "Score data that already carries teacher scores with --teacher anyway (replacing them)."},
+    )
+    student: str | None = field(
+        default=None,
+        metadata={
+            "help": "Student checkpoint (Hub id or local directory); default: the teacher's. Required when no "
+            "teacher is loaded."
+        },
+    )
+    student_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Keep only these transformer layers of the student checkpoint, e.g. 0 1 (DistilBERT-style)."},
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+
+
+@dataclass
+class DataArguments:
+    """Training data: your own (a file or a dataset) or the STS-B task; negatives; teacher-margin cache."""
+
+    task: str = field(
+        default="auto",
+        metadata={
+            "help": "'stsb' (the STS Benchmark task), 'data' (your train_file / dataset_name), or 'auto': 'data' when "
+            "either is given, else 'stsb'.",
+            "choices": list(TASKS),
+        },
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training rows: .jsonl, .json, .csv, .tsv or .parquet. Formats: query/positive/negatives "
+            "(or negative); sentence-transformers anchor/positive/negative_1..n (+ label of margins); "
+            "FlagEmbedding query/pos/neg (+ pos_scores/neg_scores); or pairs query/positive (negatives mined)."
+        },
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Held-out rows in a training format: eval loss and margin agreement."}
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Instead of train_file: a Hub dataset id, a local dataset folder or a save_to_disk folder."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of dataset_name."})
+    train_split: str = field(default="train", metadata={"help": "Split of dataset_name to train on."})
+    validation_split: str | None = field(default=None, metadata={"help": "Split of dataset_name to hold out."})
+    column_map: str | None = field(
+        default=None,
+        metadata={"help": 'Rename your columns first: JSON {"your_column": "query", ...} or your=query,...'},
+    )
+    corpus_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pairs-only data: mine negatives from this corpus (one text per line, jsonl with 'text', "
+            "or a BEIR corpus.jsonl). Default: the data's own positives."
+        },
+    )
+    num_negatives: int = field(default=4, metadata={"help": "Hard negatives mined per query."})
+    skip_top: int = field(default=3, metadata={"help": "Skip the miner's top ranks (likely unlabelled positives)."})
+    sample_from: int = field(default=30, metadata={"help": "Sample negatives from ranks [skip_top, sample_from)."})
+    miner: str | None = field(
+        default=None, metadata={"help": "Bi-encoder used to mine negatives; default: the teacher if it is one."}
+    )
+    max_train_examples: int | None = field(default=None, metadata={"help": "Use at most this many training triplets."})
+    teacher_margin_scaling: str = field(
+        default="none",
+        metadata={
+            "help": "One global rescaling of the teacher margins before training, with the train split's mean and "
+            "std: 'none', 'zscore' (mean 0, std 1) or 'student' (z-score, then the student's own margin mean and "
+            "std before training).",
+            "choices": list(SCALINGS),
+        },
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Cache of mined negatives and teacher margins; default $HF_DATASETS_CACHE/hf_margin."},
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "STS-B task: folder with sts-{train,dev,test}.csv or a Hub id; unset: the shipped copy."},
+    )
+    min_positive_score: float = field(
+        default=3.0, metadata={"help": "STS-B task: gold score (0-5) a pair needs to be a positive."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.train_file and self.dataset_name:
+            raise UserError("give train_file or dataset_name, not both")
+        if self.task == "auto":
+            self.task = "data" if (self.train_file or self.dataset_name) else "stsb"
+        if self.task == "data" and not (self.train_file or self.dataset_name):
+            raise UserError("task 'data' needs --train_file FILE or --dataset_name NAME")
+
+    @property
+    def columns(self) -> dict[str, str] | None:
+        """``column_map`` as a dict (JSON object, or ``a=b,c=d``)."""
+        if not self.column_map:
+            return None
+        text = self.column_map.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"column_map is not valid JSON ({exc}): {text}") from None
+        else:
+            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise UserError(f"column_map must be JSON or your_column=name,...; got {text!r}")
+            value = {a.strip(): b.strip() for a, b in pairs}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise UserError(f"column_map must map column names to column names; got {text!r}")
+        return value
+
+
+@dataclass
+class EvalArguments:
+    """Evaluation on your data, during training, at the end and by `hf-margin evaluate`."""
+
+    sts_eval_file: str | None = field(
+        default=None,
+        metadata={"help": "STS pairs (csv/tsv/jsonl with sentence1, sentence2, score): Spearman and Pearson x100."},
+    )
+    ir_eval_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Retrieval set in BEIR layout (corpus.jsonl, queries.jsonl, qrels/<split>.tsv): MRR@10, "
+            "nDCG@10, Recall@10 and @100 by exact search."
+        },
+    )
+    ir_split: str = field(default="test", metadata={"help": "The qrels split of ir_eval_dir."})
+
+
+RECIPE_DATACLASSES = (ModelArguments, DataArguments, EvalArguments, MarginDistillConfig)
+# Help groups of `hf-margin train --help`: the loss options come from the loss registry.
+LOSS_FIELDS = ("loss", *dict.fromkeys(o for spec in LOSS_REGISTRY.values() for o in spec.options), "label_weight")
+STUDENT_FIELDS = ("student_type", "similarity", "pooling", "normalize", "max_length", "forward_chunk_size")
+
+
+def _to_argv(config: dict[str, Any]) -> list[str]:
+    argv = []
+    for key, value in config.items():
+        if value is None:
+            continue
+        argv.append(f"--{key}")
+        if isinstance(value, (list, tuple)):
+            argv.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            argv.append(json.dumps(value))
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def known_options(dataclasses: tuple[type, ...] = RECIPE_DATACLASSES) -> set[str]:
+    return {f for cls in dataclasses for f in cls.__dataclass_fields__ if cls.__dataclass_fields__[f].init}
+
+
+def read_recipe(recipe: str | os.PathLike, dataclasses: tuple[type, ...] = RECIPE_DATACLASSES) -> dict[str, Any]:
+    """A recipe YAML as a dict, checked: a mapping, every key an option (with "did you mean")."""
+    import difflib
+
+    path = Path(recipe)
+    if not path.is_file():
+        raise UserError(f"recipe {recipe} not found (relative to {Path.cwd()}); the shipped ones are in recipes/")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"recipe {recipe} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"recipe {recipe} must be a mapping of option: value")
+    known = known_options(dataclasses)
+    for key in loaded:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else "; see `hf-margin train --help`"
+            raise UserError(f"recipe {recipe}: unknown option '{key}'{hint}")
+    loaded.setdefault("output_dir", f"outputs/{path.stem}")
+    loaded.setdefault("run_name", path.stem)
+    return loaded
+
+
+class RecipeParser(HfArgumentParser):
+    """``HfArgumentParser`` whose errors are :class:`UserError` (one line in the CLI), not a usage dump + exit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(message)
+
+
+def parse_recipe(
+    recipe: str | os.PathLike | None,
+    overrides: list[str] | None = None,
+    dataclasses: tuple[type, ...] = RECIPE_DATACLASSES,
+) -> tuple:
+    """Parse a recipe YAML into ``dataclasses`` (default: model, data, evaluation and training arguments);
+    ``overrides`` (``--key value`` flags) win over the file. Without a recipe, ``output_dir`` defaults to
+    ``outputs/hf-margin``."""
+    parser = RecipeParser(dataclasses)
+    values: dict[str, Any] = read_recipe(recipe, dataclasses) if recipe is not None else {}
+    overrides = list(overrides or [])
+    if "--output_dir" not in overrides:
+        values.setdefault("output_dir", "outputs/hf-margin")
+    return tuple(parser.parse_args_into_dataclasses(args=_to_argv(values) + overrides))
+
+
+def dump_recipe(path: str | os.PathLike, **values: Any) -> None:
+    """Write a recipe YAML (used by tests and benchmarks)."""
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))

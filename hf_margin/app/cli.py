@@ -1,0 +1,205 @@
+"""The ``hf-margin`` command: ``train``, ``evaluate``, ``score-teacher`` and ``train-teacher``.
+
+    hf-margin train [RECIPE.yaml] [--option value ...]      (the recipe is optional; options in any order)
+    hf-margin train --train_file my.jsonl --student_layers 0 1
+    accelerate launch -m hf_margin train recipes/stsb-adaptive.yaml
+
+User errors (a missing file or model, a bad column, an unknown option) print one line and exit 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import sys
+
+COMMANDS = {
+    "train": "Distil the teacher into the student: build the training set (your data, or the STS-B task by default), "
+    "score it with the teacher (cached), train, evaluate before/after/teacher, and save the model, metrics.json, "
+    "training_curves.png and README.md (model card) under output_dir.",
+    "evaluate": "Evaluate a saved student (--student DIR, default output_dir) on --sts_eval_file and/or --ir_eval_dir, "
+    "or on STS-B test (Spearman, Pearson, duplicate retrieval) when neither is given.",
+    "score-teacher": "Only build the training set: mine negatives and attach teacher margins (cached).",
+    "train-teacher": "Fine-tune a cross-encoder teacher (one logit on the joined pair) on STS-B gold scores with the "
+    "plain transformers.Trainer; save it with metrics.json and a model card under output_dir.",
+}
+COMMON_TRAINER_OPTIONS = (
+    "output_dir",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "num_train_epochs",
+    "max_steps",
+    "warmup_steps",
+    "eval_strategy",
+    "eval_steps",
+    "seed",
+    "bf16",
+    "push_to_hub",
+    "hub_model_id",
+)
+
+
+def _usage() -> str:
+    lines = ["usage: hf-margin COMMAND [RECIPE.yaml] [--option value ...] [--debug]", "", "commands:"]
+    lines += [f"  {name:<14} {text}" for name, text in COMMANDS.items()]
+    lines += [
+        "",
+        "Options of a command: hf-margin COMMAND --help (hf-margin's own), --help-all (with every Trainer option).",
+        "Several processes or GPUs: add --accelerate-config NAME (single, multi-cpu, multi-gpu, zero2, zero3, "
+        "zero3-offload, fsdp2, multi-node), or: accelerate launch --config_file FILE -m hf_margin train ...",
+    ]
+    return "\n".join(lines)
+
+
+def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The recipe (a ``.yaml``/``.yml`` token that is not an option's value) and the other tokens, in order."""
+    value_options = {"--accelerate-config", "--config_file", "--deepspeed", "--recipe"}
+    for i, token in enumerate(argv):
+        if not token.endswith((".yaml", ".yml")) or token.startswith("-"):
+            continue
+        if i > 0 and argv[i - 1] in value_options:
+            continue
+        return token, argv[:i] + argv[i + 1 :]
+    if "--recipe" in argv:
+        i = argv.index("--recipe")
+        if i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+    return None, argv
+
+
+def _help_parser(dataclasses: tuple[type, ...], everything: bool) -> argparse.ArgumentParser:
+    """A parser for display only: hf-margin's options grouped (model, data, evaluation, loss, student), then
+    the Trainer's (a few common ones, or all with ``everything``)."""
+    from hf_margin.app.arguments import LOSS_FIELDS, STUDENT_FIELDS, RecipeParser
+
+    full = RecipeParser(dataclasses)
+    by_dest = {a.dest: a for a in full._actions if a.dest != "help"}
+    shown = argparse.ArgumentParser(prog="", add_help=False, formatter_class=argparse.HelpFormatter)
+    seen: set[str] = set()
+
+    def group(title: str, names) -> None:
+        g = shown.add_argument_group(title)
+        for name in names:
+            if name in by_dest and name not in seen:
+                g._group_actions.append(by_dest[name])
+                seen.add(name)
+
+    for cls in dataclasses[:-1]:
+        group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})", cls.__dataclass_fields__)
+    config = dataclasses[-1]
+    if config.__name__ == "MarginDistillConfig":
+        group("loss (MarginDistillConfig)", LOSS_FIELDS)
+        group("student (MarginDistillConfig)", STUDENT_FIELDS)
+    trainer_names = [d for d in by_dest if d not in seen and not d.startswith("no_")]
+    if everything:
+        group("Trainer options (transformers.TrainingArguments)", trainer_names)
+    else:
+        group(
+            f"common Trainer options ({len(trainer_names) - len(COMMON_TRAINER_OPTIONS)} more: --help-all)",
+            COMMON_TRAINER_OPTIONS,
+        )
+    return shown
+
+
+def print_command_help(command: str, dataclasses: tuple[type, ...], everything: bool) -> None:
+    print(f"usage: hf-margin {command} [RECIPE.yaml] [--option value ...] [--debug]\n\n{COMMANDS[command]}\n")
+    print("Any option may come from the recipe YAML (option: value); the command line wins.\n")
+    print(_help_parser(dataclasses, everything).format_help().split("\n", 2)[-1])
+
+
+def check_options(options: list[str], dataclasses: tuple[type, ...]) -> None:
+    """Refuse an unknown ``--option`` with "did you mean" before anything is parsed or loaded."""
+    from hf_margin.app.arguments import RecipeParser, UserError
+
+    known = set(RecipeParser(dataclasses)._option_string_actions)
+    for token in options:
+        if not token.startswith("--"):
+            continue
+        name = token.split("=", 1)[0]
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; see hf-margin {command} --help"
+            raise UserError(f"unknown option {name}{hint}")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hf_margin.app.arguments import UserError
+    from hf_margin.data import DataValidationError
+
+    return (UserError, DataValidationError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        print(f"hf-margin: error: unknown command '{command}'{hint} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    debug = "--debug" in rest
+    rest = [t for t in rest if t != "--debug"]
+    rest = [p for t in rest for p in (t.split("=", 1) if t.startswith("--accelerate-config=") else [t])]
+    recipe, options = split_recipe(rest)
+    if "--accelerate-config" in options:  # re-run this very command under `accelerate launch`
+        i = options.index("--accelerate-config")
+        if i + 1 >= len(options):
+            print(
+                "hf-margin: error: --accelerate-config needs a name (single, multi-cpu, zero2, ...) or a file",
+                file=sys.stderr,
+            )
+            return 2
+        from hf_margin.app.launch import relaunch
+
+        others = options[:i] + options[i + 2 :]
+        try:
+            return relaunch(options[i + 1], [command, *([recipe] if recipe else []), *others, *(["--debug"] * debug)])
+        except FileNotFoundError as exc:
+            print(f"hf-margin: error: {exc}", file=sys.stderr)
+            return 2
+
+    from hf_margin.app.arguments import RECIPE_DATACLASSES, parse_recipe
+    from hf_margin.app.teacher_training import TEACHER_DATACLASSES
+
+    dataclasses = TEACHER_DATACLASSES if command == "train-teacher" else RECIPE_DATACLASSES
+    if any(t in ("-h", "--help", "--help-all") for t in options):
+        print_command_help(command, dataclasses, everything="--help-all" in options)
+        return 0
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity_warning()
+    try:
+        check_options(options, dataclasses)
+        try:
+            parsed = parse_recipe(recipe, options, dataclasses)
+        except ValueError as exc:  # a value the dataclasses refuse (e.g. temperature <= 0)
+            from hf_margin.app.arguments import UserError
+
+            raise UserError(str(exc).splitlines()[0]) from exc
+        if command == "train-teacher":
+            from hf_margin.app.teacher_training import run_train_teacher
+
+            run_train_teacher(*parsed)
+            return 0
+        from hf_margin.app.pipeline import run_evaluate, run_score_teacher, run_train
+
+        {"score-teacher": run_score_teacher, "train": run_train, "evaluate": run_evaluate}[command](*parsed)
+        return 0
+    except _user_errors() as exc:
+        if debug:
+            raise
+        message = str(exc).replace("{command}", command).strip().splitlines()
+        print(f"hf-margin {command}: error: {message[0] if message else type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

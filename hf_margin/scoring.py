@@ -1,0 +1,279 @@
+"""Scorers: one object scores text pairs with a model, for teachers, miners, evaluation and student statistics.
+
+A scorer has ``score_pairs(queries, documents) -> np.ndarray`` and a ``fingerprint`` string that changes
+whenever its scores could (weights, options); a bi-encoder scorer also has ``embed(texts)``. A teacher is a
+scorer loaded with ``from_pretrained``; :func:`hf_margin.attach_teacher_margins` caches its margins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from datasets.fingerprint import Hasher
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, PreTrainedModel
+
+from hf_margin.modeling import encode, load_student, similarity
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class TeacherScorer(Protocol):
+    """What :func:`~hf_margin.attach_teacher_margins` needs of a teacher."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray: ...
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes and bytes): a content hash of the weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block and restore its training flag after (a student mid-training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class _TransformersScorer:
+    """Shared parts of the ``transformers`` scorers: device, batching, fingerprint.
+
+    ``device=None`` moves the model to the process's Accelerate device (a teacher); evaluation passes the
+    model's own device, so a student being trained stays where it is.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        *,
+        batch_size: int = 64,
+        max_length: int = 256,
+        device: str | torch.device | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else PartialState().device
+        self.model = model if next(model.parameters()).device == self.device else model.to(self.device)
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.show_progress = show_progress
+        self._fingerprint: str | None = None
+        self._state: tuple | None = None
+
+    def _current_state(self) -> tuple:
+        """What the scores depend on, cheaply: each tensor's identity, storage, dtype and version counter
+        (bumped by every in-place write: an optimiser step, ``load_state_dict``), the tokenizer object and
+        every scoring option."""
+        tensors = (*self.model.parameters(), *self.model.buffers())
+        weights = tuple((id(t), t.data_ptr(), t.dtype, t.device, t._version) for t in tensors)
+        return weights, id(self.tokenizer), tuple(sorted(self.options().items()))
+
+    def _refresh(self) -> None:
+        """Forget the fingerprint and anything scored when the weights, tokenizer or options changed."""
+        state = self._current_state()
+        if state != self._state:
+            self._state = state
+            self._fingerprint = None
+            self._on_weights_changed()
+
+    def options(self) -> dict:
+        return {"max_length": self.max_length}
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the weights, the model config, the tokenizer and every scoring option."""
+        self._refresh()
+        if self._fingerprint is None:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            if backend is not None:  # the vocabulary and pipeline, without per-call padding/truncation state
+                tokenizer = {
+                    k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")
+                }
+            else:
+                tokenizer = sorted(self.tokenizer.get_vocab().items())
+            self._fingerprint = Hasher.hash(
+                {
+                    "class": type(self).__name__,
+                    "weights": weights_fingerprint(self.model),
+                    "config": self.model.config.to_json_string() if hasattr(self.model, "config") else None,
+                    "tokenizer": [type(self.tokenizer).__name__, Hasher.hash(tokenizer)],
+                    "options": self.options(),
+                }
+            )
+        return self._fingerprint
+
+    def _on_weights_changed(self) -> None:
+        """Drop whatever was computed with the old weights."""
+
+    def _batches(self, n: int, desc: str):
+        """Batch starts, with a progress bar only for work of several batches (no bar per small call)."""
+        quiet = not self.show_progress or n <= 4 * self.batch_size
+        return tqdm(range(0, n, self.batch_size), desc=desc, unit="batch", disable=quiet, leave=False)
+
+
+class BiEncoderScorer(_TransformersScorer):
+    """Scores ``sim(embed(q), embed(d))`` from pooled embeddings of an ``AutoModel``.
+
+    Each distinct text is embedded once per scorer object, in length-sorted batches, and remembered: mining,
+    margin scoring and evaluation over the same sentences share the work. Embeddings are ``(n, H)`` float32
+    on the CPU.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        *,
+        pooling: str = "mean",
+        normalize: bool = False,
+        similarity_fn: str = "cosine",
+        **kwargs,
+    ) -> None:
+        super().__init__(model, tokenizer, **kwargs)
+        self._memo: dict[str, torch.Tensor] = {}  # text -> embedding: mining and scoring embed each text once
+        self.pooling = pooling
+        self.normalize = normalize
+        self.similarity_fn = similarity_fn
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
+        """Load from the Hub or a local directory (``AutoModel`` without its unused pooler + ``AutoTokenizer``)."""
+        model = load_student(name_or_path, student_type="bi-encoder", trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, **kwargs)
+
+    def _on_weights_changed(self) -> None:
+        self._memo.clear()
+
+    def clear_memo(self) -> None:
+        """Forget remembered embeddings (streamed scoring does this after each batch, to bound memory)."""
+        self._memo.clear()
+
+    def options(self) -> dict:
+        return {**super().options(), "pooling": self.pooling, "normalize": self.normalize, "sim": self.similarity_fn}
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed texts ``(len(texts), H)``; texts seen before by this teacher come from its memo, the rest are
+        embedded in batches sorted by length (less padding)."""
+        self._refresh()
+        new = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        order = sorted(new, key=len)
+        with eval_mode(self.model):
+            self._embed_into_memo(order)
+        if not texts:
+            return torch.empty(0)
+        return torch.stack([self._memo[t] for t in texts])
+
+    def _embed_into_memo(self, order: list[str]) -> None:
+        for start in self._batches(len(order), "Embedding"):
+            chunk = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            emb = (
+                encode(
+                    self.model,
+                    enc["input_ids"],
+                    enc["attention_mask"],
+                    pooling=self.pooling,
+                    normalize=self.normalize,
+                    token_type_ids=enc.get("token_type_ids"),
+                )
+                .float()
+                .cpu()
+            )
+            self._memo.update(zip(chunk, emb))
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        unique = list(dict.fromkeys([*queries, *documents]))
+        index = {t: i for i, t in enumerate(unique)}
+        emb = self.embed(unique)
+        q = emb[[index[t] for t in queries]]
+        d = emb[[index[t] for t in documents]]
+        return similarity(q, d, self.similarity_fn).numpy()
+
+
+class CrossEncoderScorer(_TransformersScorer):
+    """Scores the one logit of a sequence-classification model on the joined pair (optionally its sigmoid)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer, *, apply_sigmoid: bool = False, **kwargs) -> None:
+        super().__init__(model, tokenizer, **kwargs)
+        self.apply_sigmoid = apply_sigmoid
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
+        """Load from the Hub or a local directory (``AutoModelForSequenceClassification`` with one label)."""
+        model = load_student(name_or_path, student_type="cross-encoder", trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, **kwargs)
+
+    def options(self) -> dict:
+        return {**super().options(), "sigmoid": self.apply_sigmoid}
+
+    @torch.inference_mode()
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        if len(queries) != len(documents):
+            raise ValueError(f"{len(queries)} queries but {len(documents)} documents")
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]) + len(documents[i]))
+        scores = np.empty(len(queries), dtype=np.float32)
+        with eval_mode(self.model):
+            self._score_into(scores, order, queries, documents)
+        return scores
+
+    def _score_into(self, scores: np.ndarray, order: list[int], queries: Sequence[str], documents: Sequence[str]):
+        for start in self._batches(len(queries), "Scoring pairs"):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [queries[i] for i in idx],
+                [documents[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            logits = self.model(**enc).logits
+            if logits.shape[-1] != 1:
+                raise ValueError(f"a cross-encoder teacher must give one logit per pair; got {logits.shape[-1]}")
+            logits = logits.squeeze(-1).float()
+            scores[idx] = (torch.sigmoid(logits) if self.apply_sigmoid else logits).cpu().numpy()
+
+
+# A teacher is a scorer loaded with ``from_pretrained``; the names say what they are used for.
+BiEncoderTeacher = BiEncoderScorer
+CrossEncoderTeacher = CrossEncoderScorer
+
+
+__all__ = [
+    "BiEncoderScorer",
+    "BiEncoderTeacher",
+    "CrossEncoderScorer",
+    "CrossEncoderTeacher",
+    "TeacherScorer",
+    "eval_mode",
+    "weights_fingerprint",
+]
