@@ -298,3 +298,24 @@ def test_streamed_dataset_needs_a_fingerprint_and_valid_rows(tmp_path):
     with pytest.raises(DataValidationError, match="row 13"):
         attach_teacher_margins(stream, TopicTeacher(), cache_dir=tmp_path, batch_size=8, data_fingerprint="bad")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_accelerate_config_multi_cpu_is_one_distributed_run_with_one_summary(tmp_path):
+    """Guards `--accelerate-config multi-cpu` running two independent 1-process trainings into one output_dir
+    (each at epoch 0.0319 after 3 steps, where the real 2-process run is at 0.0638), and each process
+    evaluating the teacher and printing the summary: epochs must advance at twice the 1-process rate, and the
+    summary (teacher, before, after) must be printed once."""
+    recipe = tiny_recipe(tmp_path, "multi", max_steps=3, per_device_train_batch_size=4, max_train_examples=24)
+    r = subprocess.run(
+        [sys.executable, "-m", "hf_margin", "train", str(recipe), "--accelerate-config", "multi-cpu"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    epochs = [h["epoch"] for h in json.loads((tmp_path / "multi" / "trainer_state.json").read_text())["log_history"]]
+    triplets = json.loads((tmp_path / "multi" / "metrics.json").read_text())["train_triplets"]
+    assert epochs[0] == pytest.approx(2 * 4 / triplets, abs=1e-3)  # 2 processes x 4 rows per step
+    assert r.stdout.count("stsb_test spearman x100: before") == 1

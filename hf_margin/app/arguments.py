@@ -249,7 +249,11 @@ def parse_recipe(
     overrides = list(overrides or [])
     if "--output_dir" not in overrides:
         values.setdefault("output_dir", "outputs/hf-margin")
-    return tuple(parser.parse_args_into_dataclasses(args=_to_argv(values) + overrides))
+    parsed = tuple(parser.parse_args_into_dataclasses(args=_to_argv(values) + overrides))
+    training = parsed[-1]
+    if getattr(training, "run_name", "") is None:  # name the run after its output folder (logs, card, summary)
+        training.run_name = Path(training.output_dir).name
+    return parsed
 
 
 def dump_recipe(path: str | os.PathLike, **values: Any) -> None:
