@@ -164,11 +164,14 @@ def build_model_card(
         if args.label_weight > 0:
             loss_options["label_margin"] = args.label_margin
     teacher = info.get("teacher")
-    teacher_line = (
-        f"`{teacher}`; teacher margins Δt = t(q,p) − t(q,n) computed once and cached before training."
-        if teacher
-        else info.get("teacher_note", "none: the loss reads no teacher margins.")
-    )
+    if teacher:
+        teacher_line = f"`{teacher}`; teacher margins Δt = t(q,p) − t(q,n) computed once and cached before training."
+    elif info.get("teacher_note"):
+        teacher_line = info["teacher_note"]
+    elif args.needs_teacher:
+        teacher_line = "not named: the training data's `teacher_margins` (set `trainer.card_info['teacher']`)."
+    else:
+        teacher_line = "none: the loss reads no teacher margins."
     kind = args.student_kind
     scoring = (
         f"{kind.similarity} similarity of {kind.pooling}-pooled embeddings, max_seq_length {kind.max_length}"
@@ -195,7 +198,7 @@ def build_model_card(
         model_name=model_name or repo_id.split("/")[-1],
         repo_id=repo_id,
         student_type=args.student_type,
-        teacher=teacher or "its own training data's teacher scores",
+        teacher=teacher or ("the teacher margins of its training data" if args.needs_teacher else "gold labels only"),
         teacher_line=teacher_line,
         scoring=scoring,
         max_length=kind.max_length,

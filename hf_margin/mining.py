@@ -12,6 +12,7 @@ from accelerate import PartialState
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
+from hf_margin.data import DataValidationError
 from hf_margin.margins import default_cache_dir
 from hf_margin.scoring import BiEncoderScorer
 
@@ -66,6 +67,12 @@ def mine_hard_negatives(
         for q, row, idx in zip(batch["query"], ranked, indices):
             banned = positives_of.get(q, set()) | {q}
             candidates = [corpus[i] for i in row if corpus[i] not in banned][skip_top:sample_from]
+            if not candidates:
+                raise DataValidationError(
+                    f"row {idx} (query {q[:60]!r}): the corpus of {len(corpus)} texts leaves no negative in ranks "
+                    f"[{skip_top}, {sample_from}) once the query and its positives are removed; give a larger corpus "
+                    "(corpus_file) or a smaller skip_top"
+                )
             rng = random.Random(seed * 1_000_003 + idx)
             out.append(rng.sample(candidates, min(num_negatives, len(candidates))))
         return {"negatives": out}

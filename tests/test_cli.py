@@ -43,6 +43,8 @@ def test_shipped_recipes_parse_and_need_no_shared_folder(recipe):
     _, data_args, _, args = parse_recipe(recipe)
     assert args.output_dir == f"outputs/{recipe.stem}"
     assert data_args.task == "stsb" and data_args.data_dir is None
+    own = parse_recipe(recipe, ["--train_file", "my.jsonl"])[1]
+    assert own.task == "data" and own.train_file == "my.jsonl"
     assert "shared" not in recipe.read_text()
 
 
@@ -141,7 +143,7 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["train", "nope.yaml", "--debug"])
 
 
-def test_multi_cpu_relaunch_joins_one_gloo_group(monkeypatch):
+def test_multi_cpu_relaunch_joins_one_gloo_group(monkeypatch, tmp_path):
     """Guards `--accelerate-config multi-cpu` starting two independent 1-process runs: the relaunch must add
     --use_cpu true (each process then joins the gloo group) and hide GPUs."""
     seen = {}
@@ -151,7 +153,55 @@ def test_multi_cpu_relaunch_joins_one_gloo_group(monkeypatch):
         return 0
 
     monkeypatch.setattr(launch.subprocess, "call", fake_call)
-    assert main(["train", "r.yaml", "--accelerate-config", "multi-cpu", "--max_steps", "3"]) == 0
+    recipe = tmp_path / "r.yaml"
+    dump_recipe(recipe, loss="margin_mse")
+    assert main(["train", str(recipe), "--accelerate-config", "multi-cpu", "--max_steps", "3"]) == 0
     command = seen["command"]
     assert command[command.index("-m", 3) + 1] == "hf_margin"
-    assert command[-2:] == ["--use_cpu", "true"] and "r.yaml" in command and seen["env"]["CUDA_VISIBLE_DEVICES"] == ""
+    assert command[-2:] == ["--use_cpu", "true"] and str(recipe) in command
+    assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_bad_option_is_refused_once_before_relaunching(monkeypatch, capsys):
+    """Guards `--accelerate-config multi-cpu --lerning_rate 1`: every launched process printed the error, then a
+    ChildFailedError traceback; the option is now checked before anything is launched."""
+    monkeypatch.setattr(launch.subprocess, "call", lambda *a, **k: pytest.fail("launched despite a bad option"))
+    one_line_error(capsys, ["train", "--accelerate-config", "multi-cpu", "--lerning_rate", "1"], "did you mean")
+
+
+def test_stsb_task_with_own_data_is_refused(capsys):
+    one_line_error(capsys, ["train", "--task", "stsb", "--train_file", "x.jsonl"], "task 'stsb'", "--task data")
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--num_negatives", "30"], "sample_from - skip_top >= num_negatives"),
+        (["--eval_strategy", "steps"], "nothing to evaluate"),
+        (["--student_type", "cross-encoder", "--ir_eval_dir", "recipes/examples/ir"], "needs a bi-encoder student"),
+    ],
+)
+def test_option_combinations_are_refused_before_any_model_loads(capsys, monkeypatch, options, fragment):
+    """Each of these used to fail after the teacher had scored the data, or with a traceback."""
+    import hf_margin.app.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "load_teacher", lambda *a, **k: pytest.fail("a model was loaded first"))
+    monkeypatch.chdir(ROOT)
+    one_line_error(capsys, ["train", "--train_file", "recipes/examples/triplets.jsonl", *options], fragment)
+
+
+def test_processes_that_would_train_alone_are_refused(capsys, monkeypatch):
+    """Guards `accelerate launch --config_file multi-cpu.yaml` without --use_cpu: two independent runs."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(ROOT)
+    one_line_error(capsys, ["train", "--train_file", "recipes/examples/triplets.jsonl"], "--use_cpu true")
+
+
+def test_hub_id_without_owner_is_not_taken_for_a_folder(monkeypatch):
+    from hf_margin.app.pipeline import checked_model_path
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match="Hub is off"):
+        checked_model_path("bert-nonexistent-uncased", "student")
+    with pytest.raises(UserError, match="no such directory"):
+        checked_model_path("./bert-nonexistent-uncased", "student")

@@ -216,6 +216,9 @@ def test_pairs_mined_from_corpus_with_sts_and_ir_evaluation(tmp_path, teacher_di
     assert metrics["data"]["format"] == "pairs" and metrics["data"]["mined_from"] == str(corpus)
     assert set(metrics["evaluation"]["ir"]["mrr@10"]) == {"before", "after", "teacher"}
     assert set(metrics["evaluation"]["sts"]["spearman"]) == {"before", "after", "teacher"}
+    card = (tmp_path / "out" / "README.md").read_text()
+    results = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"]
+    assert {r["dataset"]["type"] for r in results} == {str(sts), str(ir)}  # each result names its own data
     capsys.readouterr()
     out = str(tmp_path / "out")
     assert main(["evaluate", "--student", out, "--ir_eval_dir", str(ir), "--sts_eval_file", str(sts)]) == 0
@@ -276,3 +279,21 @@ def test_evaluate_held_out_triplets_and_a_local_dataset_folder(tmp_path, teacher
     assert main(["evaluate", "--student", str(tmp_path / "out"), "--validation_file", str(held)]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert set(shown["triplets"]) == {"margin_spearman", "pairwise_accuracy"}
+
+
+def test_rescore_without_a_named_teacher_uses_the_default_one(tmp_path, teacher_dir):
+    """Guards --rescore true with no --teacher: the data's scores were dropped and training then crashed
+    (no teacher_margins); the default teacher must rescore them."""
+    data = write_jsonl(tmp_path / "flag.jsonl", flag_rows(6, scored=True))
+    metrics = run(tmp_path, "--train_file", str(data), "--rescore", "true", "--student", str(teacher_dir))
+    assert metrics["options"]["model"]["rescore"] is True
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "teacher margins of sentence-transformers/all-MiniLM-L6-v2" in card
+
+
+def test_bad_student_layers_is_one_line(tmp_path, teacher_dir, capsys):
+    data = write_jsonl(tmp_path / "t.jsonl", topic_rows(6))
+    argv = ["train", *TRAIN, "--train_file", str(data), "--teacher", str(teacher_dir), "--student_layers", "0", "9"]
+    assert main([*argv, "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "student" in err[0] and "bad: [9]" in err[0]

@@ -134,12 +134,25 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        own = self.train_file or self.dataset_name
         if self.train_file and self.dataset_name:
             raise UserError("give train_file or dataset_name, not both")
         if self.task == "auto":
-            self.task = "data" if (self.train_file or self.dataset_name) else "stsb"
-        if self.task == "data" and not (self.train_file or self.dataset_name):
+            self.task = "data" if own else "stsb"
+        if self.task == "data" and not own:
             raise UserError("task 'data' needs --train_file FILE or --dataset_name NAME")
+        if self.task == "stsb" and own:
+            raise UserError(
+                "task 'stsb' trains on STS-B, but --train_file/--dataset_name was given: drop `task: stsb` (or pass "
+                "--task data) to train on your data"
+            )
+        if self.num_negatives < 1:
+            raise UserError(f"num_negatives must be >= 1; got {self.num_negatives}")
+        if not 0 <= self.skip_top < self.sample_from or self.sample_from - self.skip_top < self.num_negatives:
+            raise UserError(
+                f"mining samples num_negatives={self.num_negatives} from ranks [skip_top={self.skip_top}, "
+                f"sample_from={self.sample_from}): need 0 <= skip_top and sample_from - skip_top >= num_negatives"
+            )
 
     @property
     def columns(self) -> dict[str, str] | None:

@@ -48,7 +48,7 @@ def _usage() -> str:
         "",
         "Options of a command: hf-margin COMMAND --help (hf-margin's own), --help-all (with every Trainer option).",
         "Several processes or GPUs: add --accelerate-config NAME (single, multi-cpu, multi-gpu, zero2, zero3, "
-        "zero3-offload, fsdp2, multi-node), or: accelerate launch --config_file FILE -m hf_margin train ...",
+        "zero3-offload, fsdp2), or: accelerate launch --config_file FILE -m hf_margin train ...",
     ]
     return "\n".join(lines)
 
@@ -127,8 +127,9 @@ def check_options(options: list[str], dataclasses: tuple[type, ...]) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hf_margin.app.arguments import UserError
     from hf_margin.data import DataValidationError
+    from hf_margin.retrieval import BeirFormatError
 
-    return (UserError, DataValidationError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+    return (UserError, DataValidationError, BeirFormatError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     recipe, options = split_recipe(rest)
     if "--accelerate-config" in options:  # re-run this very command under `accelerate launch`
         i = options.index("--accelerate-config")
+        others = options[:i] + options[i + 2 :]
+        from hf_margin.app.arguments import RECIPE_DATACLASSES, UserError, parse_recipe
+
+        try:  # a bad option or value is reported here, once, not by every launched process
+            if command != "train-teacher":
+                check_options(others, RECIPE_DATACLASSES)
+                parse_recipe(recipe, others)
+        except (UserError, ValueError) as exc:
+            message = str(exc).replace("{command}", command).strip().splitlines()
+            print(f"hf-margin {command}: error: {message[0]}", file=sys.stderr)
+            return 2
         if i + 1 >= len(options):
             print(
                 "hf-margin: error: --accelerate-config needs a name (single, multi-cpu, zero2, ...) or a file",
@@ -156,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from hf_margin.app.launch import relaunch
 
-        others = options[:i] + options[i + 2 :]
         try:
             return relaunch(options[i + 1], [command, *([recipe] if recipe else []), *others, *(["--debug"] * debug)])
         except FileNotFoundError as exc:

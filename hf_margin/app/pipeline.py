@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,7 +44,7 @@ def checked_model_path(reference: str, role: str) -> str:
     """``resolve_model(reference)``, refusing early (one clear line) what cannot load: a missing local directory,
     or offline a Hub id that is neither packaged nor in the Hub cache."""
     path = Path(reference).expanduser()
-    looks_local = path.is_absolute() or reference.startswith((".", "~", "outputs/")) or reference.count("/") != 1
+    looks_local = path.is_absolute() or reference.startswith((".", "~", "outputs/")) or reference.count("/") > 1
     if path.is_dir():
         return str(path)
     if looks_local:
@@ -65,7 +66,7 @@ def _load(role: str, reference: str, loader: Callable[[str], Any]) -> Any:
     path = checked_model_path(reference, role)
     try:
         return loader(path)
-    except OSError as exc:  # from_pretrained: no such repo / no connection / no weights
+    except (OSError, ValueError) as exc:  # no such repo / no connection / no weights / bad layer indices
         raise UserError(f"{role} {reference!r} could not be loaded: {str(exc).splitlines()[0]}") from exc
 
 
@@ -120,13 +121,18 @@ class TaskData:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def user_evaluators(eval_args: EvalArguments) -> dict[str, Evaluator]:
-    """Evaluators of ``sts_eval_file`` (name ``sts``) and ``ir_eval_dir`` (name ``ir``), read and checked now."""
+def user_evaluators(eval_args: EvalArguments, args: MarginDistillConfig) -> dict[str, Evaluator]:
+    """Evaluators of ``sts_eval_file`` (name ``sts``) and ``ir_eval_dir`` (name ``ir``), read and checked now;
+    each remembers its ``source`` (for the card's results)."""
     evaluators: dict[str, Evaluator] = {}
     if eval_args.sts_eval_file:
         evaluators["sts"] = StsEvaluator.from_file(eval_args.sts_eval_file, name="sts")
+        evaluators["sts"].source = eval_args.sts_eval_file
     if eval_args.ir_eval_dir:
+        if not args.student_kind.is_bi_encoder:
+            raise UserError("--ir_eval_dir searches a corpus by embeddings: it needs a bi-encoder student")
         evaluators["ir"] = RetrievalEvaluator.from_beir(eval_args.ir_eval_dir, split=eval_args.ir_split, name="ir")
+        evaluators["ir"].source = eval_args.ir_eval_dir
     return evaluators
 
 
@@ -154,7 +160,7 @@ def _teacher_plan(fmt: DataFormat, model_args: ModelArguments, args: MarginDisti
                 f"{source} carries teacher scores ({fmt.score_source}) and --teacher {model_args.teacher} was named: "
                 "train on the data's own scores (drop --teacher) or replace them (--rescore true)"
             )
-        return model_args.teacher if model_args.rescore else None
+        return (model_args.teacher or DEFAULT_TEACHER) if model_args.rescore else None
     if args.needs_teacher or not fmt.has_negatives or model_args.teacher:
         return model_args.teacher or DEFAULT_TEACHER
     return None
@@ -180,12 +186,16 @@ def build_user_task(
     teacher_ref = _teacher_plan(fmt, model_args, args, source)
     if teacher_ref is None and args.needs_teacher and not fmt.has_scores:
         raise UserError("this loss needs teacher margins: name a teacher (--teacher) or bring scores in the data")
-    if teacher_ref is None and not (model_args.student or None):
+    if teacher_ref is None and not model_args.student:
+        why = f"{source} carries its own teacher scores" if fmt.has_scores else f"loss={args.loss} reads no teacher"
         raise UserError(
-            f"no teacher is loaded ({source} carries its own teacher scores), so the student cannot default to the "
-            "teacher's checkpoint: name it with --student MODEL (e.g. --student sentence-transformers/all-MiniLM-L6-v2)"
+            f"no teacher is loaded ({why}), so the student cannot default to the teacher's checkpoint: name it with "
+            "--student MODEL (e.g. --student sentence-transformers/all-MiniLM-L6-v2)"
         )
-    evaluators = user_evaluators(eval_args)
+    evaluators = user_evaluators(eval_args, args)
+    needs_mining = not fmt.has_negatives or (validation is not None and not vfmt.has_negatives)
+    if needs_mining and not data_args.miner and (teacher_ref is None or model_args.teacher_type == "cross-encoder"):
+        raise UserError("pairs need negatives mined by a bi-encoder: set --miner (a cross-encoder teacher cannot mine)")
     if teacher_ref:
         checked_model_path(teacher_ref, "teacher")
     checked_model_path(model_args.student or teacher_ref, "student")
@@ -257,12 +267,17 @@ def build_user_task(
 
 
 def build_triplets(
-    model_args: ModelArguments, data_args: DataArguments, teacher: Any = None, *, score_margins: bool = True
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    teacher: Any = None,
+    *,
+    score_margins: bool = True,
+    splits: Any = None,
 ) -> tuple[dict[str, Dataset], dict[str, Dataset], Any]:
     """STS-B task: splits and triplets ``{"train", "validation"}`` (positives by gold score, negatives mined from
     the same split by the teacher or ``miner``, teacher margins attached unless ``score_margins`` is false);
     all cached. Returns (splits, triplets, teacher)."""
-    splits = load_stsb(data_args.data_dir)
+    splits = splits if splits is not None else load_stsb(data_args.data_dir)
     teacher = teacher if teacher is not None else load_teacher(model_args)
     miner = load_miner(model_args, data_args, teacher)
     triplets = {}
@@ -293,12 +308,17 @@ def build_stsb_task(
 ) -> TaskData:
     """The STS-B task: gold pairs (score >= min_positive_score) with teacher-mined negatives; dev Spearman during
     training; STS-B test Spearman/Pearson and duplicate retrieval before, after and for the teacher."""
-    extra = user_evaluators(eval_args)
+    extra = user_evaluators(eval_args, args)
     if model_args.student:
         checked_model_path(model_args.student, "student")
+    if model_args.teacher_type == "cross-encoder" and not data_args.miner:
+        raise UserError("STS-B negatives are mined by a bi-encoder: set --miner (a cross-encoder teacher cannot mine)")
+    splits = load_stsb(data_args.data_dir)  # read (and checked) before any model loads
     teacher_ref = model_args.teacher or DEFAULT_TEACHER
     teacher = load_teacher(model_args, teacher_ref)
-    splits, triplets, teacher = build_triplets(model_args, data_args, teacher, score_margins=args.needs_teacher)
+    splits, triplets, teacher = build_triplets(
+        model_args, data_args, teacher, score_margins=args.needs_teacher, splits=splits
+    )
     return TaskData(
         train=triplets["train"],
         validation=triplets["validation"],
@@ -389,16 +409,18 @@ def _card_eval(table: dict[str, dict[str, dict[str, float]]], teacher_ref: str |
 
 
 def _model_index(table: dict[str, dict[str, dict[str, float]]], task: TaskData) -> list[dict[str, Any]]:
+    evaluator_of = task.final_evaluators
     out = []
     for name, metrics in table.items():
         stsb = name.startswith("stsb_test")
+        source = str(getattr(evaluator_of.get(name), "source", name))
         for metric, values in metrics.items():
             if metric not in SUMMARY_METRICS or values.get("after") is None:
                 continue
             out.append(
                 {
                     "task": "sentence-similarity" if metric in ("spearman", "pearson") else "text-retrieval",
-                    "dataset": "sentence-transformers/stsb" if stsb else (task.dataset or name),
+                    "dataset": "sentence-transformers/stsb" if stsb else source,
                     "dataset_name": ("STS-B duplicate retrieval" if "duplicates" in name else "STS-B")
                     if stsb
                     else name,
@@ -433,6 +455,24 @@ def run_train(
 
     start = time.perf_counter()
     state = PartialState()
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size == 1:
+        raise UserError(
+            f"launched as {launched} processes, but each would train alone (no GPU per process): add --use_cpu true "
+            "to join them in one gloo group, or use --accelerate-config multi-cpu"
+        )
+    will_evaluate = (
+        data_args.task == "stsb"
+        or data_args.validation_file
+        or (data_args.dataset_name and data_args.validation_split)
+        or eval_args.sts_eval_file
+        or eval_args.ir_eval_dir
+    )
+    if args.eval_strategy != "no" and not will_evaluate:
+        raise UserError(
+            "eval_strategy is set but there is nothing to evaluate: give --validation_file, "
+            "--sts_eval_file or --ir_eval_dir, or --eval_strategy no"
+        )
     task = build_task(model_args, data_args, eval_args, args)
     kind: StudentKind = args.student_kind
     rows: dict[str, dict[str, dict[str, float]]] = {}
@@ -452,17 +492,12 @@ def run_train(
         student_ref,
         lambda p: AutoTokenizer.from_pretrained(p, trust_remote_code=model_args.trust_remote_code),
     )
-    if state.is_main_process:
-        rows["before"] = run_evaluators(task.final_evaluators, kind.scorer(student, tokenizer))
+    if state.is_main_process:  # on this process's device (the student is still on the CPU)
+        rows["before"] = run_evaluators(task.final_evaluators, kind.scorer(student, tokenizer, device=state.device))
     triplets = {"train": task.train, **({"validation": task.validation} if task.validation is not None else {})}
     scaling: dict[str, float] = {}
     if args.needs_teacher:
         triplets, scaling = scale_teacher_margins(triplets, data_args.teacher_margin_scaling, student, tokenizer, args)
-    if task.validation is None and args.eval_strategy != "no" and not task.train_evaluators:
-        raise UserError(
-            "eval_strategy is set but there is nothing to evaluate: give --validation_file, "
-            "--sts_eval_file or --ir_eval_dir, or --eval_strategy no"
-        )
     trainer = MarginDistillTrainer(
         student,
         args,
@@ -472,8 +507,10 @@ def run_train(
         evaluators=task.train_evaluators,
     )
     train_output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    # every process: a sharded model (ZeRO-3, FSDP) needs all of them in its forward; only the main one reports
+    after = run_evaluators(task.final_evaluators, kind.scorer(trainer.model, tokenizer))
     if state.is_main_process:
-        rows["after"] = run_evaluators(task.final_evaluators, kind.scorer(trainer.model, tokenizer))
+        rows["after"] = after
     table = _table(rows)
     metrics = {
         "recipe": args.run_name,
@@ -494,8 +531,11 @@ def run_train(
     trainer.results = metrics
     trainer.card_info = {
         "teacher": task.teacher_ref,
-        "teacher_note": "none loaded: the training data brought its own teacher scores "
-        f"({task.info.get('score_source')}).",
+        "teacher_note": (
+            f"none loaded: the training data brought its own teacher scores ({task.info.get('score_source')})."
+            if task.info.get("score_source")
+            else "none: the loss reads no teacher margins."
+        ),
         "base_model": student_ref,
         "layers": model_args.student_layers,
         "dataset": task.dataset,
@@ -524,18 +564,19 @@ def run_evaluate(
     """Evaluate a saved student (``--student``, default ``output_dir``): on ``--sts_eval_file``, ``--ir_eval_dir``
     and held-out triplets (``--validation_file``: margin agreement with the teacher) when given, else on the
     STS-B test split (Spearman, Pearson, duplicate retrieval)."""
-    evaluators = user_evaluators(eval_args)
+    reference = model_args.student or args.output_dir
+    checked_model_path(reference, "student")
+    evaluators = user_evaluators(eval_args, args)
     if data_args.validation_file:
         evaluators["triplets"] = TripletEvaluator(held_out_triplets(model_args, data_args))
     if not evaluators:
         evaluators = stsb_evaluators(
             load_stsb(data_args.data_dir)["test"], "stsb_test", duplicates=args.student_kind.is_bi_encoder
         )
-    reference = model_args.student or args.output_dir
     kind = args.student_kind
     model = _load("student", reference, lambda p: kind.load(p, trust_remote_code=model_args.trust_remote_code))
     tokenizer = _load("student", reference, lambda p: AutoTokenizer.from_pretrained(p))
-    result = run_evaluators(evaluators, kind.scorer(model, tokenizer))
+    result = run_evaluators(evaluators, kind.scorer(model, tokenizer, device=PartialState().device))
     if PartialState().is_main_process:
         print(json.dumps({"model": reference, **result}, indent=2))
     return result

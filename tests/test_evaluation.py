@@ -1,0 +1,59 @@
+"""Evaluators: STS correlation, retrieval and held-out triplets, computed from a scorer's scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import Dataset
+from scipy.stats import pearsonr, spearmanr
+
+from hf_margin.data import DataValidationError
+from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvaluator
+from hf_margin.retrieval import RetrievalData
+
+
+class TableScorer:
+    """Scores pairs from a fixed table; optional embeddings make it a bi-encoder."""
+
+    similarity_fn = "dot"
+
+    def __init__(self, table: dict[tuple[str, str], float]) -> None:
+        self.table = table
+
+    def score_pairs(self, queries, documents):
+        return np.array([self.table[(q, d)] for q, d in zip(queries, documents)])
+
+
+def test_sts_evaluator_equals_scipy_on_the_scores():
+    table = {("a", "b"): 0.9, ("c", "d"): 0.1, ("e", "f"): 0.5, ("g", "h"): 0.4}
+    gold = [5.0, 0.0, 3.0, 3.5]
+    result = StsEvaluator(["a", "c", "e", "g"], ["b", "d", "f", "h"], gold)(TableScorer(table))
+    scores = list(table.values())
+    assert result["spearman"] == pytest.approx(100 * spearmanr(scores, gold).statistic)
+    assert result["pearson"] == pytest.approx(100 * pearsonr(scores, gold).statistic)
+
+
+def test_sts_rows_are_checked_with_row_and_column():
+    data = Dataset.from_dict({"sentence1": ["a", " "], "sentence2": ["b", "c"], "score": [1.0, 2.0]})
+    with pytest.raises(DataValidationError, match="f.csv: row 1, column 'sentence1'"):
+        StsEvaluator.from_dataset(data, source="f.csv")
+    with pytest.raises(DataValidationError, match="missing \\['score'\\]"):
+        StsEvaluator.from_dataset(data.remove_columns("score"))
+
+
+def test_triplet_evaluator_margins_by_hand():
+    """Student margins (q,p) - (q,n) over ragged negatives against the teacher's: 2 of 3 positive."""
+    table = {("q1", "p1"): 0.9, ("q1", "n1"): 0.2, ("q1", "n2"): 0.95, ("q2", "p2"): 0.5, ("q2", "n3"): 0.1}
+    data = Dataset.from_dict(
+        {"query": ["q1", "q2"], "positive": ["p1", "p2"], "negatives": [["n1", "n2"], ["n3"]],
+         "teacher_margins": [[0.6, 0.1], [0.3]]}
+    )  # fmt: skip
+    result = TripletEvaluator(data)(TableScorer(table))
+    assert result["pairwise_accuracy"] == pytest.approx(2 / 3)
+    assert result["margin_spearman"] == pytest.approx(spearmanr([0.7, -0.05, 0.4], [0.6, 0.1, 0.3]).statistic)
+
+
+def test_retrieval_needs_a_bi_encoder():
+    data = RetrievalData(corpus={"d": "x"}, queries={"q": "y"}, qrels={"q": {"d": 1}})
+    with pytest.raises(ValueError, match="needs a bi-encoder"):
+        RetrievalEvaluator(data)(TableScorer({}))
