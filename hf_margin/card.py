@@ -123,16 +123,17 @@ def build_model_card(
     Without ``eval``, the last ``eval_*`` figures of ``log_history`` make the table and the results."""
     repo_id = args.hub_model_id or model_name or args.output_dir
     tags = ["sentence-transformers", "sentence-similarity", "distillation", "hf-margin", args.loss]
-    if args.student_type == "cross-encoder":
+    bi_encoder = args.student_kind.is_bi_encoder
+    if not bi_encoder:
         tags[0:2] = ["cross-encoder", "text-ranking"]
     extra_tags = info.get("tags") or []
     tags += [t for t in ([extra_tags] if isinstance(extra_tags, str) else extra_tags) if t not in tags]
     card_data = ModelCardData(
-        library_name="sentence-transformers" if args.student_type == "bi-encoder" else "transformers",
+        library_name="sentence-transformers" if bi_encoder else "transformers",
         base_model=info.get("base_model"),
         datasets=[info["dataset"]] if info.get("dataset") else None,
         tags=tags,
-        pipeline_tag="sentence-similarity" if args.student_type == "bi-encoder" else "text-classification",
+        pipeline_tag="sentence-similarity" if bi_encoder else "text-classification",
         license=info.get("license"),
         language=info.get("language"),
     )
