@@ -50,6 +50,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/quality.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/speed.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/teacher_cache.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/cache_check.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/scaling.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/stream_memory.py
 	test -f $(TEACHER_DIR)/model.safetensors || $(MAKE) teacher

@@ -56,8 +56,10 @@ def negatives_of(batch: Mapping[str, list], column: str) -> list[list[Any]]:
 def _bad_text(value: Any) -> str | None:
     if not isinstance(value, str):
         return f"a {type(value).__name__} ({value!r}), not a string"
-    if not value.strip():
+    if not value:
         return "an empty string"
+    if not value.strip():
+        return f"a whitespace-only string ({value!r})"
     return None
 
 

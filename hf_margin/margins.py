@@ -7,6 +7,7 @@ teacher and the scoring code, so a second run reads the cache and never calls th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -23,6 +24,7 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
+from hf_margin.cache import CacheEntry
 from hf_margin.data import (
     POSITIVE,
     QUERY,
@@ -50,12 +52,13 @@ def margins_fingerprint(dataset: Dataset, teacher: TeacherScorer) -> str:
     return Hasher.hash(["teacher-margins", SCORING_VERSION, dataset._fingerprint, teacher.fingerprint])
 
 
-def _cache_file(dataset: Dataset | IterableDataset, cache_dir: str | os.PathLike | None, fingerprint: str) -> Path:
+def _cache_entry(
+    dataset: Dataset | IterableDataset, cache_dir: str | os.PathLike | None, kind: str, fingerprint: str
+) -> CacheEntry:
     if cache_dir is None:
         files = getattr(dataset, "cache_files", None)
         cache_dir = Path(files[0]["filename"]).parent if files else default_cache_dir()
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return Path(cache_dir) / f"teacher-margins-{fingerprint}.arrow"
+    return CacheEntry.create(cache_dir, kind, fingerprint, "teacher-margin cache")
 
 
 def _margin_scorer(teacher: TeacherScorer, neg_col: str) -> Callable[[dict[str, list], list[int]], dict[str, list]]:
@@ -165,6 +168,10 @@ def attach_teacher_margins(
         return _attach_streaming(
             dataset, teacher, batch_size, cache_dir, load_from_cache_file, data_fingerprint, rescore
         )
+    if len(dataset) == 0:
+        raise DataValidationError(
+            "the dataset has 0 rows: there is nothing to score. Check the file or the filter that emptied it."
+        )
     neg_col = validate_triplets(dataset)
     stale = [c for c in TEACHER_COLUMNS if c in dataset.column_names]
     if stale and not rescore:
@@ -176,34 +183,47 @@ def attach_teacher_margins(
         logger.warning("rescore=True: replacing the data's own teacher scores %s with %s's", stale, teacher)
         dataset = dataset.remove_columns(stale)
     fingerprint = margins_fingerprint(dataset, teacher)
-    cache_file = _cache_file(dataset, cache_dir, fingerprint)
+    entry = _cache_entry(dataset, cache_dir, "teacher-margins", fingerprint)
     score = _margin_scorer(teacher, neg_col)
     state = PartialState()
-    if state.num_processes > 1:
-        # The main process decides whether the cache is there, so every process takes the same branch.
-        decision = [load_from_cache_file and cache_file.exists()]
-        broadcast_object_list(decision)
-        if not decision[0]:
-            precomputed = _score_shards(dataset, score, batch_size, state)
+    features = _scored_features(dataset.features)
 
-            def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:  # noqa: F811
-                rows = [precomputed[i] for i in indices]
-                return {name: [r[k] for r in rows] for k, name in enumerate(TEACHER_COLUMNS)}
-
-    with state.main_process_first():
-        scored = dataset.map(
-            score,
+    def run_map(score_fn: Callable, load: bool) -> Dataset:
+        return dataset.map(
+            score_fn,
             batched=True,
             batch_size=batch_size,
             with_indices=True,
-            features=_scored_features(dataset.features),
+            features=features,
             new_fingerprint=fingerprint,
-            cache_file_name=str(cache_file),
-            # the other processes read what the main one wrote, whatever the caller asked
-            load_from_cache_file=load_from_cache_file or not state.is_main_process,
+            cache_file_name=str(entry.data_file),
+            load_from_cache_file=load,
             desc="Scoring teacher margins",
         )
-    logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, cache_file)
+
+    # The main process holds the entry's lock while it checks, computes and seals the cache; the others wait
+    # and then read what it wrote. Several processes split the scoring between them first.
+    with entry.locked() if state.is_main_process else contextlib.nullcontext():
+        hit = (
+            [load_from_cache_file and entry.usable(len(dataset), TEACHER_COLUMNS)] if state.is_main_process else [None]
+        )
+        if state.num_processes > 1:
+            broadcast_object_list(hit)  # every process takes the same branch
+            if not hit[0]:
+                precomputed = _score_shards(dataset, score, batch_size, state)
+
+                def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:  # noqa: F811
+                    rows = [precomputed[i] for i in indices]
+                    return {name: [r[k] for r in rows] for k, name in enumerate(TEACHER_COLUMNS)}
+
+        if state.is_main_process:
+            scored = run_map(score, hit[0])
+            if not hit[0]:
+                entry.seal()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        scored = run_map(score, True)
+    logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, entry.data_file)
     return scored
 
 
@@ -223,50 +243,59 @@ def _attach_streaming(
             "hash or version of its source files) so its teacher margins can be cached and found again"
         )
     fingerprint = Hasher.hash(["teacher-margins-stream", SCORING_VERSION, data_fingerprint, teacher.fingerprint])
-    cache_file = _cache_file(dataset, cache_dir, fingerprint)
+    entry = _cache_entry(dataset, cache_dir, "teacher-margins-stream", fingerprint)
     state = PartialState()
-    with state.main_process_first():
-        if not (load_from_cache_file and cache_file.exists()) and state.is_main_process:
-            first = next(iter(dataset), None)
-            if first is None:
-                raise DataValidationError("the streamed dataset is empty")
-            neg_col = negatives_column(first)
-            stale = [c for c in TEACHER_COLUMNS if c in first]
-            if stale and not rescore:
-                raise DataValidationError(
-                    f"the streamed data already carries teacher scores (column(s) {stale}); pass rescore=True to "
-                    "replace them with this teacher's, or train on them as they are"
+    if state.is_main_process:
+        with entry.locked():
+            if not (load_from_cache_file and entry.usable(None, TEACHER_COLUMNS)):
+                _score_stream(dataset, teacher, batch_size, entry, rescore)
+    state.wait_for_everyone()
+    return Dataset.from_file(str(entry.data_file))
+
+
+def _score_stream(
+    dataset: IterableDataset, teacher: TeacherScorer, batch_size: int, entry: CacheEntry, rescore: bool
+) -> None:
+    first = next(iter(dataset), None)
+    if first is None:
+        raise DataValidationError("the streamed dataset is empty (0 rows): there is nothing to score")
+    neg_col = negatives_column(first)
+    stale = [c for c in TEACHER_COLUMNS if c in first]
+    if stale and not rescore:
+        raise DataValidationError(
+            f"the streamed data already carries teacher scores (column(s) {stale}); pass rescore=True to "
+            "replace them with this teacher's, or train on them as they are"
+        )
+    score = _margin_scorer(teacher, neg_col)
+    fd, tmp = tempfile.mkstemp(dir=entry.folder, prefix="tmp-", suffix=".arrow")
+    os.close(fd)
+    offset, writer = 0, None
+    try:
+        for batch in tqdm(dataset.iter(batch_size=batch_size), desc="Scoring teacher margins (stream)"):
+            batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
+            n = len(batch[QUERY])
+            validate_triplets(Dataset.from_dict(batch), row_offset=offset)
+            batch.update(score(batch, list(range(offset, offset + n))))
+            if hasattr(teacher, "clear_memo"):  # memory must not grow with the stream
+                teacher.clear_memo()
+            if writer is None:
+                inputs = datasets.Features.from_arrow_schema(
+                    pa.Table.from_pydict({k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}).schema
                 )
-            score = _margin_scorer(teacher, neg_col)
-            fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix="tmp-teacher-margins-", suffix=".arrow")
-            os.close(fd)
-            offset, writer = 0, None
-            try:
-                for batch in tqdm(dataset.iter(batch_size=batch_size), desc="Scoring teacher margins (stream)"):
-                    batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
-                    n = len(batch[QUERY])
-                    validate_triplets(Dataset.from_dict(batch), row_offset=offset)
-                    batch.update(score(batch, list(range(offset, offset + n))))
-                    if hasattr(teacher, "clear_memo"):  # memory must not grow with the stream
-                        teacher.clear_memo()
-                    if writer is None:
-                        inputs = datasets.Features.from_arrow_schema(
-                            pa.Table.from_pydict({k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}).schema
-                        )
-                        features = _scored_features(inputs)
-                        writer = ArrowWriter(path=tmp, features=features)
-                    writer.write_table(pa.Table.from_pydict(batch, schema=features.arrow_schema))
-                    offset += n
-                if writer is None:
-                    raise DataValidationError("the streamed dataset is empty")
-                writer.finalize()
-                writer.close()
-                os.replace(tmp, cache_file)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-            logger.info("Scored %d streamed rows into %s", offset, cache_file)
-    return Dataset.from_file(str(cache_file))
+                features = _scored_features(inputs)
+                writer = ArrowWriter(path=tmp, features=features)
+            writer.write_table(pa.Table.from_pydict(batch, schema=features.arrow_schema))
+            offset += n
+        if writer is None:
+            raise DataValidationError("the streamed dataset is empty (0 rows): there is nothing to score")
+        writer.finalize()
+        writer.close()
+        os.replace(tmp, entry.data_file)
+        entry.seal()
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    logger.info("Scored %d streamed rows into %s", offset, entry.data_file)
 
 
 __all__ = [

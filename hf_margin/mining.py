@@ -8,10 +8,10 @@ import random
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
+from hf_margin.cache import CacheEntry
 from hf_margin.data import DataValidationError
 from hf_margin.margins import default_cache_dir
 from hf_margin.scoring import BiEncoderScorer
@@ -50,7 +50,6 @@ def mine_hard_negatives(
         ["hard-negatives", MINING_VERSION, pairs._fingerprint, Hasher.hash(corpus), miner.fingerprint, options]
     )
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
     positives_of: dict[str, set[str]] = {}
     for q, p in zip(pairs["query"], pairs["positive"]):
         positives_of.setdefault(q, set()).add(p)
@@ -77,13 +76,14 @@ def mine_hard_negatives(
             out.append(rng.sample(candidates, min(num_negatives, len(candidates))))
         return {"negatives": out}
 
-    with PartialState().main_process_first():
-        return pairs.map(
-            mine,
-            batched=True,
-            batch_size=512,
-            with_indices=True,
-            new_fingerprint=fingerprint,
-            cache_file_name=str(cache / f"hard-negatives-{fingerprint}.arrow"),
-            desc="Mining hard negatives",
-        )
+    entry = CacheEntry.create(cache, "hard-negatives", fingerprint, "mined-negatives cache")
+    return entry.map(
+        pairs,
+        mine,
+        columns=["negatives"],
+        batched=True,
+        batch_size=512,
+        with_indices=True,
+        new_fingerprint=fingerprint,
+        desc="Mining hard negatives",
+    )

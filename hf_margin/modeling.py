@@ -185,6 +185,36 @@ def keep_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedMode
     return model
 
 
+def _load_without_pooler(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedModel:
+    """``AutoModel`` without the pooler head a bi-encoder never uses (where the class allows it).
+
+    The checkpoint's pooler weights are then unused on purpose: transformers' load report about them is silenced,
+    and only weights that are really missing (which would be random) are reported.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        try:
+            model, info = AutoModel.from_pretrained(
+                name_or_path, add_pooling_layer=False, output_loading_info=True, **kwargs
+            )
+        except TypeError:  # a class without a pooler switch
+            model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith("pooler.")]
+    if missing:
+        logger.warning(
+            "%s: %d weights are not in the checkpoint and start random: %s",
+            name_or_path,
+            len(missing),
+            ", ".join(sorted(missing)[:5]),
+        )
+    return model
+
+
 def load_student(
     name_or_path: str | os.PathLike,
     *,
@@ -198,12 +228,7 @@ def load_student(
     A cross-encoder gets a one-logit sequence-classification head (fresh when the checkpoint has none).
     """
     if student_type == "bi-encoder":
-        try:  # a bi-encoder pools itself: no (randomly initialised, unused) pooler head where the class allows it
-            model = AutoModel.from_pretrained(
-                name_or_path, trust_remote_code=trust_remote_code, add_pooling_layer=False, **kwargs
-            )
-        except TypeError:
-            model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+        model = _load_without_pooler(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     elif student_type == "cross-encoder":
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path, num_labels=1, trust_remote_code=trust_remote_code, **kwargs

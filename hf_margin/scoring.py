@@ -20,7 +20,7 @@ import torch
 from accelerate import PartialState
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from hf_margin.modeling import encode, load_student, similarity
 
@@ -37,10 +37,16 @@ class TeacherScorer(Protocol):
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray: ...
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer (names, dtypes, shapes and bytes): a content hash of the weights."""
+def weights_fingerprint(model: torch.nn.Module, skip: Sequence[str] = ()) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes and bytes): a content hash of the weights.
+
+    ``skip``: name prefixes of weights that take no part in the score (a bi-encoder's pooler head), so that a
+    randomly initialised, unused head cannot change the fingerprint between two loads of one checkpoint.
+    """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(tuple(skip)) or any(f".{prefix}" in f".{name}" for prefix in skip):
+            continue
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -100,6 +106,8 @@ class _TransformersScorer:
             self._fingerprint = None
             self._on_weights_changed()
 
+    unused_weights: tuple[str, ...] = ()  # name prefixes of weights the score never reads
+
     def options(self) -> dict:
         return {"max_length": self.max_length}
 
@@ -118,7 +126,7 @@ class _TransformersScorer:
             self._fingerprint = Hasher.hash(
                 {
                     "class": type(self).__name__,
-                    "weights": weights_fingerprint(self.model),
+                    "weights": weights_fingerprint(self.model, skip=self.unused_weights),
                     "config": self.model.config.to_json_string() if hasattr(self.model, "config") else None,
                     "tokenizer": [type(self.tokenizer).__name__, Hasher.hash(tokenizer)],
                     "options": self.options(),
@@ -142,6 +150,8 @@ class BiEncoderScorer(_TransformersScorer):
     margin scoring and evaluation over the same sentences share the work. Embeddings are ``(n, H)`` float32
     on the CPU.
     """
+
+    unused_weights = ("pooler.",)  # the score pools last_hidden_state itself
 
     def __init__(
         self,
@@ -228,7 +238,15 @@ class CrossEncoderScorer(_TransformersScorer):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
         """Load from the Hub or a local directory (``AutoModelForSequenceClassification`` with one label)."""
-        model = load_student(name_or_path, student_type="cross-encoder", trust_remote_code=trust_remote_code)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, num_labels=1, trust_remote_code=trust_remote_code, output_loading_info=True
+        )
+        if info.get("missing_keys"):
+            raise ValueError(
+                f"cross-encoder teacher {name_or_path}: {len(info['missing_keys'])} weights are not in the checkpoint "
+                f"({', '.join(sorted(info['missing_keys'])[:3])}): its score head would be random. Give a checkpoint "
+                "trained as a cross-encoder (e.g. `make teacher`), or use --teacher_type bi-encoder"
+            )
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         return cls(model, tokenizer, **kwargs)
 

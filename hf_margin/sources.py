@@ -6,6 +6,7 @@ Every error names the file or dataset and says what to do.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -49,15 +50,63 @@ def load_data_file(path: str | os.PathLike) -> Dataset:
     if p.stat().st_size == 0:
         raise DataValidationError(f"{p}: the file is empty (0 bytes); it needs at least one row")
     name, options = builder
+    if name in ("json", "csv") and not _scan_text(p):
+        raise DataValidationError(f"{p}: the file holds no rows (only blank lines); it needs at least one")
     try:
-        return load_dataset(name, data_files=str(p), split="train", **options)
-    except Exception as exc:  # datasets wraps the parser's error: surface the innermost reason with the file
+        data = load_dataset(name, data_files=str(p), split="train", **options)
+    except Exception as exc:  # datasets wraps the parser's error: find the line, or surface the innermost reason
+        if name == "json":
+            _raise_json_syntax_error(p)
         cause = exc
         while cause.__cause__ is not None or cause.__context__ is not None:
             cause = cause.__cause__ or cause.__context__
         raise DataValidationError(
             f"{p}: could not be read as {name} ({type(cause).__name__}: {cause}); fix the file or convert it"
         ) from exc
+    if len(data) == 0:
+        raise DataValidationError(f"{p}: the file holds no rows (only blank lines or a header); it needs at least one")
+    return data
+
+
+def _scan_text(path: Path) -> bool:
+    """Whether a text file holds anything but blank lines; name the first line that is not UTF-8 (pyarrow
+    reports that only on first access, with no file or row)."""
+    content = False
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            content = content or bool(raw.strip())
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataValidationError(
+                    f"{path}, line {line_no}: not valid UTF-8 (byte {raw[exc.start]:#04x} at byte {exc.start + 1} of "
+                    "the line); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 IN > OUT)"
+                ) from None
+    return content
+
+
+def _raise_json_syntax_error(path: Path) -> None:
+    """After the json builder failed: find the first line (JSON Lines) or position (one JSON document) that does
+    not parse, and raise naming the file and line; return quietly when every line parses."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        json.loads(text)
+        return
+    except json.JSONDecodeError as whole:
+        if text.lstrip().startswith("["):
+            raise DataValidationError(
+                f"{path}, line {whole.lineno}, column {whole.colno}: JSON syntax error ({whole.msg}); fix the file"
+            ) from None
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataValidationError(
+                f"{path}, line {line_no}, column {exc.colno}: JSON syntax error ({exc.msg}); each line of a JSON "
+                "Lines file must be one complete JSON object"
+            ) from None
 
 
 def load_named_dataset(name: str, *, config: str | None = None, split: str = "train") -> Dataset:

@@ -96,7 +96,7 @@ def test_no_negatives_column_is_named():
 
 
 @pytest.mark.parametrize("column", ["query", "positive"])
-@pytest.mark.parametrize(("value", "problem"), [("", "empty"), ("   \t ", "empty"), (None, "NoneType")])
+@pytest.mark.parametrize(("value", "problem"), [("", "empty"), ("   \t ", "whitespace-only"), (None, "NoneType")])
 def test_bad_text_names_column_and_first_bad_row(column, value, problem):
     """Guards that an empty, whitespace or None query/positive is reported with its column and row index."""
     dataset = with_bad(column, value)
@@ -128,7 +128,7 @@ def test_non_string_text_is_named(column):
     raises_naming(Dataset.from_dict(data), f"'{column}', row 0:", "int", "not a string")
 
 
-@pytest.mark.parametrize(("value", "problem"), [("", "empty"), ("  ", "empty"), (None, "NoneType")])
+@pytest.mark.parametrize(("value", "problem"), [("", "empty"), ("  ", "whitespace-only"), (None, "NoneType")])
 def test_bad_single_negative_names_column_and_row(value, problem):
     """Guards that a bad text in a 'negative' string column is reported with that column and the row."""
     data = single_negative()
@@ -137,7 +137,7 @@ def test_bad_single_negative_names_column_and_row(value, problem):
     assert "negative 0" not in message  # a string column has no negative index
 
 
-@pytest.mark.parametrize(("value", "problem"), [("", "empty"), (" \n ", "empty"), (None, "NoneType")])
+@pytest.mark.parametrize(("value", "problem"), [("", "empty"), (" \n ", "whitespace-only"), (None, "NoneType")])
 def test_bad_text_in_negatives_list_names_row_and_negative_index(value, problem):
     """Guards that a bad text inside a 'negatives' list is reported with the row and its position in the list."""
     data = rows()

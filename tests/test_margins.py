@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +35,16 @@ def teacher_columns(dataset: Dataset) -> dict[str, list]:
 
 
 def cache_listing(path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+    """Every cache file below ``path`` (entries are folders: data.arrow + checksum.json), lock files aside."""
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
+
+
+def cache_entries(path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith("teacher-margins-"))
 
 
 def count_calls(teacher, monkeypatch) -> list[int]:
@@ -145,7 +155,7 @@ def test_object_without_score_pairs_is_refused(tmp_path):
     """Guards that a non-teacher fails with a TypeError naming what is needed, before touching the cache."""
     with pytest.raises(TypeError, match="score_pairs"):
         attach_teacher_margins(make_triplets(2), object(), cache_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert cache_listing(tmp_path) == {}
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -157,7 +167,8 @@ def test_second_run_reads_the_cache_without_calling_the_teacher(tmp_path):
     first = attach_teacher_margins(make_triplets(8), first_teacher, batch_size=3, cache_dir=tmp_path)
     assert first_teacher.calls == 3
     files = cache_listing(tmp_path)
-    assert len(files) == 1 and next(iter(files)).startswith("teacher-margins-")
+    assert len(cache_entries(tmp_path)) == 1 and cache_entries(tmp_path)[0].startswith("teacher-margins-")
+    assert sorted(Path(f).name for f in files) == ["checksum.json", "data.arrow"]
 
     fresh = TopicTeacher()
     again = attach_teacher_margins(make_triplets(8), fresh, batch_size=3, cache_dir=tmp_path)
@@ -173,7 +184,7 @@ def test_other_teacher_fingerprint_recomputes(tmp_path):
     other = TopicTeacher(offset=0.1)
     second = attach_teacher_margins(dataset, other, cache_dir=tmp_path)
     assert other.calls > 0
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(cache_entries(tmp_path)) == 2
     assert np.allclose(np.array(second["teacher_pos_score"]), np.array(first["teacher_pos_score"]) + 0.1, atol=1e-6)
     assert margins_fingerprint(dataset, TopicTeacher()) != margins_fingerprint(dataset, other)
 
@@ -185,7 +196,7 @@ def test_other_data_recomputes(tmp_path):
     other = make_triplets(8, seed=1)
     scored = attach_teacher_margins(other, teacher, cache_dir=tmp_path)
     assert teacher.calls > 0
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(cache_entries(tmp_path)) == 2
     assert scored[0]["teacher_pos_score"] == pytest.approx(topic_cosine(other[0]["query"], other[0]["positive"]))
 
 
@@ -219,7 +230,7 @@ def test_bi_encoder_teacher_cache_hit_and_weight_change(tmp_path, tokenizer, sha
     changed_calls = count_calls(changed, monkeypatch)
     rescored = attach_teacher_margins(dataset, changed, batch_size=4, cache_dir=tmp_path)
     assert len(changed_calls) == 2
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(cache_entries(tmp_path)) == 2
     want = changed.score_pairs(dataset["query"], dataset["positive"])
     np.testing.assert_allclose(rescored["teacher_pos_score"], want, atol=1e-5)
     assert not np.allclose(rescored["teacher_pos_score"], first["teacher_pos_score"], atol=1e-3)
@@ -275,7 +286,7 @@ def test_nan_teacher_score_fails_without_touching_the_cache(tmp_path, target, ne
 
     attach_teacher_margins(dataset, TopicTeacher(offset=0.1), batch_size=3, cache_dir=tmp_path)
     before = cache_listing(tmp_path)
-    assert len(before) == 1
+    assert len(cache_entries(tmp_path)) == 1
 
     bad = NaNTeacher((row["query"], bad_doc))
     with pytest.raises(DataValidationError, match=rf"column '{target}', row 5: .*not finite"):
@@ -307,7 +318,7 @@ def test_crash_midway_leaves_no_partial_cache(tmp_path):
     assert good.calls == 3
     clean = attach_teacher_margins(dataset, TopicTeacher(), batch_size=3, cache_dir=tmp_path / "clean")
     assert teacher_columns(recovered) == teacher_columns(clean)
-    assert len(list(tmp_path.glob("*.arrow"))) == 2
+    assert len(cache_entries(tmp_path)) == 2
 
 
 @pytest.mark.parametrize("value", ["", "   ", None])
@@ -320,7 +331,7 @@ def test_bad_data_fails_before_the_teacher_runs(tmp_path, value):
     with pytest.raises(DataValidationError, match=r"column 'query', row 5:"):
         attach_teacher_margins(Dataset.from_dict(data), teacher, cache_dir=cache)
     assert teacher.calls == 0
-    assert not cache.exists() or list(cache.iterdir()) == []
+    assert not cache.exists() or cache_listing(cache) == {}
 
 
 def test_bad_data_with_real_teacher_makes_no_call(tmp_path, tokenizer, bi_encoder, monkeypatch):
@@ -332,4 +343,4 @@ def test_bad_data_with_real_teacher_makes_no_call(tmp_path, tokenizer, bi_encode
     with pytest.raises(DataValidationError, match=r"column 'negatives', row 5, negative 1:"):
         attach_teacher_margins(Dataset.from_dict(data), teacher, cache_dir=tmp_path)
     assert calls == []
-    assert list(tmp_path.iterdir()) == []
+    assert cache_listing(tmp_path) == {}

@@ -255,17 +255,26 @@ attach_teacher_margins(make_triplets(50, seed=9), DiesMidway(), cache_dir=sys.ar
 
 
 def test_killed_scoring_leaves_no_cache_and_the_rerun_matches(tmp_path):
-    """Teacher scoring SIGKILLed midway leaves no cache file to be read (only a temporary file); the next run
-    scores everything and equals an uninterrupted run."""
+    """Teacher scoring SIGKILLed midway leaves no cache file to be read, only the temporary file it was writing;
+    the next run removes that orphan, scores everything and writes a cache equal to an uninterrupted run's."""
     cache = tmp_path / "cache"
     killed = run_python(KILLED_SCORING_SCRIPT, tmp_path, str(cache))
     assert killed.returncode == -9
-    assert not list(cache.glob("teacher-margins-*.arrow"))
+    assert not list(cache.glob("teacher-margins-*/data.arrow"))
+    orphans = list(cache.glob("teacher-margins-*/tmp*"))
+    assert len(orphans) == 1 and orphans[0].stat().st_size > 0  # what the killed run was writing
     teacher = TopicTeacher()
     rerun = attach_teacher_margins(make_triplets(50, seed=9), teacher, cache_dir=cache, batch_size=8)
     assert teacher.calls == 7  # every batch was scored again: nothing half-written was read
-    clean = attach_teacher_margins(make_triplets(50, seed=9), TopicTeacher(), cache_dir=tmp_path / "clean")
+    clean = attach_teacher_margins(
+        make_triplets(50, seed=9), TopicTeacher(), cache_dir=tmp_path / "clean", batch_size=8
+    )
     assert rerun["teacher_margins"] == clean["teacher_margins"]
+    # the orphan is gone (issue 11: it stayed for ever); the cache equals a clean run's, byte for byte
+    assert not orphans[0].exists() and not list(cache.glob("**/tmp*"))
+    [entry] = list(cache.glob("teacher-margins-*/data.arrow"))
+    [clean_entry] = list((tmp_path / "clean").glob("teacher-margins-*/data.arrow"))
+    assert entry.read_bytes() == clean_entry.read_bytes()
 
 
 def test_streamed_dataset_is_scored_into_a_cache_equal_to_the_in_memory_one(tmp_path):
@@ -297,7 +306,7 @@ def test_streamed_dataset_needs_a_fingerprint_and_valid_rows(tmp_path):
     stream = IterableDataset.from_generator(lambda: iter(data))
     with pytest.raises(DataValidationError, match="row 13"):
         attach_teacher_margins(stream, TopicTeacher(), cache_dir=tmp_path, batch_size=8, data_fingerprint="bad")
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if not p.name.endswith(".lock")] == []
 
 
 def test_accelerate_config_multi_cpu_is_one_distributed_run_with_one_summary(tmp_path):

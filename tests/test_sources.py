@@ -42,7 +42,7 @@ def test_file_errors_name_the_file(tmp_path):
     with pytest.raises(DataValidationError, match="empty.jsonl: the file is empty"):
         load_data_file(tmp_path / "empty.jsonl")
     (tmp_path / "broken.jsonl").write_text('{"query": "a"}\n{"query": \n')
-    with pytest.raises(DataValidationError, match="broken.jsonl: could not be read as json"):
+    with pytest.raises(DataValidationError, match="broken.jsonl, line 2, column 11: JSON syntax error"):
         load_data_file(tmp_path / "broken.jsonl")
 
 

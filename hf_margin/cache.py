@@ -1,0 +1,146 @@
+"""Cache files of computed columns (teacher margins, mined negatives) that hit when they should and heal when
+they break.
+
+Each cache is a folder named by its fingerprint, ``<cache_dir>/<kind>-<fingerprint>/``, holding ``data.arrow``
+and ``checksum.json`` (SHA-256, row count and columns of ``data.arrow``, written after it). While a process
+computes or checks an entry it holds a lock (``<kind>-<fingerprint>.lock`` beside the folder), so two runs of
+the same scoring (two terminals) produce one cache: the second waits, then reads it. Under that lock, temporary
+files in the folder can only be left by a killed run, and are removed. A file that fails its check (cut short,
+emptied, overwritten, no checksum) is reported with its path, deleted and recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from filelock import FileLock
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 8 * 2**20
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 8 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One fingerprinted cache entry: ``folder/data.arrow`` + ``folder/checksum.json``."""
+
+    folder: Path
+    description: str = "cache"
+
+    @classmethod
+    def create(cls, cache_dir: str | os.PathLike, kind: str, fingerprint: str, description: str) -> CacheEntry:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return cls(Path(cache_dir) / f"{kind}-{fingerprint}", description)
+
+    @property
+    def data_file(self) -> Path:
+        return self.folder / "data.arrow"
+
+    @property
+    def checksum_file(self) -> Path:
+        return self.folder / "checksum.json"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the entry's lock; then remove temporary files that only a killed run can have left."""
+        with FileLock(str(self.folder.with_name(self.folder.name + ".lock"))):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for stale in [p for p in self.folder.iterdir() if p.name.startswith("tmp")]:
+                logger.warning(
+                    "Removing %s, left by a run that was killed while writing the %s", stale, self.description
+                )
+                stale.unlink(missing_ok=True)
+            try:
+                yield
+            finally:
+                if not any(self.folder.iterdir()):  # a failed run leaves no empty entry behind
+                    self.folder.rmdir()
+
+    def problem(self, rows: int | None = None, columns: Sequence[str] = ()) -> str | None:
+        """Why ``data.arrow`` cannot be used (None when it can): missing checksum, checksum mismatch, unreadable,
+        wrong row count or missing columns."""
+        if not self.checksum_file.is_file():
+            return "it has no checksum.json (written by an older hf-margin or a run killed before sealing it)"
+        try:
+            recorded = json.loads(self.checksum_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return f"its checksum.json is unreadable ({exc})"
+        if os.path.getsize(self.data_file) != recorded.get("bytes"):
+            return f"it has {os.path.getsize(self.data_file)} bytes, {recorded.get('bytes')} were written"
+        if file_sha256(self.data_file) != recorded.get("sha256"):
+            return "its content does not match the checksum written with it (changed on disk)"
+        if rows is not None and recorded.get("rows") != rows:
+            return f"it holds {recorded.get('rows')} rows for data of {rows}"
+        missing = [c for c in columns if c not in recorded.get("columns", [])]
+        if missing:
+            return f"it lacks the column(s) {missing}"
+        return None
+
+    def usable(self, rows: int | None = None, columns: Sequence[str] = ()) -> bool:
+        """Whether ``data.arrow`` exists and passes :meth:`problem`; a damaged one is deleted with a warning."""
+        if not self.data_file.exists():
+            self.checksum_file.unlink(missing_ok=True)
+            return False
+        reason = self.problem(rows, columns)
+        if reason is None:
+            return True
+        logger.warning("The %s %s is damaged: %s. Deleted; it is recomputed.", self.description, self.data_file, reason)
+        self.data_file.unlink(missing_ok=True)
+        self.checksum_file.unlink(missing_ok=True)
+        return False
+
+    def map(
+        self, dataset: Dataset, function: Any, *, columns: Sequence[str] = (), load: bool = True, **kwargs: Any
+    ) -> Dataset:
+        """``dataset.map(function, **kwargs)`` cached in this entry: checked before use, sealed after writing.
+
+        Under several Accelerate processes the main one computes (holding the lock) and the others then read.
+        """
+        from accelerate import PartialState
+
+        state = PartialState()
+        result = None
+        if state.is_main_process:
+            with self.locked():
+                hit = load and self.usable(len(dataset), columns)
+                result = dataset.map(function, cache_file_name=str(self.data_file), load_from_cache_file=hit, **kwargs)
+                if not hit:
+                    self.seal()
+        state.wait_for_everyone()
+        if result is None:
+            result = dataset.map(function, cache_file_name=str(self.data_file), load_from_cache_file=True, **kwargs)
+        return result
+
+    def seal(self) -> None:
+        """Write ``checksum.json`` for the ``data.arrow`` just written (to a temporary name, then renamed)."""
+        table = Dataset.from_file(str(self.data_file))
+        record = {
+            "sha256": file_sha256(self.data_file),
+            "bytes": os.path.getsize(self.data_file),
+            "rows": table.num_rows,
+            "columns": table.column_names,
+        }
+        tmp = self.folder / f"tmp-checksum-{os.getpid()}.json"
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, self.checksum_file)
+
+
+__all__ = ["CacheEntry", "file_sha256"]
