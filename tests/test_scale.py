@@ -328,3 +328,48 @@ def test_accelerate_config_multi_cpu_is_one_distributed_run_with_one_summary(tmp
     triplets = json.loads((tmp_path / "multi" / "metrics.json").read_text())["train_triplets"]
     assert epochs[0] == pytest.approx(2 * 4 / triplets, abs=1e-3)  # 2 processes x 4 rows per step
     assert r.stdout.count("stsb_test spearman x100: before") == 1
+
+
+def test_two_nodes_on_one_machine_follow_one_process(tmp_path):
+    """Two `accelerate launch` invocations of the shipped multi-node config (--num_machines 2, ranks 0 and 1, gloo on
+    127.0.0.1, one process each) train like one process with the same global batch: same losses and weights
+    (1e-5), teacher scoring split over both nodes, one cache written."""
+    same = {"use_cpu": True, "train_sampling_strategy": "sequential", "label_weight": 1.0, "max_train_examples": 24}
+    one = tiny_recipe(tmp_path, "one", **same)
+    r1 = run_python("import sys; from hf_margin.app.cli import main; sys.exit(main())", tmp_path, "train", str(one))
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    two = tiny_recipe(tmp_path, "nodes", per_device_train_batch_size=4, cache_dir=str(tmp_path / "cache-nodes"), **same)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    nodes = [
+        subprocess.Popen(
+            [
+                *accelerate_launch("multi-node.yaml"),
+                "--machine_rank",
+                str(rank),
+                "--main_process_ip",
+                "127.0.0.1",
+                "--main_process_port",
+                "29677",
+                "-m",
+                "hf_margin",
+                "train",
+                str(two),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [n.communicate(timeout=300) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert losses_of(tmp_path / "one") == pytest.approx(losses_of(tmp_path / "nodes"), abs=1e-5)
+    w1 = load_file(tmp_path / "one" / "model.safetensors")
+    w2 = load_file(tmp_path / "nodes" / "model.safetensors")
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], atol=1e-5, rtol=0)
+    margins = list((tmp_path / "cache-nodes").glob("teacher-margins-*/data.arrow"))
+    assert len(margins) == 2  # train and validation, one file each
+    assert sum("Scoring teacher margins (process" in out[1] for out in outputs) == 2  # both nodes scored a share

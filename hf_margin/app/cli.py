@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return relaunch(options[i + 1], [command, *([recipe] if recipe else []), *others, *(["--debug"] * debug)])
-        except FileNotFoundError as exc:
-            print(f"hf-margin: error: {exc}", file=sys.stderr)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"hf-margin {command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
             return 2
 
     from hf_margin.app.arguments import RECIPE_DATACLASSES, parse_recipe

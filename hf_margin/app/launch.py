@@ -44,12 +44,53 @@ def accelerate_config_path(name_or_path: str | os.PathLike) -> Path:
     return shipped
 
 
+def validate_accelerate_config(path: str | os.PathLike) -> str:
+    """Run a config through ``accelerate launch``'s own launch-time checks, as its workers would see them, and
+    return the distributed type; raise ``ValueError`` naming the problem.
+
+    ``launch_command`` validates the arguments, then builds each worker's environment
+    (``prepare_deepspeed_cmd_env`` / ``prepare_multi_gpu_env``), in which Accelerate constructs its
+    ``DeepSpeedPlugin`` / ``FullyShardedDataParallelPlugin``: a YAML that parses can still be refused there
+    (``mixed_precision`` beside ``deepspeed_config_file`` was). No process is started.
+    """
+    from unittest import mock
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "hf_margin", "train"])
+    args, defaults, mp_from_config_flag = _validate_launch_command(args)
+    env: dict[str, str] = {}
+    if args.use_deepspeed:
+        fields = list(defaults.deepspeed_config.keys()) if defaults else []
+        if mp_from_config_flag:
+            fields.append("mixed_precision")
+        args.deepspeed_fields_from_accelerate_config = ",".join(fields)
+        _, env = prepare_deepspeed_cmd_env(args)
+    elif args.multi_gpu or args.use_fsdp:
+        env = prepare_multi_gpu_env(args)
+    with mock.patch.dict(os.environ, env):
+        if args.use_deepspeed:
+            DeepSpeedPlugin()
+            return "DEEPSPEED"
+        if args.use_fsdp:
+            FullyShardedDataParallelPlugin()
+            return "FSDP"
+    return "MULTI_GPU" if args.multi_gpu else "NO"
+
+
 def relaunch(config: str, argv: list[str]) -> int:
     """Run ``accelerate launch --config_file CONFIG -m hf_margin ARGV`` and return its exit status.
 
     ``multi-cpu`` (several CPU processes joined by gloo) adds ``--use_cpu true`` and hides any GPU: without
     ``use_cpu`` each process would train alone, several independent runs writing into one ``output_dir``.
     """
+    path = accelerate_config_path(config)
+    try:
+        validate_accelerate_config(path)
+    except ValueError as exc:  # refused here, once, instead of by every worker after the launch
+        raise ValueError(f"Accelerate config {config} is refused by accelerate launch: {exc}") from exc
     env = dict(os.environ)
     if Path(config).stem == "multi-cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -60,7 +101,7 @@ def relaunch(config: str, argv: list[str]) -> int:
         "-m",
         "accelerate.commands.launch",
         "--config_file",
-        str(accelerate_config_path(config)),
+        str(path),
         "-m",
         "hf_margin",
         *argv,
