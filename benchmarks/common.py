@@ -125,6 +125,8 @@ def peer_trainer(model_args, args, data, *, callbacks=None, **st_overrides):
             "lr_scheduler_type": args.lr_scheduler_type,
             "weight_decay": args.weight_decay,
             "seed": args.seed,
+            "bf16": args.bf16,
+            "fp16": args.fp16,
             "report_to": "none",
             "save_strategy": "no",
             "logging_steps": 10_000,
@@ -140,3 +142,14 @@ def peer_trainer(model_args, args, data, *, callbacks=None, **st_overrides):
         callbacks=callbacks,
     )
     return trainer, model
+
+
+def timing_cross_encoder(path: str, **kwargs):
+    """A cross-encoder scorer over MiniLM with a fresh one-logit head: for timing only (its scores are random, which
+    `CrossEncoderTeacher.from_pretrained` refuses for a real teacher)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_margin import CrossEncoderTeacher
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    return CrossEncoderTeacher(model, AutoTokenizer.from_pretrained(path), **kwargs)

@@ -16,8 +16,16 @@ import time
 
 from datasets import concatenate_datasets
 
-from benchmarks.common import RESULTS, append_jsonl, bench_args, default_setting, fresh_student, machine
-from hf_margin import BiEncoderTeacher, CrossEncoderTeacher, MarginDistillTrainer, attach_teacher_margins
+from benchmarks.common import (
+    RESULTS,
+    append_jsonl,
+    bench_args,
+    default_setting,
+    fresh_student,
+    machine,
+    timing_cross_encoder,
+)
+from hf_margin import BiEncoderTeacher, MarginDistillTrainer, attach_teacher_margins
 from hf_margin.resolve import resolve_model
 
 OUT = RESULTS / "scaling.jsonl"
@@ -38,8 +46,8 @@ def main() -> None:
         data = concatenate_datasets([base] * (size // len(base) + 1)).select(range(size)).flatten_indices()
         raw = data.remove_columns(["teacher_pos_score", "teacher_neg_scores", "teacher_margins"])
         record = {"examples": size, "machine": machine()}
-        for kind, cls in [("bi-encoder", BiEncoderTeacher), ("cross-encoder", CrossEncoderTeacher)]:
-            teacher = cls.from_pretrained(path, show_progress=False)
+        for kind, load in [("bi-encoder", BiEncoderTeacher.from_pretrained), ("cross-encoder", timing_cross_encoder)]:
+            teacher = load(path, show_progress=False)
             with tempfile.TemporaryDirectory() as cache:
                 start = time.perf_counter()
                 attach_teacher_margins(raw, teacher, cache_dir=cache)

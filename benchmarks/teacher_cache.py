@@ -13,8 +13,8 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import RESULTS, ROOT, append_jsonl, default_setting, machine
-from hf_margin import BiEncoderTeacher, CrossEncoderTeacher, attach_teacher_margins
+from benchmarks.common import RESULTS, ROOT, append_jsonl, default_setting, machine, timing_cross_encoder
+from hf_margin import BiEncoderTeacher, attach_teacher_margins
 from hf_margin.resolve import resolve_model
 
 OUT = RESULTS / "teacher_cache.jsonl"
@@ -60,7 +60,7 @@ def main() -> None:
     record = {"rows": opts.rows, "pairs": pairs, "machine": machine()}
     for kind, teacher in [
         ("bi-encoder", BiEncoderTeacher.from_pretrained(path, show_progress=False)),
-        ("cross-encoder", CrossEncoderTeacher.from_pretrained(path, show_progress=False)),
+        ("cross-encoder", timing_cross_encoder(path, show_progress=False)),
     ]:
         with tempfile.TemporaryDirectory() as cache:
             first = timed_scoring(rows, teacher, cache)

@@ -10,6 +10,7 @@ from hf_margin.losses import ACTIVATIONS, LOSS_REGISTRY, TEACHER_ACTIVATIONS, Lo
 from hf_margin.modeling import POOLINGS, SIMILARITIES, STUDENT_TYPES, StudentKind
 
 LOSSES: tuple[str, ...] = tuple(LOSS_REGISTRY)
+CPU_CHUNK_SIZE = 32  # length-sorted forward chunks on a CPU (benchmarks/speed.py)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -87,11 +88,13 @@ class MarginDistillConfig(TrainingArguments):
         default=False,
         metadata={"help": "L2-normalise bi-encoder embeddings (also written as a Normalize module for ST)."},
     )
-    forward_chunk_size: int = field(
-        default=32,
+    forward_chunk_size: str = field(
+        default="auto",
         metadata={
             "help": "Run a batch's texts (or pairs) through the student in length-sorted chunks of this many rows, "
-            "each padded only to its own longest row (same outputs, less padding); 0 = one padded pass."
+            "each padded only to its own longest row (same outputs, less padding); 0 = one padded pass; 'auto' = "
+            f"chunks of {CPU_CHUNK_SIZE} on a CPU (2.3x faster there), one pass on an accelerator (no per-chunk "
+            "launches)."
         },
     )
     max_length: int = field(default=128, metadata={"help": "Truncate every text (or joined pair) to this many tokens."})
@@ -111,11 +114,25 @@ class MarginDistillConfig(TrainingArguments):
             raise ValueError(f"mse_weight must be >= 0; got {self.mse_weight}")
         if self.label_weight < 0:
             raise ValueError(f"label_weight must be >= 0; got {self.label_weight}")
-        if self.forward_chunk_size < 0:
-            raise ValueError(f"forward_chunk_size must be >= 0; got {self.forward_chunk_size}")
+        if str(self.forward_chunk_size) != "auto":
+            try:
+                self.forward_chunk_size = int(self.forward_chunk_size)
+            except ValueError:
+                raise ValueError(
+                    f"forward_chunk_size must be 'auto' or an integer; got {self.forward_chunk_size!r}"
+                ) from None
+            if self.forward_chunk_size < 0:
+                raise ValueError(f"forward_chunk_size must be >= 0 or 'auto'; got {self.forward_chunk_size}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be >= 2; got {self.max_length}")
         super().__post_init__()
+
+    @property
+    def chunk_size(self) -> int:
+        """``forward_chunk_size`` resolved for this run's device: 'auto' is chunks on a CPU, one pass elsewhere."""
+        if self.forward_chunk_size == "auto":
+            return CPU_CHUNK_SIZE if self.device.type == "cpu" else 0
+        return int(self.forward_chunk_size)
 
     @property
     def loss_spec(self) -> LossSpec:

@@ -155,7 +155,7 @@ class MarginDistillTrainer(Trainer):
         """
         args: MarginDistillConfig = self.args
         mask = inputs["negatives_mask"]
-        pos, neg = args.student_kind.scores(model, inputs, chunk_size=args.forward_chunk_size)
+        pos, neg = args.student_kind.scores(model, inputs, chunk_size=args.chunk_size)
         student_margin = pos.float().unsqueeze(-1) - neg.float()
         teacher_margin = inputs.get(TEACHER_MARGINS)
         num_items = num_items_in_batch

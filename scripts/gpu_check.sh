@@ -30,3 +30,4 @@ PY
 }
 run bf16 --num_processes 1 --mixed_precision bf16
 run zero2 --config_file recipes/accelerate/zero2.yaml --num_processes 1
+PYTHONPATH=. "$PY" benchmarks/gpu.py   # throughput vs sentence-transformers, ZeRO-2/3, default recipe wall time

@@ -1,0 +1,144 @@
+"""The GPU benchmark (`make bench-gpu`): one command, no network, under 6 minutes on one GPU.
+
+1. Throughput of MarginDistillTrainer against sentence-transformers' SentenceTransformerTrainer + MarginMSELoss at
+   batch 32 and 256 x 1 and 4 negatives, bf16, alternating runs, the ratio as the median over pairs.
+2. The default recipe under DeepSpeed ZeRO-2 and ZeRO-3 (one process): examples/s and peak GPU memory.
+3. The default recipe's wall time (bf16).
+
+Results are appended to benchmarks/results/gpu.jsonl, each naming the device. `--dry-run` runs every part small on
+the CPU (fp32, batches 4 and 8, 1 and 3 negatives, the README's example data, no DeepSpeed launch: its configs are
+validated instead) so CI checks the script itself; its records go to --out and say dry_run.
+
+    python benchmarks/gpu.py [--steps 16] [--pairs 3]
+    python benchmarks/gpu.py --dry-run --out /tmp/gpu-dry.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import RESULTS, ROOT, append_jsonl, bench_args, machine
+
+RECIPE = ROOT / "recipes" / "stsb-adaptive.yaml"
+EXAMPLES = ROOT / "recipes" / "examples"
+
+
+def setting(dry_run: bool):
+    """(model_args, data_args, args, splits, triplets): the default recipe's STS-B triplets, or for a dry run the
+    pre-scored example rows (no teacher, no mining) with a 1-layer student."""
+    from benchmarks.common import default_setting
+
+    if not dry_run:
+        return default_setting()
+    from hf_margin.app.arguments import parse_recipe
+    from hf_margin.formats import normalize_dataset
+    from hf_margin.sources import load_data_file
+
+    model_args, data_args, _, args = parse_recipe(RECIPE, ["--student_layers", "0"])
+    triplets, _ = normalize_dataset(load_data_file(EXAMPLES / "flag-scored.jsonl"))
+    return model_args, data_args, args, None, {"train": triplets}
+
+
+def throughput(base, batch: int, negatives: int, steps: int, pairs: int, bf16: bool) -> dict:
+    from benchmarks.speed import ours, peer, with_negatives
+
+    model_args, data_args, args, splits, triplets = base
+    run = (model_args, data_args, bench_args(args, per_device_train_batch_size=batch, bf16=bf16), splits, triplets)
+    data = with_negatives(triplets["train"], negatives)
+    mine, theirs = [], []
+    for _ in range(pairs):  # alternating, so drift of the machine hits both alike
+        mine.append(ours(run, data, steps)[0])
+        theirs.append(peer(run, data, steps))
+    ratios = [a / b for a, b in zip(mine, theirs)]
+    return {
+        "part": "throughput",
+        "batch_size": batch,
+        "negatives": negatives,
+        "bf16": bf16,
+        "steps": steps,
+        "ours_examples_per_s": mine,
+        "peer_examples_per_s": theirs,
+        "ratio_median": statistics.median(ratios),
+    }
+
+
+def hf_margin_run(launcher: list[str], options: list[str], out: Path, env: dict[str, str]) -> dict:
+    """`hf-margin train OPTIONS` under ``launcher``; its examples/s and peak GPU memory from metrics.json."""
+    start = time.perf_counter()
+    command = [*launcher, "-m", "hf_margin", "train", *options, "--output_dir", str(out)]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    if result.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {
+        "wall_s": time.perf_counter() - start,
+        "examples_per_s": metrics.get("train_examples_per_s"),
+        "peak_gpu_memory_mb": metrics.get("peak_gpu_memory_mb"),
+        "train_runtime_s": metrics.get("train_runtime_s"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--zero-steps", type=int, default=100)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="Small, on the CPU: checks the script, measures nothing."
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "gpu.jsonl")
+    opts = parser.parse_args()
+    if not opts.dry_run and not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU visible: run on a GPU machine, or --dry-run to check the script on the CPU")
+    dry = opts.dry_run
+    device = "cpu (dry run)" if dry else torch.cuda.get_device_name(0)
+    common = {"machine": machine(), "device": device, "dry_run": dry}
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    if dry:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+
+    base = setting(dry)
+    batches, negatives = ((4, 8), (1, 3)) if dry else ((32, 256), (1, 4))
+    steps, pairs = (4, 1) if dry else (opts.steps, opts.pairs)
+    for batch in batches:
+        for n in negatives:
+            record = {**throughput(base, batch, n, steps, pairs, bf16=not dry), **common}
+            append_jsonl(opts.out, record)
+            print(f"batch {batch} x {n} negatives: ours/peer x{record['ratio_median']:.2f}", flush=True)
+
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for zero in ("zero2", "zero3"):
+            if dry:  # the DeepSpeed launcher needs GPUs: check the config as `accelerate launch` would
+                from hf_margin.app.launch import accelerate_config_path, validate_accelerate_config
+
+                record = {"part": zero, "validated": validate_accelerate_config(accelerate_config_path(zero))}
+            else:
+                options = [str(RECIPE), "--bf16", "true", "--max_steps", str(opts.zero_steps), "--eval_strategy", "no"]
+                launcher = [*accelerate, "--config_file", str(ROOT / "recipes" / "accelerate" / f"{zero}.yaml"),
+                            "--num_processes", "1"]  # fmt: skip
+                record = {"part": zero, **hf_margin_run(launcher, options, Path(tmp) / zero, env)}
+            append_jsonl(opts.out, {**record, **common})
+            print(zero, record, flush=True)
+        if dry:
+            options = ["--train_file", str(EXAMPLES / "flag-scored.jsonl"), "--student", base[0].teacher,
+                       "--student_layers", "0", "--max_steps", "2", "--eval_strategy", "no"]  # fmt: skip
+        else:
+            options = [str(RECIPE), "--bf16", "true"]
+        record = {"part": "default_recipe", **hf_margin_run([sys.executable], options, Path(tmp) / "default", env)}
+        append_jsonl(opts.out, {**record, **common})
+        print("default recipe", record, flush=True)
+
+
+if __name__ == "__main__":
+    main()
