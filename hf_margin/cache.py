@@ -108,11 +108,19 @@ class CacheEntry:
         return False
 
     def map(
-        self, dataset: Dataset, function: Any, *, columns: Sequence[str] = (), load: bool = True, **kwargs: Any
+        self,
+        dataset: Dataset,
+        function: Any,
+        *,
+        columns: Sequence[str] = (),
+        rows: int | None = None,
+        load: bool = True,
+        **kwargs: Any,
     ) -> Dataset:
         """``dataset.map(function, **kwargs)`` cached in this entry: checked before use, sealed after writing.
 
-        Under several Accelerate processes the main one computes (holding the lock) and the others then read.
+        ``rows``: the row count the result must have (default: the input's). Under several Accelerate processes
+        the main one computes (holding the lock) and the others then read.
         """
         from accelerate import PartialState
 
@@ -120,7 +128,7 @@ class CacheEntry:
         result = None
         if state.is_main_process:
             with self.locked():
-                hit = load and self.usable(len(dataset), columns)
+                hit = load and self.usable(len(dataset) if rows is None else rows, columns)
                 result = dataset.map(function, cache_file_name=str(self.data_file), load_from_cache_file=hit, **kwargs)
                 if not hit:
                     self.seal()

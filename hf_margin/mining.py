@@ -87,3 +87,83 @@ def mine_hard_negatives(
         new_fingerprint=fingerprint,
         desc="Mining hard negatives",
     )
+
+
+def build_corpus_triplets(
+    texts: list[str],
+    miner: BiEncoderScorer,
+    *,
+    positives_per_query: int = 1,
+    num_negatives: int = 4,
+    skip_top: int = 3,
+    sample_from: int = 30,
+    max_queries: int | None = None,
+    seed: int = 42,
+    cache_dir: str | os.PathLike | None = None,
+) -> Dataset:
+    """Corpus mode: a training set built from unlabelled texts by the miner (usually the teacher).
+
+    Each distinct text (or a seeded sample of ``max_queries``) is a query. Its ranking is the miner's exact
+    nearest neighbours among the other distinct texts (the query itself and its exact duplicates removed).
+    Positives are ranks ``[0, positives_per_query)``; negatives are ``num_negatives`` texts sampled from ranks
+    ``[skip_top, sample_from)``, never a positive. One row per (query, positive), columns ``query``, ``positive``,
+    ``negatives``. The search runs in chunks (``retrieval.exact_search``): memory holds the ``(N, H)`` embeddings
+    and one block of scores, never ``N × N``. Cached by the texts', miner's and options' fingerprint.
+    """
+    from hf_margin.retrieval import exact_search
+
+    corpus = list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))
+    if positives_per_query < 1 or num_negatives < 1:
+        raise ValueError("positives_per_query and num_negatives must be >= 1")
+    if not 0 <= skip_top < sample_from or sample_from - max(skip_top, positives_per_query) < num_negatives:
+        raise ValueError(
+            f"ranks [{skip_top}, {sample_from}) minus {positives_per_query} positive(s) hold fewer than "
+            f"num_negatives={num_negatives} candidates: raise sample_from"
+        )
+    if len(corpus) < sample_from + 1:
+        raise DataValidationError(
+            f"corpus mode needs at least {sample_from + 1} distinct texts (sample_from={sample_from}); "
+            f"got {len(corpus)}"
+        )
+    rng = random.Random(seed)
+    queries = list(range(len(corpus)))
+    if max_queries is not None and max_queries < len(queries):
+        queries = sorted(rng.sample(queries, max_queries))
+    options = {"p": positives_per_query, "n": num_negatives, "skip": skip_top, "from": sample_from, "seed": seed}
+    fingerprint = Hasher.hash(
+        ["corpus-triplets", MINING_VERSION, Hasher.hash(corpus), queries, miner.fingerprint, options]
+    )
+    embeddings: list[torch.Tensor] = []  # filled on first call: a cached run never embeds
+
+    def build(batch: dict[str, list]) -> dict[str, list]:
+        if not embeddings:
+            logger.info("Embedding %d corpus texts to build the training set", len(corpus))
+            embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
+        emb = embeddings[0]
+        idx = batch["index"]
+        _, ranked = exact_search(emb[idx], emb, k=sample_from, similarity="dot", exclude=[[i] for i in idx])
+        rows: dict[str, list] = {"query": [], "positive": [], "negatives": []}
+        for i, row in zip(idx, ranked.tolist()):
+            row = [j for j in row if j >= 0]
+            positives = row[:positives_per_query]
+            band = [j for j in row[skip_top:sample_from] if j not in positives]
+            for k, p in enumerate(positives):
+                pick = random.Random(seed * 1_000_003 + i * 97 + k).sample(band, min(num_negatives, len(band)))
+                rows["query"].append(corpus[i])
+                rows["positive"].append(corpus[p])
+                rows["negatives"].append([corpus[j] for j in pick])
+        return rows
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    entry = CacheEntry.create(cache, "corpus-triplets", fingerprint, "corpus-mode cache")
+    return entry.map(
+        Dataset.from_dict({"index": queries}),
+        build,
+        columns=["query", "positive", "negatives"],
+        rows=len(queries) * positives_per_query,
+        batched=True,
+        batch_size=256,
+        remove_columns=["index"],
+        new_fingerprint=fingerprint,
+        desc="Building corpus triplets",
+    )

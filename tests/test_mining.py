@@ -10,7 +10,7 @@ from transformers import BertModel
 from hf_margin.mining import mine_hard_negatives
 from hf_margin.scoring import BiEncoderTeacher
 
-from .conftest import TOPICS, make_tokenizer, tiny_config
+from .conftest import TOPICS, make_tokenizer, sharpen, tiny_config
 
 
 @pytest.fixture
@@ -43,3 +43,44 @@ def test_mining_rejects_too_few_candidates(tmp_path, tiny_miner):
     pairs = Dataset.from_dict({"query": ["sun0"], "positive": ["sun1"]})
     with pytest.raises(ValueError, match="sample_from"):
         mine_hard_negatives(pairs, ["sun2"], tiny_miner, num_negatives=4, skip_top=3, sample_from=5, cache_dir=tmp_path)
+
+
+def test_corpus_mode_positives_are_the_miners_nearest_neighbours_and_the_cache_hits(tmp_path, tiny_miner):
+    """Corpus mode on a 50-text toy corpus: each query's positive is its nearest neighbour by the miner (checked
+    against a full similarity matrix), no text is its own positive or negative, negatives come from ranks
+    [skip_top, sample_from) and never repeat the positive, and a rerun reads the cache without embedding."""
+    import torch.nn.functional as F
+
+    from hf_margin.mining import build_corpus_triplets
+
+    sharpen(tiny_miner.model)  # similarities well apart: no near-tie between a chunked and a full matmul
+    words = [w for ws in TOPICS.values() for w in ws]
+    texts = [" ".join(words[(7 * i + j) % len(words)] for j in range(3)) for i in range(50)]
+    texts += texts[:5]  # exact duplicates are dropped
+    built = build_corpus_triplets(
+        texts, tiny_miner, positives_per_query=2, num_negatives=3, skip_top=4, sample_from=12, cache_dir=tmp_path
+    )
+    corpus = list(dict.fromkeys(texts))
+    assert len(built) == 2 * len(corpus)
+    emb = F.normalize(tiny_miner.embed(corpus), dim=-1)
+    sims = emb @ emb.T
+    sims.fill_diagonal_(-float("inf"))
+    ranking = sims.argsort(dim=1, descending=True, stable=True)
+    tol = 1e-5  # a chunked and a full matmul may order two near-equal similarities differently
+    for row_index, row in enumerate(built):
+        i = corpus.index(row["query"])
+        order = ranking[i].tolist()
+        sim = sims[i]
+        rank = row_index % 2  # the 1st and 2nd neighbours, in order
+        assert abs(sim[corpus.index(row["positive"])] - sim[order[rank]]) < tol
+        assert row["query"] != row["positive"] and row["query"] not in row["negatives"]
+        assert row["positive"] not in row["negatives"] and len(row["negatives"]) == 3
+        for negative in row["negatives"]:  # from ranks [4, 12)
+            assert sim[order[11]] - tol <= sim[corpus.index(negative)] <= sim[order[4]] + tol
+    embeds = []
+    original = tiny_miner.embed
+    tiny_miner.embed = lambda texts: embeds.append(len(texts)) or original(texts)
+    again = build_corpus_triplets(
+        texts, tiny_miner, positives_per_query=2, num_negatives=3, skip_top=4, sample_from=12, cache_dir=tmp_path
+    )
+    assert embeds == [] and again.to_list() == built.to_list()

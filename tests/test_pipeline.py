@@ -53,6 +53,7 @@ def teacher_dir(tmp_path_factory) -> Path:
 
 
 def run(tmp_path: Path, *argv: str) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "out"
     code = main(["train", *TRAIN, *argv, "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache")])
     assert code == 0
@@ -297,3 +298,32 @@ def test_bad_student_layers_is_one_line(tmp_path, teacher_dir, capsys):
     assert main([*argv, "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(err) == 1 and "student" in err[0] and "bad: [9]" in err[0]
+
+
+def test_corpus_mode_alone_and_mixed_with_gold(tmp_path, teacher_dir, capsys):
+    """Corpus mode: from unlabelled texts only (task data, no train file) the teacher builds the training set;
+    beside a triplets file the two are mixed and the share is stated in the log line, metrics.json and the card."""
+    rng = random.Random(5)
+    texts = list(dict.fromkeys(text(rng, t, 3) for t in TOPICS for _ in range(8)))
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    options = ["--teacher", str(teacher_dir), "--num_negatives", "2", "--skip_top", "2", "--sample_from", "8"]
+    alone = run(tmp_path / "alone", "--task", "data", "--unlabelled_file", str(corpus), *options)
+    assert alone["data"]["format"] == "corpus" and alone["train_triplets"] == len(texts)
+    gold = write_jsonl(tmp_path / "gold.jsonl", topic_rows(10))
+    capsys.readouterr()
+    mixed = run(tmp_path / "mixed", "--train_file", str(gold), "--unlabelled_file", str(corpus), *options)
+    assert (mixed["data"]["gold_triplets"], mixed["data"]["corpus_triplets"]) == (10, len(texts))
+    assert mixed["train_triplets"] == 10 + len(texts)
+    assert f"({10} gold + {len(texts)} teacher-built)" in capsys.readouterr().out
+    card = (tmp_path / "mixed" / "out" / "README.md").read_text()
+    assert f"Plus {len(texts)} triplets the teacher built" in card and "gold," in card
+
+
+def test_stsb_task_with_its_train_sentences_as_corpus(tmp_path, teacher_dir):
+    write_tiny_stsb(tmp_path / "stsb")
+    metrics = run(
+        tmp_path, "--teacher", str(teacher_dir), "--data_dir", str(tmp_path / "stsb"), "--unlabelled_file",
+        "stsb:train", "--num_negatives", "2", "--skip_top", "1", "--sample_from", "6", "--student_layers", "0",
+    )  # fmt: skip
+    assert metrics["data"]["corpus_triplets"] > 0 and metrics["data"]["gold_triplets"] > 0

@@ -105,6 +105,19 @@ class DataArguments:
             "or a BEIR corpus.jsonl). Default: the data's own positives."
         },
     )
+    unlabelled_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Corpus mode: unlabelled texts (one per line, jsonl with 'text', or a BEIR corpus.jsonl; "
+            "'stsb:train' = the STS-B train sentences) from which the teacher builds triplets: each text a query, "
+            "its nearest neighbours the positives, negatives from ranks [skip_top, sample_from). Mixed with the "
+            "labelled data when there is some (task data without a train file: corpus triplets only)."
+        },
+    )
+    positives_per_query: int = field(default=1, metadata={"help": "Corpus mode: nearest neighbours per query."})
+    max_queries: int | None = field(
+        default=None, metadata={"help": "Corpus mode: use a seeded sample of this many texts as queries."}
+    )
     num_negatives: int = field(default=4, metadata={"help": "Hard negatives mined per query."})
     skip_top: int = field(default=3, metadata={"help": "Skip the miner's top ranks (likely unlabelled positives)."})
     sample_from: int = field(default=30, metadata={"help": "Sample negatives from ranks [skip_top, sample_from)."})
@@ -139,8 +152,12 @@ class DataArguments:
             raise UserError("give train_file or dataset_name, not both")
         if self.task == "auto":
             self.task = "data" if own else "stsb"
-        if self.task == "data" and not own:
-            raise UserError("task 'data' needs --train_file FILE or --dataset_name NAME")
+        if self.task == "data" and not own and not self.unlabelled_file:
+            raise UserError("task 'data' needs --train_file FILE, --dataset_name NAME or --unlabelled_file FILE")
+        if self.unlabelled_file == "stsb:train" and self.task != "stsb":
+            raise UserError("unlabelled_file 'stsb:train' is the STS-B task's train sentences: use it with task stsb")
+        if self.positives_per_query < 1:
+            raise UserError(f"positives_per_query must be >= 1; got {self.positives_per_query}")
         if self.task == "stsb" and own:
             raise UserError(
                 "task 'stsb' trains on STS-B, but --train_file/--dataset_name was given: drop `task: stsb` (or pass "

@@ -26,6 +26,7 @@ from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvalua
 from hf_margin.formats import SCORE_COLUMNS, DataFormat, normalize_dataset
 from hf_margin.margin_scaling import scale_teacher_margins
 from hf_margin.margins import attach_teacher_margins
+from hf_margin.mining import build_corpus_triplets as mine_corpus
 from hf_margin.mining import mine_hard_negatives
 from hf_margin.modeling import StudentKind
 from hf_margin.resolve import packaged_model_path, resolve_model
@@ -171,6 +172,8 @@ def build_user_task(
 ) -> TaskData:
     """Your data: read, recognise the format, validate (all before any model is loaded), then mine negatives
     for pairs, and attach teacher margins unless the data brought its scores; every step cached."""
+    if not (data_args.train_file or data_args.dataset_name):  # corpus mode alone: the teacher builds everything
+        return build_corpus_task(model_args, data_args, eval_args, args)
     train_raw, source = _read_user_split(data_args, "train")
     columns = data_args.columns
     train, fmt = normalize_dataset(train_raw, column_map=columns, source=source)
@@ -239,13 +242,29 @@ def build_user_task(
                 split, teacher, batch_size=256, cache_dir=data_args.cache_dir, rescore=model_args.rescore
             )
         splits[name] = split
+    gold_count, corpus_count = len(splits["train"]), 0
+    if data_args.unlabelled_file:
+        if teacher is None:
+            raise UserError("corpus mode needs a teacher to build and score triplets: name --teacher (with --rescore "
+                            "true for data that carries scores)")  # fmt: skip
+        texts = load_corpus(data_args.unlabelled_file)
+        built = corpus_triplets(texts, data_args.unlabelled_file, model_args, data_args, teacher, args.needs_teacher)
+        corpus_count = len(built)
+        splits["train"] = mix(splits["train"], built)
+        logger.info("Training set: %d gold triplets + %d corpus triplets", gold_count, corpus_count)
     scores = (
         f"teacher scores from the data ({fmt.score_source})"
         if fmt.has_scores and not model_args.rescore
         else (f"teacher margins of {teacher_ref}" if teacher_ref and args.needs_teacher else "no teacher scores")
     )
     negatives = f"negatives mined from {mined_from}" if mined_from else "negatives from the data"
-    description = f"{source}: {len(splits['train'])} triplets ({fmt.name} format; {negatives}; {scores})."
+    description = f"{source}: {gold_count} triplets ({fmt.name} format; {negatives}; {scores})."
+    if corpus_count:
+        description += (
+            f" Plus {corpus_count} triplets the teacher built from the unlabelled texts of {data_args.unlabelled_file} "
+            f"(corpus mode): {gold_count / (gold_count + corpus_count):.0%} gold, "
+            f"{corpus_count / (gold_count + corpus_count):.0%} teacher-built."
+        )
     return TaskData(
         train=splits["train"],
         validation=splits["validation"],
@@ -261,9 +280,84 @@ def build_user_task(
             "score_source": fmt.score_source,
             "rows": len(train),
             "train_triplets": len(splits["train"]),
+            "gold_triplets": gold_count,
+            "corpus_triplets": corpus_count,
             "mined_from": mined_from,
         },
     )
+
+
+def build_corpus_task(
+    model_args: ModelArguments, data_args: DataArguments, eval_args: EvalArguments, args: MarginDistillConfig
+) -> TaskData:
+    """Corpus mode alone: no labelled data; the teacher builds every triplet from ``unlabelled_file``."""
+    texts = load_corpus(data_args.unlabelled_file)  # read (and checked) before any model loads
+    evaluators = user_evaluators(eval_args, args)
+    teacher_ref = model_args.teacher or DEFAULT_TEACHER
+    if model_args.teacher_type == "cross-encoder" and not data_args.miner:
+        raise UserError("corpus mode ranks texts with a bi-encoder: set --miner (a cross-encoder teacher cannot)")
+    checked_model_path(model_args.student or teacher_ref, "student")
+    teacher = load_teacher(model_args, teacher_ref)
+    train = corpus_triplets(texts, data_args.unlabelled_file, model_args, data_args, teacher, args.needs_teacher)
+    return TaskData(
+        train=train,
+        validation=None,
+        teacher=teacher,
+        teacher_ref=teacher_ref,
+        train_evaluators=evaluators,
+        final_evaluators=evaluators,
+        dataset=Path(data_args.unlabelled_file).name,
+        description=(
+            f"{len(train)} triplets the teacher built from the {len(texts)} unlabelled texts of "
+            f"{data_args.unlabelled_file} (corpus mode: {data_args.positives_per_query} nearest neighbour(s) as "
+            f"positives, negatives from ranks [{data_args.skip_top}, {data_args.sample_from})); no gold label."
+        ),
+        info={
+            "source": data_args.unlabelled_file,
+            "format": "corpus",
+            "score_source": None,
+            "rows": len(texts),
+            "train_triplets": len(train),
+            "gold_triplets": 0,
+            "corpus_triplets": len(train),
+        },  # fmt: skip
+    )
+
+
+def corpus_triplets(
+    texts: list[str],
+    source: str,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    teacher: Any,
+    needs_margins: bool,
+) -> Dataset:
+    """Corpus mode: triplets the teacher (or --miner) builds from unlabelled ``texts``, margins attached; cached."""
+    built = mine_corpus(
+        texts,
+        load_miner(model_args, data_args, teacher),
+        positives_per_query=data_args.positives_per_query,
+        num_negatives=data_args.num_negatives,
+        skip_top=data_args.skip_top,
+        sample_from=data_args.sample_from,
+        max_queries=data_args.max_queries,
+        cache_dir=data_args.cache_dir,
+    )
+    logger.info("Corpus mode: %d triplets built from %d texts of %s", len(built), len(texts), source)
+    if needs_margins:
+        built = attach_teacher_margins(built, teacher, batch_size=256, cache_dir=data_args.cache_dir)
+    return built
+
+
+def mix(gold: Dataset | None, corpus: Dataset | None) -> Dataset:
+    """Gold and corpus triplets together (same columns), gold first."""
+    from datasets import concatenate_datasets
+
+    parts = [d for d in (gold, corpus) if d is not None]
+    if len(parts) == 1:
+        return parts[0]
+    columns = [c for c in parts[0].column_names if c in parts[1].column_names]
+    return concatenate_datasets([p.select_columns(columns) for p in parts])
 
 
 def build_triplets(
@@ -319,6 +413,14 @@ def build_stsb_task(
     splits, triplets, teacher = build_triplets(
         model_args, data_args, teacher, score_margins=args.needs_teacher, splits=splits
     )
+    gold_count, corpus_count = len(triplets["train"]), 0
+    if data_args.unlabelled_file:  # corpus mode beside the gold pairs (never dev or test sentences)
+        stsb_train = data_args.unlabelled_file == "stsb:train"
+        texts = unique_sentences(splits["train"]) if stsb_train else load_corpus(data_args.unlabelled_file)
+        built = corpus_triplets(texts, data_args.unlabelled_file, model_args, data_args, teacher, args.needs_teacher)
+        corpus_count = len(built)
+        triplets["train"] = mix(triplets["train"], built)
+        logger.info("Training set: %d gold triplets + %d corpus triplets", gold_count, corpus_count)
     return TaskData(
         train=triplets["train"],
         validation=triplets["validation"],
@@ -334,11 +436,20 @@ def build_stsb_task(
             f"STS Benchmark train split: {len(triplets['train'])} triplets (query = sentence 1, positive = sentence 2 "
             f"with gold score >= {data_args.min_positive_score}, {data_args.num_negatives} hard negatives mined from "
             f"ranks [{data_args.skip_top}, {data_args.sample_from}))."
+            + (
+                f" Plus {corpus_count} triplets the teacher built from the unlabelled texts of "
+                f"{data_args.unlabelled_file} (corpus mode): {gold_count / (gold_count + corpus_count):.0%} gold, "
+                f"{corpus_count / (gold_count + corpus_count):.0%} teacher-built."
+                if corpus_count
+                else ""
+            )
         ),
         info={
             "source": str(data_args.data_dir or "shipped STS-B"),
             "format": "stsb",
             "train_triplets": len(triplets["train"]),
+            "gold_triplets": gold_count,
+            "corpus_triplets": corpus_count,
         },
     )
 
@@ -596,8 +707,14 @@ def held_out_triplets(model_args: ModelArguments, data_args: DataArguments) -> D
 
 def print_summary(metrics: dict[str, Any]) -> None:
     lines = summary_lines(metrics["evaluation"])
+    data = metrics.get("data", {})
+    share = (
+        f" ({data['gold_triplets']} gold + {data['corpus_triplets']} teacher-built)"
+        if data.get("corpus_triplets")
+        else ""
+    )
     print(
-        f"\nhf-margin ({metrics['recipe']}), {metrics['train_triplets']} training triplets, "
+        f"\nhf-margin ({metrics['recipe']}), {metrics['train_triplets']} training triplets{share}, "
         f"wall time {metrics['wall_time_s']:.0f} s:"
     )
     print("\n".join(lines) if lines else "  no evaluation was asked for (--sts_eval_file, --ir_eval_dir)")
