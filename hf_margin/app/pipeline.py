@@ -343,7 +343,12 @@ def corpus_triplets(
         max_queries=data_args.max_queries,
         cache_dir=data_args.cache_dir,
     )
-    logger.info("Corpus mode: %d triplets built from %d texts of %s", len(built), len(texts), source)
+    logger.info(
+        "Corpus mode: %d triplets built from the %d texts of %s (exact duplicates dropped)",
+        len(built),
+        len(texts),
+        source,
+    )
     if needs_margins:
         built = attach_teacher_margins(built, teacher, batch_size=256, cache_dir=data_args.cache_dir)
     return built
