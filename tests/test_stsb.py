@@ -31,7 +31,8 @@ def test_sts_file_errors_name_the_line(tmp_path):
 
 
 def test_shipped_copy_loads_offline_with_its_licence():
-    """Guards `make train` on a machine without ../shared: STS-B ships inside the package with its licence."""
+    """Guards `make train` on any machine (no data folder beside the clone): STS-B ships inside the package with
+    its licence."""
     splits = load_stsb()
     assert {k: len(v) for k, v in splits.items()} == {"train": 5749, "validation": 1500, "test": 1379}
     assert (SHIPPED_DIR / "LICENSE.txt").is_file() and "CC BY-SA 4.0" in (SHIPPED_DIR / "README.md").read_text()
