@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,22 +115,36 @@ class CacheEntry:
         columns: Sequence[str] = (),
         rows: int | None = None,
         load: bool = True,
+        on_miss: Callable[[], Any] | None = None,
         **kwargs: Any,
     ) -> Dataset:
         """``dataset.map(function, **kwargs)`` cached in this entry: checked before use, sealed after writing.
 
         ``rows``: the row count the result must have (default: the input's). Under several Accelerate processes
-        the main one computes (holding the lock) and the others then read.
+        the main one decides (holding the lock) whether the cache is usable and tells the others; on a miss every
+        process calls ``on_miss`` (which may run a collective step, e.g. split the work) and the main one maps the
+        function it returns; the others then read what it wrote.
         """
         from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
 
         state = PartialState()
         result = None
-        if state.is_main_process:
-            with self.locked():
-                hit = load and self.usable(len(dataset) if rows is None else rows, columns)
-                result = dataset.map(function, cache_file_name=str(self.data_file), load_from_cache_file=hit, **kwargs)
-                if not hit:
+        with self.locked() if state.is_main_process else contextlib.nullcontext():
+            hit = (
+                [load and self.usable(len(dataset) if rows is None else rows, columns)]
+                if state.is_main_process
+                else [None]
+            )
+            if state.num_processes > 1:
+                broadcast_object_list(hit)  # every process takes the same branch
+            if not hit[0] and on_miss is not None:
+                function = on_miss()
+            if state.is_main_process:
+                result = dataset.map(
+                    function, cache_file_name=str(self.data_file), load_from_cache_file=hit[0], **kwargs
+                )
+                if not hit[0]:
                     self.seal()
         state.wait_for_everyone()
         if result is None:

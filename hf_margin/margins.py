@@ -7,7 +7,6 @@ teacher and the scoring code, so a second run reads the cache and never calls th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
@@ -18,7 +17,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import gather_object
 from datasets import Dataset, IterableDataset
 from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
@@ -186,43 +185,30 @@ def attach_teacher_margins(
     entry = _cache_entry(dataset, cache_dir, "teacher-margins", fingerprint)
     score = _margin_scorer(teacher, neg_col)
     state = PartialState()
-    features = _scored_features(dataset.features)
 
-    def run_map(score_fn: Callable, load: bool) -> Dataset:
-        return dataset.map(
-            score_fn,
-            batched=True,
-            batch_size=batch_size,
-            with_indices=True,
-            features=features,
-            new_fingerprint=fingerprint,
-            cache_file_name=str(entry.data_file),
-            load_from_cache_file=load,
-            desc="Scoring teacher margins",
-        )
+    def score_in_shards() -> Callable:
+        """Several processes: each scores its share of the rows; the main process maps the gathered scores."""
+        precomputed = _score_shards(dataset, score, batch_size, state)
 
-    # The main process holds the entry's lock while it checks, computes and seals the cache; the others wait
-    # and then read what it wrote. Several processes split the scoring between them first.
-    with entry.locked() if state.is_main_process else contextlib.nullcontext():
-        hit = (
-            [load_from_cache_file and entry.usable(len(dataset), TEACHER_COLUMNS)] if state.is_main_process else [None]
-        )
-        if state.num_processes > 1:
-            broadcast_object_list(hit)  # every process takes the same branch
-            if not hit[0]:
-                precomputed = _score_shards(dataset, score, batch_size, state)
+        def lookup(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+            rows = [precomputed[i] for i in indices]
+            return {name: [r[k] for r in rows] for k, name in enumerate(TEACHER_COLUMNS)}
 
-                def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:  # noqa: F811
-                    rows = [precomputed[i] for i in indices]
-                    return {name: [r[k] for r in rows] for k, name in enumerate(TEACHER_COLUMNS)}
+        return lookup
 
-        if state.is_main_process:
-            scored = run_map(score, hit[0])
-            if not hit[0]:
-                entry.seal()
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        scored = run_map(score, True)
+    scored = entry.map(
+        dataset,
+        score,
+        columns=TEACHER_COLUMNS,
+        load=load_from_cache_file,
+        on_miss=score_in_shards if state.num_processes > 1 else None,
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        features=_scored_features(dataset.features),
+        new_fingerprint=fingerprint,
+        desc="Scoring teacher margins",
+    )
     logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, entry.data_file)
     return scored
 
