@@ -60,7 +60,8 @@ class MarginDistillTrainer(Trainer):
             args = MarginDistillConfig(output_dir="outputs/hf-margin")
         if not isinstance(args, MarginDistillConfig):
             raise TypeError(f"args must be a MarginDistillConfig, got {type(args).__name__}")
-        args.student_kind.check(model)
+        self.student_kind = args.student_kind  # read once: compute_loss asks it every step
+        self.student_kind.check(model)
         train_dataset = self._prepare_dataset(train_dataset, args, processing_class, "train")
         if eval_dataset is None and evaluators:  # evaluators alone may drive eval_strategy (no held-out triplets)
             eval_dataset = {}
@@ -128,7 +129,7 @@ class MarginDistillTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         # Keep the tokenised triplet columns and the teacher margins through `remove_unused_columns`.
         if self._signature_columns is None:
-            self._signature_columns = [*self.args.student_kind.token_columns, TEACHER_MARGINS]
+            self._signature_columns = [*self.student_kind.token_columns, TEACHER_MARGINS]
 
     # ---- loss --------------------------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class MarginDistillTrainer(Trainer):
         """
         args: MarginDistillConfig = self.args
         mask = inputs["negatives_mask"]
-        pos, neg = args.student_kind.scores(model, inputs, chunk_size=args.chunk_size)
+        pos, neg = self.student_kind.scores(model, inputs, chunk_size=args.chunk_size)
         student_margin = pos.float().unsqueeze(-1) - neg.float()
         teacher_margin = inputs.get(TEACHER_MARGINS)
         num_items = num_items_in_batch
@@ -233,7 +234,7 @@ class MarginDistillTrainer(Trainer):
             metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         extra = {}
         if self.evaluators:
-            scorer = self.args.student_kind.scorer(self.accelerator.unwrap_model(self.model), self.processing_class)
+            scorer = self.student_kind.scorer(self.accelerator.unwrap_model(self.model), self.processing_class)
             for name, evaluator in self.evaluators.items():
                 for key, value in evaluator(scorer).items():
                     extra[f"{metric_key_prefix}_{name}_{key}"] = value
@@ -249,7 +250,7 @@ class MarginDistillTrainer(Trainer):
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
             output_dir = output_dir if output_dir is not None else self.args.output_dir
-            self.args.student_kind.save_extras(self.accelerator.unwrap_model(self.model), output_dir)
+            self.student_kind.save_extras(self.accelerator.unwrap_model(self.model), output_dir)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the student; into ``output_dir`` (not a checkpoint) also ``metrics.json``, ``training_curves.png``

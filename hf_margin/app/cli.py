@@ -109,7 +109,7 @@ def print_command_help(command: str, dataclasses: tuple[type, ...], everything: 
     print(_help_parser(dataclasses, everything).format_help().split("\n", 2)[-1])
 
 
-def check_options(options: list[str], dataclasses: tuple[type, ...]) -> None:
+def check_options(command: str, options: list[str], dataclasses: tuple[type, ...]) -> None:
     """Refuse an unknown ``--option`` with "did you mean" before anything is parsed or loaded."""
     from hf_margin.app.arguments import RecipeParser, UserError
 
@@ -147,54 +147,36 @@ def main(argv: list[str] | None = None) -> int:
     rest = [t for t in rest if t != "--debug"]
     rest = [p for t in rest for p in (t.split("=", 1) if t.startswith("--accelerate-config=") else [t])]
     recipe, options = split_recipe(rest)
-    if "--accelerate-config" in options:  # re-run this very command under `accelerate launch`
-        i = options.index("--accelerate-config")
-        others = options[:i] + options[i + 2 :]
-        from hf_margin.app.arguments import RECIPE_DATACLASSES, UserError, parse_recipe
-
-        try:  # a bad option or value is reported here, once, not by every launched process
-            if command != "train-teacher":
-                check_options(others, RECIPE_DATACLASSES)
-                parse_recipe(recipe, others)
-        except (UserError, ValueError) as exc:
-            message = str(exc).replace("{command}", command).strip().splitlines()
-            print(f"hf-margin {command}: error: {message[0]}", file=sys.stderr)
-            return 2
-        if i + 1 >= len(options):
-            print(
-                "hf-margin: error: --accelerate-config needs a name (single, multi-cpu, zero2, ...) or a file",
-                file=sys.stderr,
-            )
-            return 2
-        from hf_margin.app.launch import relaunch
-
-        try:
-            return relaunch(options[i + 1], [command, *([recipe] if recipe else []), *others, *(["--debug"] * debug)])
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"hf-margin {command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 2
-
-    from hf_margin.app.arguments import RECIPE_DATACLASSES, parse_recipe
+    from hf_margin.app.arguments import RECIPE_DATACLASSES, UserError, parse_recipe
     from hf_margin.app.teacher_training import TEACHER_DATACLASSES
 
     dataclasses = TEACHER_DATACLASSES if command == "train-teacher" else RECIPE_DATACLASSES
     if any(t in ("-h", "--help", "--help-all") for t in options):
         print_command_help(command, dataclasses, everything="--help-all" in options)
         return 0
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    import datasets
-    import transformers
-
-    transformers.utils.logging.set_verbosity_warning()
-    datasets.utils.logging.set_verbosity_warning()
+    config = None
+    if "--accelerate-config" in options:  # re-run this very command under `accelerate launch`
+        i = options.index("--accelerate-config")
+        config = options[i + 1] if i + 1 < len(options) else ""
+        options = options[:i] + options[i + 2 :]
     try:
-        check_options(options, dataclasses)
-        try:
+        check_options(command, options, dataclasses)
+        try:  # checked here, once, also before a relaunch (not by every launched process)
             parsed = parse_recipe(recipe, options, dataclasses)
         except ValueError as exc:  # a value the dataclasses refuse (e.g. temperature <= 0)
-            from hf_margin.app.arguments import UserError
-
             raise UserError(str(exc).splitlines()[0]) from exc
+        if config is not None:
+            if not config:
+                raise UserError("--accelerate-config needs a name (single, multi-cpu, zero2, ...) or a file")
+            from hf_margin.app.launch import relaunch
+
+            return relaunch(config, [command, *([recipe] if recipe else []), *options, *(["--debug"] * debug)])
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+        import datasets
+        import transformers
+
+        transformers.utils.logging.set_verbosity_warning()
+        datasets.utils.logging.set_verbosity_warning()
         if command == "train-teacher":
             from hf_margin.app.teacher_training import run_train_teacher
 
@@ -207,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         if debug:
             raise
-        message = str(exc).replace("{command}", command).strip().splitlines()
+        message = str(exc).strip().splitlines()
         print(f"hf-margin {command}: error: {message[0] if message else type(exc).__name__}", file=sys.stderr)
         return 2
 

@@ -90,7 +90,9 @@ def relaunch(config: str, argv: list[str]) -> int:
     try:
         validate_accelerate_config(path)
     except ValueError as exc:  # refused here, once, instead of by every worker after the launch
-        raise ValueError(f"Accelerate config {config} is refused by accelerate launch: {exc}") from exc
+        from hf_margin.app.arguments import UserError
+
+        raise UserError(f"Accelerate config {config} is refused by accelerate launch: {exc}") from exc
     env = dict(os.environ)
     if Path(config).stem == "multi-cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""

@@ -3,6 +3,7 @@ the teacher (cached), train, evaluate before / after / teacher, and save everyth
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -88,6 +89,13 @@ def load_teacher(model_args: ModelArguments, reference: str | None = None) -> Bi
             p, pooling=model_args.teacher_pooling, similarity_fn=model_args.teacher_similarity, **common
         ),
     )
+
+
+def require_bi_encoder_miner(model_args: ModelArguments, data_args: DataArguments, teacher_ref: str | None) -> None:
+    """Refuse, before any model loads, a run that must rank texts (mining, corpus mode) with no bi-encoder to do it."""
+    if not data_args.miner and (teacher_ref is None or model_args.teacher_type == "cross-encoder"):
+        raise UserError("texts must be ranked by a bi-encoder (mining, corpus mode): set --miner (a cross-encoder "
+                        "teacher cannot)")  # fmt: skip
 
 
 def load_miner(model_args: ModelArguments, data_args: DataArguments, teacher: Any) -> BiEncoderScorer:
@@ -197,14 +205,18 @@ def build_user_task(
         )
     evaluators = user_evaluators(eval_args, args)
     needs_mining = not fmt.has_negatives or (validation is not None and not vfmt.has_negatives)
-    if needs_mining and not data_args.miner and (teacher_ref is None or model_args.teacher_type == "cross-encoder"):
-        raise UserError("pairs need negatives mined by a bi-encoder: set --miner (a cross-encoder teacher cannot mine)")
+    if needs_mining or data_args.unlabelled_file:
+        require_bi_encoder_miner(model_args, data_args, teacher_ref)
+    if data_args.unlabelled_file and teacher_ref is None:
+        raise UserError("corpus mode needs a teacher to build and score triplets: name --teacher (with --rescore "
+                        "true for data that carries scores)")  # fmt: skip
     if teacher_ref:
         checked_model_path(teacher_ref, "teacher")
     checked_model_path(model_args.student or teacher_ref, "student")
     if data_args.miner:
         checked_model_path(data_args.miner, "miner")
     corpus = load_corpus(data_args.corpus_file) if data_args.corpus_file else None  # read (and checked) early
+    unlabelled = load_corpus(data_args.unlabelled_file) if data_args.unlabelled_file else None
     if data_args.max_train_examples is not None:
         train = train.select(range(min(data_args.max_train_examples, len(train))))
 
@@ -213,6 +225,7 @@ def build_user_task(
         if validation is not None:
             validation = validation.remove_columns([c for c in SCORE_COLUMNS if c in validation.column_names])
     teacher = load_teacher(model_args, teacher_ref) if teacher_ref else None
+    miner = functools.cache(lambda: load_miner(model_args, data_args, teacher))  # loaded once, when first needed
     splits = {"train": train, "validation": validation}
     mined_from = None
     for name, split in splits.items():
@@ -231,7 +244,7 @@ def build_user_task(
             split = mine_hard_negatives(
                 split,
                 texts,
-                load_miner(model_args, data_args, teacher),
+                miner(),
                 num_negatives=data_args.num_negatives,
                 skip_top=data_args.skip_top,
                 sample_from=data_args.sample_from,
@@ -242,16 +255,9 @@ def build_user_task(
                 split, teacher, batch_size=256, cache_dir=data_args.cache_dir, rescore=model_args.rescore
             )
         splits[name] = split
-    gold_count, corpus_count = len(splits["train"]), 0
-    if data_args.unlabelled_file:
-        if teacher is None:
-            raise UserError("corpus mode needs a teacher to build and score triplets: name --teacher (with --rescore "
-                            "true for data that carries scores)")  # fmt: skip
-        texts = load_corpus(data_args.unlabelled_file)
-        built = corpus_triplets(texts, data_args.unlabelled_file, model_args, data_args, teacher, args.needs_teacher)
-        corpus_count = len(built)
-        splits["train"] = mix(splits["train"], built)
-        logger.info("Training set: %d gold triplets + %d corpus triplets", gold_count, corpus_count)
+    splits["train"], gold_count, corpus_count = add_corpus(
+        splits["train"], unlabelled, data_args, miner, teacher, args.needs_teacher
+    )
     scores = (
         f"teacher scores from the data ({fmt.score_source})"
         if fmt.has_scores and not model_args.rescore
@@ -259,12 +265,7 @@ def build_user_task(
     )
     negatives = f"negatives mined from {mined_from}" if mined_from else "negatives from the data"
     description = f"{source}: {gold_count} triplets ({fmt.name} format; {negatives}; {scores})."
-    if corpus_count:
-        description += (
-            f" Plus {corpus_count} triplets the teacher built from the unlabelled texts of {data_args.unlabelled_file} "
-            f"(corpus mode): {gold_count / (gold_count + corpus_count):.0%} gold, "
-            f"{corpus_count / (gold_count + corpus_count):.0%} teacher-built."
-        )
+    description += corpus_note(gold_count, corpus_count, data_args.unlabelled_file)
     return TaskData(
         train=splits["train"],
         validation=splits["validation"],
@@ -294,11 +295,11 @@ def build_corpus_task(
     texts = load_corpus(data_args.unlabelled_file)  # read (and checked) before any model loads
     evaluators = user_evaluators(eval_args, args)
     teacher_ref = model_args.teacher or DEFAULT_TEACHER
-    if model_args.teacher_type == "cross-encoder" and not data_args.miner:
-        raise UserError("corpus mode ranks texts with a bi-encoder: set --miner (a cross-encoder teacher cannot)")
+    require_bi_encoder_miner(model_args, data_args, teacher_ref)
     checked_model_path(model_args.student or teacher_ref, "student")
     teacher = load_teacher(model_args, teacher_ref)
-    train = corpus_triplets(texts, data_args.unlabelled_file, model_args, data_args, teacher, args.needs_teacher)
+    train, _, _ = add_corpus(None, texts, data_args, lambda: load_miner(model_args, data_args, teacher), teacher,
+                             args.needs_teacher)  # fmt: skip
     return TaskData(
         train=train,
         validation=None,
@@ -324,18 +325,23 @@ def build_corpus_task(
     )
 
 
-def corpus_triplets(
-    texts: list[str],
-    source: str,
-    model_args: ModelArguments,
+def add_corpus(
+    gold: Dataset | None,
+    texts: list[str] | None,
     data_args: DataArguments,
+    miner: Callable[[], BiEncoderScorer],
     teacher: Any,
     needs_margins: bool,
-) -> Dataset:
-    """Corpus mode: triplets the teacher (or --miner) builds from unlabelled ``texts``, margins attached; cached."""
+) -> tuple[Dataset, int, int]:
+    """Corpus mode beside (or instead of) gold triplets: the miner builds triplets from unlabelled ``texts``, the
+    teacher scores them (cached), and both sets are concatenated, gold first. Returns (train, gold, corpus counts)."""
+    from datasets import concatenate_datasets
+
+    if not texts:
+        return gold, len(gold), 0
     built = mine_corpus(
         texts,
-        load_miner(model_args, data_args, teacher),
+        miner(),
         positives_per_query=data_args.positives_per_query,
         num_negatives=data_args.num_negatives,
         skip_top=data_args.skip_top,
@@ -343,26 +349,27 @@ def corpus_triplets(
         max_queries=data_args.max_queries,
         cache_dir=data_args.cache_dir,
     )
-    logger.info(
-        "Corpus mode: %d triplets built from the %d texts of %s (exact duplicates dropped)",
-        len(built),
-        len(texts),
-        source,
-    )
     if needs_margins:
         built = attach_teacher_margins(built, teacher, batch_size=256, cache_dir=data_args.cache_dir)
-    return built
+    gold_count = 0 if gold is None else len(gold)
+    logger.info(
+        "Training set: %d gold triplets + %d built by the teacher from the %d texts of %s (duplicates dropped)",
+        gold_count, len(built), len(texts), data_args.unlabelled_file,
+    )  # fmt: skip
+    if gold is None:
+        return built, 0, len(built)
+    columns = [c for c in gold.column_names if c in built.column_names]
+    return concatenate_datasets([gold.select_columns(columns), built.select_columns(columns)]), gold_count, len(built)
 
 
-def mix(gold: Dataset | None, corpus: Dataset | None) -> Dataset:
-    """Gold and corpus triplets together (same columns), gold first."""
-    from datasets import concatenate_datasets
-
-    parts = [d for d in (gold, corpus) if d is not None]
-    if len(parts) == 1:
-        return parts[0]
-    columns = [c for c in parts[0].column_names if c in parts[1].column_names]
-    return concatenate_datasets([p.select_columns(columns) for p in parts])
+def corpus_note(gold: int, corpus: int, source: str | None) -> str:
+    """The card's sentence on the share of teacher-built triplets ('' without corpus mode)."""
+    if not corpus:
+        return ""
+    return (
+        f" Plus {corpus} triplets the teacher built from the unlabelled texts of {source} (corpus mode): "
+        f"{gold / (gold + corpus):.0%} gold, {corpus / (gold + corpus):.0%} teacher-built."
+    )
 
 
 def build_triplets(
@@ -372,13 +379,14 @@ def build_triplets(
     *,
     score_margins: bool = True,
     splits: Any = None,
+    miner: BiEncoderScorer | None = None,
 ) -> tuple[dict[str, Dataset], dict[str, Dataset], Any]:
     """STS-B task: splits and triplets ``{"train", "validation"}`` (positives by gold score, negatives mined from
     the same split by the teacher or ``miner``, teacher margins attached unless ``score_margins`` is false);
     all cached. Returns (splits, triplets, teacher)."""
     splits = splits if splits is not None else load_stsb(data_args.data_dir)
     teacher = teacher if teacher is not None else load_teacher(model_args)
-    miner = load_miner(model_args, data_args, teacher)
+    miner = miner if miner is not None else load_miner(model_args, data_args, teacher)
     triplets = {}
     for split in ("train", "validation"):
         pairs = positive_pairs(splits[split], data_args.min_positive_score)
@@ -410,22 +418,22 @@ def build_stsb_task(
     extra = user_evaluators(eval_args, args)
     if model_args.student:
         checked_model_path(model_args.student, "student")
-    if model_args.teacher_type == "cross-encoder" and not data_args.miner:
-        raise UserError("STS-B negatives are mined by a bi-encoder: set --miner (a cross-encoder teacher cannot mine)")
-    splits = load_stsb(data_args.data_dir)  # read (and checked) before any model loads
     teacher_ref = model_args.teacher or DEFAULT_TEACHER
+    require_bi_encoder_miner(model_args, data_args, teacher_ref)
+    splits = load_stsb(data_args.data_dir)  # read (and checked) before any model loads
+    unlabelled = None  # corpus mode beside the gold pairs (never dev or test sentences)
+    if data_args.unlabelled_file == "stsb:train":
+        unlabelled = unique_sentences(splits["train"])
+    elif data_args.unlabelled_file:
+        unlabelled = load_corpus(data_args.unlabelled_file)
     teacher = load_teacher(model_args, teacher_ref)
+    miner = load_miner(model_args, data_args, teacher)
     splits, triplets, teacher = build_triplets(
-        model_args, data_args, teacher, score_margins=args.needs_teacher, splits=splits
+        model_args, data_args, teacher, score_margins=args.needs_teacher, splits=splits, miner=miner
     )
-    gold_count, corpus_count = len(triplets["train"]), 0
-    if data_args.unlabelled_file:  # corpus mode beside the gold pairs (never dev or test sentences)
-        stsb_train = data_args.unlabelled_file == "stsb:train"
-        texts = unique_sentences(splits["train"]) if stsb_train else load_corpus(data_args.unlabelled_file)
-        built = corpus_triplets(texts, data_args.unlabelled_file, model_args, data_args, teacher, args.needs_teacher)
-        corpus_count = len(built)
-        triplets["train"] = mix(triplets["train"], built)
-        logger.info("Training set: %d gold triplets + %d corpus triplets", gold_count, corpus_count)
+    triplets["train"], gold_count, corpus_count = add_corpus(
+        triplets["train"], unlabelled, data_args, lambda: miner, teacher, args.needs_teacher
+    )
     return TaskData(
         train=triplets["train"],
         validation=triplets["validation"],
@@ -441,13 +449,7 @@ def build_stsb_task(
             f"STS Benchmark train split: {len(triplets['train'])} triplets (query = sentence 1, positive = sentence 2 "
             f"with gold score >= {data_args.min_positive_score}, {data_args.num_negatives} hard negatives mined from "
             f"ranks [{data_args.skip_top}, {data_args.sample_from}))."
-            + (
-                f" Plus {corpus_count} triplets the teacher built from the unlabelled texts of "
-                f"{data_args.unlabelled_file} (corpus mode): {gold_count / (gold_count + corpus_count):.0%} gold, "
-                f"{corpus_count / (gold_count + corpus_count):.0%} teacher-built."
-                if corpus_count
-                else ""
-            )
+            + corpus_note(gold_count, corpus_count, data_args.unlabelled_file)
         ),
         info={
             "source": str(data_args.data_dir or "shipped STS-B"),
