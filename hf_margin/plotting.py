@@ -8,7 +8,9 @@ import os
 logger = logging.getLogger(__name__)
 
 
-def plot_training_curves(log_history: list[dict[str, float]], path: str | os.PathLike, title: str = "") -> bool:
+def plot_training_curves(
+    log_history: list[dict[str, float]], path: str | os.PathLike, title: str = "", logging_steps: float | None = None
+) -> bool:
     """Plot train and eval loss, then every other ``eval_*`` curve (STS Spearman, IR, margin agreement), against the
     optimizer step, on a grid of panels with axis labels.
 
@@ -42,6 +44,14 @@ def plot_training_curves(log_history: list[dict[str, float]], path: str | os.Pat
     ax.set_ylabel("loss")
     if train or eval_loss:
         ax.legend(fontsize=8)
+    else:  # a short run logs nothing before its end: say why instead of an empty frame
+        final = next((h for h in reversed(log_history) if "train_loss" in h), None)
+        note = "no loss logged during training"
+        if logging_steps is not None:
+            note += f"\n(logging_steps={logging_steps:g}; lower it for a curve)"
+        if final is not None:
+            note += f"\nmean training loss {final['train_loss']:.4g} over {final.get('step', '?')} steps"
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, fontsize=9)
     for ax, key in zip(flat[1:], eval_keys):
         points = [(h["step"], h[key]) for h in log_history if key in h and "step" in h]
         if points:

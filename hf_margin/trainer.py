@@ -288,7 +288,12 @@ class MarginDistillTrainer(Trainer):
         out = Path(output_dir if output_dir is not None else self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", self.summary_metrics())
-        plot_training_curves(self.state.log_history, out / "training_curves.png", title=self.args.run_name or "")
+        plot_training_curves(
+            self.state.log_history,
+            out / "training_curves.png",
+            title=self.args.run_name or "",
+            logging_steps=self.args.logging_steps,
+        )
         self.create_model_card()
 
     def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:

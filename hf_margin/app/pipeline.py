@@ -662,7 +662,8 @@ def run_train(
         "model_index": _model_index(table, task),
         "eval_note": "Figures x100. Pair-score correlations use the model's "
         + (f"{args.similarity} similarity of the two texts' embeddings" if kind.is_bi_encoder else "logit")
-        + "; retrieval ranks the corpus by exact search. The teacher row scores the same way with the teacher.",
+        + "; retrieval ranks the corpus by exact search."
+        + (" The teacher row scores the same way with the teacher." if "teacher" in rows else ""),
         "license": "apache-2.0",
         "language": "en",
     }
