@@ -4,7 +4,8 @@ A cross-encoder teacher's logit margins live on their own scale; a cosine studen
 ``standardize_teacher_margins`` maps every margin ``m`` to ``target_mean + target_std · (m − mean) / std`` with
 one ``mean`` and ``std`` for the whole training set: a z-score (target 0, 1), or the student's own margin
 statistics before training (``student_margin_statistics``), so that Margin-MSE targets are reachable.
-Only ``teacher_margins`` changes; ``teacher_pos_score`` and ``teacher_neg_scores`` keep the raw scores.
+Only ``teacher_margins`` (and ``band_margins``, where fresh negatives are drawn) change; ``teacher_pos_score`` and
+``teacher_neg_scores`` keep the raw scores.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from datasets import Dataset
 
 from hf_margin.data import TEACHER_MARGINS
+from hf_margin.margins import BAND_MARGINS
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def standardize_teacher_margins(
     """``teacher_margins`` ← ``target_mean + target_std · (margin − mean) / std`` (``datasets.map``, cached).
 
     Use the *training* set's ``mean`` and ``std`` for every split, so that train and dev margins stay comparable.
+    A ``band_margins`` column (the candidates fresh negatives are drawn from) is rescaled the same way.
     """
     if not (math.isfinite(std) and std > 0):
         raise ValueError(
@@ -52,9 +55,10 @@ def standardize_teacher_margins(
     if not (math.isfinite(target_std) and target_std > 0):
         raise ValueError(f"target_std must be a positive number, got {target_std}")
 
+    columns = [c for c in (TEACHER_MARGINS, BAND_MARGINS) if c in dataset.column_names]
+
     def rescale(batch: dict[str, list]) -> dict[str, list]:
-        rows = batch[TEACHER_MARGINS]
-        return {TEACHER_MARGINS: [[target_mean + target_std * (m - mean) / std for m in row] for row in rows]}
+        return {c: [[target_mean + target_std * (m - mean) / std for m in row] for row in batch[c]] for c in columns}
 
     return dataset.map(rescale, batched=True, desc="Standardising teacher margins")
 

@@ -1,8 +1,10 @@
-"""The cached teacher-margin columns: :func:`attach_teacher_margins`.
+"""The cached teacher-margin columns: :func:`attach_teacher_margins` and :func:`attach_band_margins`.
 
-It scores every (query, positive) and (query, negative) pair once with a teacher (any
+They score every (query, positive) and (query, negative) pair once with a teacher (any
 :class:`~hf_margin.scoring.TeacherScorer`), in a ``datasets.map`` whose fingerprint names the data, the
 teacher and the scoring code, so a second run reads the cache and never calls the teacher.
+:func:`attach_band_margins` scores each row's whole candidate ``band`` (kept by mining with ``keep_band``), so
+negatives redrawn every epoch (:class:`~hf_margin.fresh_negatives.FreshNegatives`) come with their margins.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 
 from hf_margin.cache import CacheEntry
 from hf_margin.data import (
+    NEGATIVES,
     POSITIVE,
     QUERY,
     DataValidationError,
@@ -39,6 +42,9 @@ logger = logging.getLogger(__name__)
 # Bump when the scoring code changes what it writes: every cache is then recomputed.
 SCORING_VERSION = "1"
 TEACHER_COLUMNS = ("teacher_pos_score", "teacher_neg_scores", "teacher_margins")
+BAND = "band"  # every mining candidate of a row (list of texts): the pool of fresh negatives
+BAND_MARGINS = "band_margins"  # the teacher margin of each band candidate, aligned with BAND
+BAND_COLUMNS = (*TEACHER_COLUMNS, BAND_MARGINS)
 
 
 def default_cache_dir() -> Path:
@@ -100,13 +106,16 @@ def _scored_features(features: datasets.Features) -> datasets.Features:
     return features
 
 
-def _score_shards(dataset: Dataset, score: Callable, batch_size: int, state: PartialState) -> dict[int, tuple]:
-    """Each process scores its own contiguous share of rows; every process gets all results back.
+def _score_shards(
+    dataset: Dataset, score: Callable, batch_size: int, state: PartialState, columns: tuple[str, ...]
+) -> dict[int, tuple]:
+    """Each process scores its own contiguous share of rows; every process gets all results back
+    (``{row: values of columns}``).
 
     An error on any process (a non-finite score, say) is raised on every process, so none waits forever in
     the gather.
     """
-    mine: list[tuple[int, float, list[float], list[float]]] = []
+    mine: list[tuple] = []
     error: str | None = None
     with state.split_between_processes(list(range(len(dataset)))) as rows:
         try:
@@ -115,7 +124,7 @@ def _score_shards(dataset: Dataset, score: Callable, batch_size: int, state: Par
             ):
                 idx = rows[start : start + batch_size]
                 out = score(dataset[idx[0] : idx[-1] + 1], idx)
-                mine += zip(idx, out["teacher_pos_score"], out["teacher_neg_scores"], out["teacher_margins"])
+                mine += zip(idx, *(out[c] for c in columns))
         except Exception as exc:  # re-raised below on every process
             error = f"process {state.process_index}: {type(exc).__name__}: {exc}"
     gathered = gather_object([(error, mine)])
@@ -183,33 +192,176 @@ def attach_teacher_margins(
         dataset = dataset.remove_columns(stale)
     fingerprint = margins_fingerprint(dataset, teacher)
     entry = _cache_entry(dataset, cache_dir, "teacher-margins", fingerprint)
-    score = _margin_scorer(teacher, neg_col)
+    scored = _map_scores(
+        dataset,
+        _margin_scorer(teacher, neg_col),
+        entry,
+        TEACHER_COLUMNS,
+        _scored_features(dataset.features),
+        batch_size=batch_size,
+        load=load_from_cache_file,
+        fingerprint=fingerprint,
+        desc="Scoring teacher margins",
+    )
+    logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, entry.data_file)
+    return scored
+
+
+def _map_scores(
+    dataset: Dataset,
+    score: Callable,
+    entry: CacheEntry,
+    columns: tuple[str, ...],
+    features: datasets.Features,
+    *,
+    batch_size: int,
+    load: bool,
+    fingerprint: str,
+    desc: str,
+) -> Dataset:
+    """``score`` mapped over ``dataset`` into the cache ``entry``; under several processes each scores its share
+    (:func:`_score_shards`) and the main process writes the gathered ``columns``."""
     state = PartialState()
 
     def score_in_shards() -> Callable:
         """Several processes: each scores its share of the rows; the main process maps the gathered scores."""
-        precomputed = _score_shards(dataset, score, batch_size, state)
+        precomputed = _score_shards(dataset, score, batch_size, state, columns)
 
         def lookup(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
             rows = [precomputed[i] for i in indices]
-            return {name: [r[k] for r in rows] for k, name in enumerate(TEACHER_COLUMNS)}
+            return {name: [r[k] for r in rows] for k, name in enumerate(columns)}
 
         return lookup
 
-    scored = entry.map(
+    return entry.map(
         dataset,
         score,
-        columns=TEACHER_COLUMNS,
-        load=load_from_cache_file,
+        columns=columns,
+        load=load,
         on_miss=score_in_shards if state.num_processes > 1 else None,
         batched=True,
         batch_size=batch_size,
         with_indices=True,
-        features=_scored_features(dataset.features),
+        features=features,
         new_fingerprint=fingerprint,
-        desc="Scoring teacher margins",
+        desc=desc,
     )
-    logger.info("Teacher margins attached (fingerprint %s, cache %s)", fingerprint, entry.data_file)
+
+
+def list_lengths(dataset: Dataset, column: str) -> np.ndarray:
+    """Length of each row's list in ``column`` ``(R,)``, read from Arrow (no Python list of the values)."""
+    import pyarrow.compute as pc
+
+    values = dataset.with_format("arrow")[column]
+    return np.asarray(pc.list_value_length(values).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def band_margins_fingerprint(dataset: Dataset, teacher: TeacherScorer) -> str:
+    """Fingerprint of band scoring: the data's (its bands and negatives), the teacher's and the code's version."""
+    return Hasher.hash(["band-margins", SCORING_VERSION, dataset._fingerprint, teacher.fingerprint])
+
+
+def _check_bands(dataset: Dataset) -> None:
+    """Every row's band: a non-empty list of non-empty strings (the message names the row and the fix)."""
+    for offset in range(0, len(dataset), 1024):
+        for i, band in enumerate(dataset[offset : offset + 1024][BAND]):
+            bad = None if band else "no candidates"
+            for j, text in enumerate(band or []):
+                if bad is None and not (isinstance(text, str) and text.strip()):
+                    bad = f"candidate {j} is {text!r}"
+            if bad:
+                raise DataValidationError(
+                    f"column '{BAND}', row {offset + i}: {bad}. A band holds the candidate negatives of its row "
+                    "(mine_hard_negatives(..., keep_band=True) writes it); drop or fix the row."
+                )
+
+
+def attach_band_margins(
+    dataset: Dataset,
+    teacher: TeacherScorer,
+    *,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    load_from_cache_file: bool = True,
+    rescore: bool = False,
+) -> Dataset:
+    """Score each row's whole candidate band in one teacher pass (cached): add ``band_margins`` ``(K,)``, one
+    margin ``t(q,p) − t(q,c)`` per candidate of ``band`` ``(K,)``, and the usual ``teacher_pos_score`` ``()``,
+    ``teacher_neg_scores`` ``(N,)`` and ``teacher_margins`` ``(N,)`` of the row's ``negatives`` (read off the band's
+    scores; a negative outside the band is scored in the same pass), so the data also trains as it is.
+
+    The cache file is named by :func:`band_margins_fingerprint` (the data with its bands, the teacher, the code):
+    a rerun reads it without calling the teacher. Under several Accelerate processes each scores its share of
+    the rows, as :func:`attach_teacher_margins` does. A stream (``IterableDataset``) has no band to keep: refused.
+
+    Args:
+        dataset: rows with ``query``, ``positive``, ``negative`` or ``negatives``, and ``band`` (a list of texts).
+        teacher: a :class:`TeacherScorer` (bi-encoder or cross-encoder).
+        batch_size: rows per scoring batch (each holds ``rows × (1 + K)`` pairs).
+        rescore: replace teacher scores the data already carries (else refused).
+    """
+    if not isinstance(teacher, TeacherScorer):
+        raise TypeError(f"teacher must have .fingerprint and .score_pairs(queries, documents); got {type(teacher)}")
+    if isinstance(dataset, IterableDataset):
+        raise DataValidationError(
+            "a streamed (Iterable) dataset cannot keep a candidate band per row for fresh negatives: load it as a "
+            "Dataset, or train on fixed negatives with attach_teacher_margins"
+        )
+    if len(dataset) == 0:
+        raise DataValidationError("the dataset has 0 rows: there is nothing to score")
+    neg_col = validate_triplets(dataset)
+    if BAND not in dataset.column_names:
+        raise DataValidationError(
+            f"no '{BAND}' column: the data has columns {dataset.column_names}. Mine with "
+            "mine_hard_negatives(..., keep_band=True) or build_corpus_triplets(..., keep_band=True) to keep each "
+            "row's candidates."
+        )
+    _check_bands(dataset)
+    stale = [c for c in BAND_COLUMNS if c in dataset.column_names]
+    if stale and not rescore:
+        raise DataValidationError(
+            f"the data already carries teacher scores (column(s) {stale}); attach_band_margins would replace them. "
+            "Pass rescore=True to score with this teacher."
+        )
+    if stale:
+        dataset = dataset.remove_columns(stale)
+    fingerprint = band_margins_fingerprint(dataset, teacher)
+    entry = _cache_entry(dataset, cache_dir, "band-margins", fingerprint)
+    score_union = _margin_scorer(teacher, NEGATIVES)
+
+    def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        negs = negatives_of(batch, neg_col)
+        unions = [list(dict.fromkeys([*band, *row])) for band, row in zip(batch[BAND], negs)]
+        out = score_union({QUERY: batch[QUERY], POSITIVE: batch[POSITIVE], NEGATIVES: unions}, indices)
+        result: dict[str, list] = {name: [] for name in BAND_COLUMNS}
+        result["teacher_pos_score"] = out["teacher_pos_score"]
+        for band, row, union, scores, margins in zip(
+            batch[BAND], negs, unions, out["teacher_neg_scores"], out["teacher_margins"]
+        ):
+            where = {text: k for k, text in enumerate(union)}
+            result["teacher_neg_scores"].append([scores[where[n]] for n in row])
+            result["teacher_margins"].append([margins[where[n]] for n in row])
+            result[BAND_MARGINS].append([margins[where[c]] for c in band])
+        return result
+
+    features = _scored_features(dataset.features)
+    features[BAND_MARGINS] = datasets.List(datasets.Value("float32"))
+    scored = _map_scores(
+        dataset,
+        score,
+        entry,
+        BAND_COLUMNS,
+        features,
+        batch_size=batch_size,
+        load=load_from_cache_file,
+        fingerprint=fingerprint,
+        desc="Scoring teacher margins of the candidate bands",
+    )
+    sizes = list_lengths(scored, BAND)
+    logger.info(
+        "Band margins attached: %.1f candidates per row cached (min %d, max %d; fingerprint %s, cache %s)",
+        sizes.mean(), sizes.min(), sizes.max(), fingerprint, entry.data_file,
+    )  # fmt: skip
     return scored
 
 
@@ -285,8 +437,12 @@ def _score_stream(
 
 
 __all__ = [
+    "BAND",
+    "BAND_MARGINS",
     "TEACHER_COLUMNS",
+    "attach_band_margins",
     "attach_teacher_margins",
+    "band_margins_fingerprint",
     "default_cache_dir",
     "margins_fingerprint",
 ]

@@ -13,7 +13,7 @@ from datasets.fingerprint import Hasher
 
 from hf_margin.cache import CacheEntry
 from hf_margin.data import DataValidationError
-from hf_margin.margins import default_cache_dir
+from hf_margin.margins import BAND, default_cache_dir
 from hf_margin.scoring import BiEncoderScorer
 
 logger = logging.getLogger(__name__)
@@ -31,12 +31,16 @@ def mine_hard_negatives(
     sample_from: int = 30,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
+    keep_band: bool = False,
 ) -> Dataset:
     """Add a ``negatives`` column: for each query, ``num_negatives`` corpus texts sampled from the miner's
     ranks ``[skip_top, sample_from)`` (the very top are skipped: they are often unlabelled positives).
 
     Texts equal to the query or to any of its positives are never negatives. The result is cached in a file
     named by the pairs', corpus', miner's and options' fingerprint: a second run does not embed anything.
+    ``keep_band`` also keeps a ``band`` column: every candidate of those ranks (exact duplicates once), the pool
+    that :class:`~hf_margin.fresh_negatives.FreshNegatives` redraws negatives from each epoch; ``negatives`` is
+    the same sample as without it.
     """
     if not 0 <= skip_top < sample_from:
         raise ValueError(f"need 0 <= skip_top < sample_from; got skip_top={skip_top}, sample_from={sample_from}")
@@ -46,6 +50,8 @@ def mine_hard_negatives(
             f"num_negatives={num_negatives}: raise sample_from"
         )
     options = {"n": num_negatives, "skip": skip_top, "from": sample_from, "seed": seed}
+    if keep_band:  # only then: the caches of runs without a band keep their names
+        options["band"] = True
     fingerprint = Hasher.hash(
         ["hard-negatives", MINING_VERSION, pairs._fingerprint, Hasher.hash(corpus), miner.fingerprint, options]
     )
@@ -62,7 +68,7 @@ def mine_hard_negatives(
         corpus_emb = corpus_embeddings[0]
         queries = torch.nn.functional.normalize(miner.embed(batch["query"]), dim=-1)  # memoised by the miner
         ranked = (queries @ corpus_emb.T).topk(min(sample_from + 8, len(corpus)), dim=-1).indices.tolist()
-        out = []
+        out: dict[str, list] = {"negatives": [], **({BAND: []} if keep_band else {})}
         for q, row, idx in zip(batch["query"], ranked, indices):
             banned = positives_of.get(q, set()) | {q}
             candidates = [corpus[i] for i in row if corpus[i] not in banned][skip_top:sample_from]
@@ -73,14 +79,16 @@ def mine_hard_negatives(
                     "(corpus_file) or a smaller skip_top"
                 )
             rng = random.Random(seed * 1_000_003 + idx)
-            out.append(rng.sample(candidates, min(num_negatives, len(candidates))))
-        return {"negatives": out}
+            out["negatives"].append(rng.sample(candidates, min(num_negatives, len(candidates))))
+            if keep_band:
+                out[BAND].append(list(dict.fromkeys(candidates)))
+        return out
 
     entry = CacheEntry.create(cache, "hard-negatives", fingerprint, "mined-negatives cache")
     return entry.map(
         pairs,
         mine,
-        columns=["negatives"],
+        columns=["negatives", BAND] if keep_band else ["negatives"],
         batched=True,
         batch_size=512,
         with_indices=True,
@@ -100,6 +108,7 @@ def build_corpus_triplets(
     max_queries: int | None = None,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
+    keep_band: bool = False,
 ) -> Dataset:
     """Corpus mode: a training set built from unlabelled texts by the miner (usually the teacher).
 
@@ -109,6 +118,8 @@ def build_corpus_triplets(
     ``[skip_top, sample_from)``, never a positive. One row per (query, positive), columns ``query``, ``positive``,
     ``negatives``. The search runs in chunks (``retrieval.exact_search``): memory holds the ``(N, H)`` embeddings
     and one block of scores, never ``N × N``. Cached by the texts', miner's and options' fingerprint.
+    ``keep_band`` also keeps a ``band`` column: every candidate of those ranks that is not a positive (the pool
+    the negatives are sampled from), for :class:`~hf_margin.fresh_negatives.FreshNegatives`.
     """
     from hf_margin.retrieval import exact_search
 
@@ -130,6 +141,8 @@ def build_corpus_triplets(
     if max_queries is not None and max_queries < len(queries):
         queries = sorted(rng.sample(queries, max_queries))
     options = {"p": positives_per_query, "n": num_negatives, "skip": skip_top, "from": sample_from, "seed": seed}
+    if keep_band:
+        options["band"] = True
     fingerprint = Hasher.hash(
         ["corpus-triplets", MINING_VERSION, Hasher.hash(corpus), queries, miner.fingerprint, options]
     )
@@ -142,7 +155,7 @@ def build_corpus_triplets(
         emb = embeddings[0]
         idx = batch["index"]
         _, ranked = exact_search(emb[idx], emb, k=sample_from, similarity="dot", exclude=[[i] for i in idx])
-        rows: dict[str, list] = {"query": [], "positive": [], "negatives": []}
+        rows: dict[str, list] = {"query": [], "positive": [], "negatives": [], **({BAND: []} if keep_band else {})}
         for i, row in zip(idx, ranked.tolist()):
             row = [j for j in row if j >= 0]
             positives = row[:positives_per_query]
@@ -152,6 +165,8 @@ def build_corpus_triplets(
                 rows["query"].append(corpus[i])
                 rows["positive"].append(corpus[p])
                 rows["negatives"].append([corpus[j] for j in pick])
+                if keep_band:
+                    rows[BAND].append([corpus[j] for j in band])
         return rows
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -159,7 +174,7 @@ def build_corpus_triplets(
     return entry.map(
         Dataset.from_dict({"index": queries}),
         build,
-        columns=["query", "positive", "negatives"],
+        columns=["query", "positive", "negatives", *([BAND] if keep_band else [])],
         rows=len(queries) * positives_per_query,
         batched=True,
         batch_size=256,

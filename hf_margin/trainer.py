@@ -24,7 +24,9 @@ from hf_margin.data import (
     tokenize_triplets,
     validate_triplets,
 )
+from hf_margin.fresh_negatives import FreshNegatives
 from hf_margin.losses import LOSS_REGISTRY
+from hf_margin.margins import BAND_MARGINS
 from hf_margin.metrics import compute_margin_metrics
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ class MarginDistillTrainer(Trainer):
 
     The loss of a micro-batch is its sum over real negatives divided by the count over the whole
     accumulated (and, across processes, gathered) batch, so gradient accumulation gives the large batch's update.
+
+    A :class:`~hf_margin.fresh_negatives.FreshNegatives` train dataset draws each row's negatives anew every
+    epoch from its cached band (with the band's cached teacher margins).
     """
 
     loss_is_scaled_for_ga = True
@@ -100,6 +105,8 @@ class MarginDistillTrainer(Trainer):
     def _prepare_dataset(dataset, args: MarginDistillConfig, processing_class, name: str):
         if dataset is None:
             return None
+        if isinstance(dataset, FreshNegatives):
+            return MarginDistillTrainer._prepare_fresh(dataset, args, processing_class, name)
         columns = set(dataset.column_names or [])
         if args.needs_teacher and TEACHER_MARGINS not in columns:
             raise ValueError(
@@ -125,6 +132,40 @@ class MarginDistillTrainer(Trainer):
                 f"columns {missing} of a {args.student_type}; its columns are {sorted(columns)}."
             )
         return dataset
+
+    @staticmethod
+    def _prepare_fresh(dataset: FreshNegatives, args: MarginDistillConfig, processing_class, name: str):
+        """Validate the bands and tokenise every candidate once; the pick per epoch happens per item."""
+        if name != "train":
+            raise ValueError(f"fresh negatives are for training; the {name} dataset must hold fixed negatives")
+        if args.needs_teacher and not dataset.has_margins:
+            raise ValueError(
+                f"the {name} dataset's bands have no '{BAND_MARGINS}', which loss='{args.loss}' needs. Run "
+                "hf_margin.margins.attach_band_margins(dataset, teacher) first, or set loss='label_hinge'."
+            )
+        if QUERY not in dataset.column_names:  # tokenised already
+            return dataset
+        dataset.validate()
+        if processing_class is None:
+            raise ValueError(f"the {name} dataset holds raw text: pass processing_class=tokenizer")
+        with args.main_process_first(desc=f"tokenizing the {name} bands"):
+            tokens = dataset.tokenized(processing_class, student_type=args.student_type, max_length=args.max_length)
+        logger.info("Training with %s", tokens.describe())
+        return tokens
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Fresh negatives: an :class:`EpochSampler` seeded like the Trainer's shuffle (``data_seed``, else ``seed``),
+        whose ``(epoch, row)`` keys carry the epoch to every data-loader worker."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, FreshNegatives):
+            if self.args.train_sampling_strategy != "random":
+                logger.warning(
+                    "train_sampling_strategy=%r is ignored with fresh negatives: rows are shuffled per epoch",
+                    self.args.train_sampling_strategy,
+                )
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return dataset.sampler(seed=seed)
+        return super()._get_train_sampler(train_dataset)
 
     def _set_signature_columns_if_needed(self) -> None:
         # Keep the tokenised triplet columns and the teacher margins through `remove_unused_columns`.

@@ -121,6 +121,15 @@ class DataArguments:
     num_negatives: int = field(default=4, metadata={"help": "Hard negatives mined per query."})
     skip_top: int = field(default=3, metadata={"help": "Skip the miner's top ranks (likely unlabelled positives)."})
     sample_from: int = field(default=30, metadata={"help": "Sample negatives from ranks [skip_top, sample_from)."})
+    fresh_negatives_per_epoch: bool = field(
+        default=False,
+        metadata={
+            "help": "Draw each training row's num_negatives anew every epoch (seeded by seed and epoch) from all its "
+            "mined candidates in ranks [skip_top, sample_from), instead of one fixed sample. The teacher scores every "
+            "candidate once before training (cached), so no teacher runs during training. Needs mined negatives: "
+            "pairs data, the STS-B task or corpus mode (not data that brings its own negatives or scores)."
+        },
+    )
     miner: str | None = field(
         default=None, metadata={"help": "Bi-encoder used to mine negatives; default: the teacher if it is one."}
     )

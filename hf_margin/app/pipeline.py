@@ -25,8 +25,9 @@ from hf_margin.app.stsb import load_stsb, positive_pairs, stsb_evaluators, uniqu
 from hf_margin.config import MarginDistillConfig
 from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvaluator
 from hf_margin.formats import SCORE_COLUMNS, DataFormat, normalize_dataset
+from hf_margin.fresh_negatives import FreshNegatives
 from hf_margin.margin_scaling import scale_teacher_margins
-from hf_margin.margins import attach_teacher_margins
+from hf_margin.margins import attach_band_margins, attach_teacher_margins
 from hf_margin.mining import build_corpus_triplets as mine_corpus
 from hf_margin.mining import mine_hard_negatives
 from hf_margin.modeling import StudentKind
@@ -192,6 +193,12 @@ def build_user_task(
         validation, vfmt = normalize_dataset(held[0], column_map=columns, source=held[1])
         if vfmt.has_scores != fmt.has_scores:
             raise UserError(f"{held[1]} and {source} must both carry teacher scores or both not")
+    if data_args.fresh_negatives_per_epoch and fmt.has_negatives:
+        brings = f"teacher scores ({fmt.score_source}) for fixed negatives" if fmt.has_scores else "its own negatives"
+        raise UserError(
+            f"--fresh_negatives_per_epoch redraws negatives from the candidates mining keeps, but {source} brings "
+            f"{brings}, so there are none: give pairs (query, positive) to mine from, or drop the option"
+        )
     if not fmt.has_scores and not args.needs_teacher and fmt.has_negatives:
         logger.info("loss=%s reads no teacher margins: no teacher is loaded", args.loss)
     teacher_ref = _teacher_plan(fmt, model_args, args, source)
@@ -231,6 +238,7 @@ def build_user_task(
     for name, split in splits.items():
         if split is None:
             continue
+        fresh = data_args.fresh_negatives_per_epoch and name == "train"  # keep (and score) every candidate
         if "negatives" not in split.column_names:
             texts = corpus or list(dict.fromkeys(split["positive"]))
             mined_from = data_args.corpus_file or "the data's own positives"
@@ -249,11 +257,10 @@ def build_user_task(
                 skip_top=data_args.skip_top,
                 sample_from=data_args.sample_from,
                 cache_dir=data_args.cache_dir,
+                keep_band=fresh,
             )
         if teacher is not None and args.needs_teacher and "teacher_margins" not in split.column_names:
-            split = attach_teacher_margins(
-                split, teacher, batch_size=256, cache_dir=data_args.cache_dir, rescore=model_args.rescore
-            )
+            split = score_split(split, teacher, data_args, fresh=fresh, rescore=model_args.rescore)
         splits[name] = split
     splits["train"], gold_count, corpus_count = add_corpus(
         splits["train"], unlabelled, data_args, miner, teacher, args.needs_teacher
@@ -348,9 +355,10 @@ def add_corpus(
         sample_from=data_args.sample_from,
         max_queries=data_args.max_queries,
         cache_dir=data_args.cache_dir,
+        keep_band=data_args.fresh_negatives_per_epoch,
     )
     if needs_margins:
-        built = attach_teacher_margins(built, teacher, batch_size=256, cache_dir=data_args.cache_dir)
+        built = score_split(built, teacher, data_args, fresh=data_args.fresh_negatives_per_epoch)
     gold_count = 0 if gold is None else len(gold)
     logger.info(
         "Training set: %d gold triplets + %d built by the teacher from the %d texts of %s (duplicates dropped)",
@@ -360,6 +368,16 @@ def add_corpus(
         return built, 0, len(built)
     columns = [c for c in gold.column_names if c in built.column_names]
     return concatenate_datasets([gold.select_columns(columns), built.select_columns(columns)]), gold_count, len(built)
+
+
+def score_split(
+    split: Dataset, teacher: Any, data_args: DataArguments, *, fresh: bool, rescore: bool = False
+) -> Dataset:
+    """Teacher margins of a split (cached): of its negatives, or with ``fresh`` of every candidate of its band
+    (the negatives' margins read off them, in the same one teacher pass)."""
+    if fresh:
+        return attach_band_margins(split, teacher, cache_dir=data_args.cache_dir, rescore=rescore)
+    return attach_teacher_margins(split, teacher, batch_size=256, cache_dir=data_args.cache_dir, rescore=rescore)
 
 
 def corpus_note(gold: int, corpus: int, source: str | None) -> str:
@@ -392,6 +410,7 @@ def build_triplets(
         pairs = positive_pairs(splits[split], data_args.min_positive_score)
         if split == "train" and data_args.max_train_examples is not None:
             pairs = pairs.select(range(min(data_args.max_train_examples, len(pairs))))
+        fresh = data_args.fresh_negatives_per_epoch and split == "train"  # keep (and score) every candidate
         mined = mine_hard_negatives(
             pairs,
             unique_sentences(splits[split]),
@@ -400,12 +419,9 @@ def build_triplets(
             skip_top=data_args.skip_top,
             sample_from=data_args.sample_from,
             cache_dir=data_args.cache_dir,
+            keep_band=fresh,
         )
-        triplets[split] = (
-            attach_teacher_margins(mined, teacher, batch_size=256, cache_dir=data_args.cache_dir)
-            if score_margins
-            else mined
-        )
+        triplets[split] = score_split(mined, teacher, data_args, fresh=fresh) if score_margins else mined
         logger.info("%s: %d triplets with %d negatives each", split, len(triplets[split]), data_args.num_negatives)
     return splits, triplets, teacher
 
@@ -464,6 +480,11 @@ def build_stsb_task(
 def build_task(
     model_args: ModelArguments, data_args: DataArguments, eval_args: EvalArguments, args: MarginDistillConfig
 ) -> TaskData:
+    if data_args.fresh_negatives_per_epoch and args.train_sampling_strategy != "random":
+        raise UserError(
+            f"--fresh_negatives_per_epoch orders rows itself (a seeded shuffle per epoch): drop "
+            f"--train_sampling_strategy {args.train_sampling_strategy}"
+        )
     if data_args.task == "stsb":
         return build_stsb_task(model_args, data_args, eval_args, args)
     return build_user_task(model_args, data_args, eval_args, args)
@@ -616,10 +637,13 @@ def run_train(
     scaling: dict[str, float] = {}
     if args.needs_teacher:
         triplets, scaling = scale_teacher_margins(triplets, data_args.teacher_margin_scaling, student, tokenizer, args)
+    train = triplets["train"]
+    if data_args.fresh_negatives_per_epoch:  # the band is tokenised once; each epoch picks from it
+        train = FreshNegatives(train, data_args.num_negatives, seed=args.seed)
     trainer = MarginDistillTrainer(
         student,
         args,
-        train_dataset=triplets["train"],
+        train_dataset=train,
         eval_dataset=triplets.get("validation"),
         processing_class=tokenizer,
         evaluators=task.train_evaluators,
@@ -657,7 +681,13 @@ def run_train(
         "base_model": student_ref,
         "layers": model_args.student_layers,
         "dataset": task.dataset,
-        "dataset_description": task.description,
+        "dataset_description": task.description
+        + (
+            f" Each epoch, every row's {data_args.num_negatives} negatives were drawn anew from all its mined "
+            "candidates (fresh negatives per epoch; teacher margins of every candidate cached before training)."
+            if data_args.fresh_negatives_per_epoch
+            else ""
+        ),
         "eval": _card_eval(table, task.teacher_ref),
         "model_index": _model_index(table, task),
         "eval_note": "Figures x100. Pair-score correlations use the model's "
