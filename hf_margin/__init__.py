@@ -14,10 +14,12 @@ from hf_margin.losses import (
     LOSS_REGISTRY,
     AdaptiveDifferenceLoss,
     LabelHingeLoss,
+    ListwiseKLLoss,
     LossSpec,
     MarginMSELoss,
     adaptive_difference_loss,
     label_hinge_loss,
+    listwise_kl_loss,
     margin_mse_loss,
 )
 from hf_margin.margins import attach_teacher_margins
@@ -45,6 +47,7 @@ __all__ = [
     "DataFormat",
     "DataValidationError",
     "LabelHingeLoss",
+    "ListwiseKLLoss",
     "LossSpec",
     "MarginDistillCollator",
     "MarginDistillConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "encode",
     "keep_layers",
     "label_hinge_loss",
+    "listwise_kl_loss",
     "load_student",
     "margin_agreement",
     "margin_mse_loss",

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Activation = Literal["relu", "softplus"]
+Activation = Literal["relu", "softplus", "squared_relu"]
 TeacherActivation = Literal["identity", "sigmoid", "tanh"]
 
-ACTIVATIONS: tuple[str, ...] = ("relu", "softplus")
+ACTIVATIONS: tuple[str, ...] = ("relu", "softplus", "squared_relu")
 TEACHER_ACTIVATIONS: tuple[str, ...] = ("identity", "sigmoid", "tanh")
 
 
@@ -77,9 +77,12 @@ def teacher_target(
 
 
 def shortfall_penalty(x: Tensor, *, activation: Activation = "relu", beta: float = 1.0) -> Tensor:
-    """``φ(x)``: ``relu(x)`` or the smooth ``softplus(x) = log(1 + exp(beta·x)) / beta``."""
+    """``φ(x)``: ``relu(x)``, the smooth ``softplus(x) = log(1 + exp(beta·x)) / beta``, or the squared hinge
+    ``relu(x)²`` (no kink at 0; large shortfalls weigh more)."""
     if activation == "relu":
         return F.relu(x)
+    if activation == "squared_relu":
+        return F.relu(x).square()
     if activation == "softplus":
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
@@ -237,6 +240,78 @@ class LabelHingeLoss(nn.Module):
         return label_hinge_loss(student_margin, margin=self.margin, mask=mask, num_items=num_items)
 
 
+def listwise_kl_loss(
+    student_margin: Tensor,
+    teacher_margin: Tensor,
+    *,
+    temperature: float = 1.0,
+    student_temperature: float | None = None,
+    mask: Tensor | None = None,
+    num_items: Tensor | int | float | None = None,
+) -> Tensor:
+    """Listwise distillation: ``KL(softmax(t/τt) ‖ softmax(s/τs)) · τs²`` over each example's list
+    ``[positive, negatives]``, like sentence-transformers' ``DistillKLDivLoss``.
+
+    A softmax does not change when a constant is added to every score, so the lists are built from the margins
+    alone: logits ``[0, −Δ_1, …, −Δ_N] / τ``. Masked negatives are left out of both softmaxes. Each real negative
+    carries its example's KL, so the reduction (mean, or sum / ``num_items``) is the mean KL per example when every
+    example has the same number of negatives.
+
+    Args:
+        student_margin, teacher_margin: ``(B,)`` or ``(B, N)`` margins; the teacher's is a constant.
+        temperature: ``τt`` of the teacher's softmax.
+        student_temperature: ``τs`` of the student's softmax; None uses ``τt``. The ``τs²`` factor keeps the
+            gradient's size independent of it (Hinton et al. 2015).
+    """
+    _check_shapes(student_margin, teacher_margin)
+    tau_s = temperature if student_temperature is None else student_temperature
+    if temperature <= 0 or tau_s <= 0:
+        raise ValueError(f"temperatures must be > 0, got teacher {temperature}, student {tau_s}")
+    one_negative = student_margin.dim() == 1
+    if one_negative:
+        student_margin, teacher_margin = student_margin.unsqueeze(-1), teacher_margin.unsqueeze(-1)
+        mask = None if mask is None else mask.unsqueeze(-1)
+    keep = torch.ones_like(student_margin, dtype=torch.bool) if mask is None else mask.bool()
+    first = torch.ones_like(keep[:, :1])
+    keep_all = torch.cat([first, keep], dim=1)
+    zero = student_margin.new_zeros(student_margin.shape[0], 1)
+    student_logits = torch.cat([zero, -student_margin / tau_s], dim=1).masked_fill(~keep_all, -torch.inf)
+    teacher_logits = torch.cat([zero, -teacher_margin.detach().to(student_margin.dtype) / temperature], dim=1)
+    teacher_logits = teacher_logits.masked_fill(~keep_all, -torch.inf)
+    teacher_log_p = teacher_logits.log_softmax(dim=1)
+    terms = teacher_log_p.exp() * (teacher_log_p - student_logits.log_softmax(dim=1))
+    kl = terms.masked_fill(~keep_all, 0.0).sum(dim=1) * tau_s**2  # (B,)
+    per_negative = kl.unsqueeze(1).expand_as(student_margin)
+    if one_negative:
+        per_negative, mask = per_negative.squeeze(-1), None if mask is None else mask.squeeze(-1)
+    return _reduce(per_negative, mask, num_items)
+
+
+class ListwiseKLLoss(nn.Module):
+    """``nn.Module`` form of :func:`listwise_kl_loss`."""
+
+    def __init__(self, temperature: float = 1.0, student_temperature: float | None = None) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.student_temperature = student_temperature
+
+    def forward(
+        self,
+        student_margin: Tensor,
+        teacher_margin: Tensor,
+        mask: Tensor | None = None,
+        num_items: Tensor | int | float | None = None,
+    ) -> Tensor:
+        return listwise_kl_loss(
+            student_margin,
+            teacher_margin,
+            temperature=self.temperature,
+            student_temperature=self.student_temperature,
+            mask=mask,
+            num_items=num_items,
+        )
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """One entry of the loss registry: what config, trainer and model card know of a loss.
@@ -270,6 +345,8 @@ class LossSpec:
             values.pop("overshoot_width", None)
         if values.get("mse_weight") == 0:
             values.pop("mse_weight", None)
+        if "student_temperature" in values and values["student_temperature"] is None:
+            values["student_temperature"] = values.get("temperature")
         return values
 
 
@@ -291,5 +368,10 @@ LOSS_REGISTRY: dict[str, LossSpec] = {
     ),
     "margin_mse": LossSpec(margin_mse_loss, (), "Margin-MSE loss (Δs − Δt)²"),
     "label_hinge": LossSpec(label_hinge_loss, ("label_margin",), "fixed-margin label hinge relu(m − Δs)", False),
+    "listwise_kl": LossSpec(
+        listwise_kl_loss,
+        ("temperature", "student_temperature"),
+        "listwise KL divergence of softmax([positive, negatives]), teacher ‖ student",
+    ),
 }
 """Every distillation loss by its ``loss=`` name; config choices, the trainer and the model card read this."""

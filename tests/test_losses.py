@@ -10,9 +10,11 @@ import torch
 from hf_margin.losses import (
     AdaptiveDifferenceLoss,
     LabelHingeLoss,
+    ListwiseKLLoss,
     MarginMSELoss,
     adaptive_difference_loss,
     label_hinge_loss,
+    listwise_kl_loss,
     margin_mse_loss,
 )
 
@@ -191,3 +193,70 @@ def test_hinge_plus_squared_difference_variant_by_hand():
         adaptive_difference_loss(s, t, overshoot_width=-1.0)
     with pytest.raises(ValueError, match="mse_weight"):
         adaptive_difference_loss(s, t, mse_weight=-1.0)
+
+
+def test_squared_hinge_by_hand():
+    """φ = relu(x)²: zero past the target, the squared shortfall below it, gradient −2·shortfall / count."""
+    s = torch.tensor(S, dtype=torch.float64, requires_grad=True)
+    loss = adaptive_difference_loss(s, torch.tensor(T, dtype=torch.float64), activation="squared_relu")
+    assert loss.item() == pytest.approx((0.2**2 + 0.0 + 0.6**2) / 3, abs=1e-12)
+    loss.backward()
+    assert s.grad.tolist() == pytest.approx([-2 * 0.2 / 3, 0.0, -2 * 0.6 / 3], abs=1e-12)
+
+
+def hand_kl(s_scores, t_scores, tau_t, tau_s) -> float:
+    """KL(softmax(t/τt) ‖ softmax(s/τs)) · τs² over one list of raw scores [positive, negatives...]."""
+
+    def softmax(xs):
+        m = max(xs)
+        e = [math.exp(x - m) for x in xs]
+        return [v / sum(e) for v in e]
+
+    p = softmax([x / tau_t for x in t_scores])
+    q = softmax([x / tau_s for x in s_scores])
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)) * tau_s**2
+
+
+def test_listwise_kl_matches_hand_computation_on_raw_scores():
+    """Guards the margin form: scores [s(q,p), s(q,n_i)] and margins Δ_i = s(q,p) − s(q,n_i) give the same softmax,
+    so the loss from margins equals the KL computed by hand from the raw scores (teacher ‖ student, ×τs²)."""
+    student_scores = [[0.8, 0.5, 0.6], [0.3, 0.4, -0.1]]  # [positive, n1, n2] per example
+    teacher_scores = [[0.9, 0.2, 0.7], [0.6, 0.1, 0.5]]
+    margins = lambda rows: torch.tensor([[r[0] - x for x in r[1:]] for r in rows], dtype=torch.float64)  # noqa: E731
+    got = listwise_kl_loss(margins(student_scores), margins(teacher_scores), temperature=0.5, student_temperature=0.1)
+    expected = sum(hand_kl(s, t, 0.5, 0.1) for s, t in zip(student_scores, teacher_scores)) / 2
+    assert got.item() == pytest.approx(expected, abs=1e-12)
+    same = listwise_kl_loss(margins(student_scores), margins(teacher_scores), temperature=0.5)
+    assert same.item() == pytest.approx(
+        sum(hand_kl(s, t, 0.5, 0.5) for s, t in zip(student_scores, teacher_scores)) / 2
+    )
+    assert ListwiseKLLoss(0.5, 0.1)(margins(student_scores), margins(teacher_scores)).item() == pytest.approx(
+        got.item()
+    )
+
+
+def test_listwise_kl_is_zero_at_the_teachers_margins_and_masks_padded_negatives():
+    """Zero (and zero gradient) when the student's list equals the teacher's; a masked negative takes part in
+    neither softmax, so padding cannot change the loss of a ragged example."""
+    t = torch.tensor([[0.3, 0.1], [0.2, 0.5]], dtype=torch.float64)
+    s = t.clone().requires_grad_(True)
+    loss = listwise_kl_loss(s, t)
+    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+    loss.backward()
+    assert s.grad.abs().max().item() == pytest.approx(0.0, abs=1e-12)
+    student = torch.tensor([[0.1, 99.0], [0.4, 0.2]], dtype=torch.float64)  # 99.0 sits where no negative exists
+    mask = torch.tensor([[True, False], [True, True]])
+    ragged = listwise_kl_loss(student, t, mask=mask)
+    expected = hand_kl([0.0, -0.1], [0.0, -0.3], 1, 1) + 2 * hand_kl([0.0, -0.4, -0.2], [0.0, -0.2, -0.5], 1, 1)
+    assert ragged.item() == pytest.approx(expected / 3, abs=1e-12)  # each real negative carries its example's KL
+    one = listwise_kl_loss(torch.tensor([0.1, 0.4], dtype=torch.float64), torch.tensor([0.3, 0.2]))
+    assert one.item() == pytest.approx((hand_kl([0, -0.1], [0, -0.3], 1, 1) + hand_kl([0, -0.4], [0, -0.2], 1, 1)) / 2)
+
+
+def test_listwise_kl_pushes_the_student_towards_the_teachers_order():
+    """The gradient raises the margin of a negative the teacher ranks far below the positive."""
+    s = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    listwise_kl_loss(s, torch.tensor([[2.0, 0.0]])).backward()
+    assert s.grad[0, 0] < 0  # gradient descent increases Δs for the negative the teacher separates
+    with pytest.raises(ValueError, match="temperature"):
+        listwise_kl_loss(torch.zeros(2), torch.zeros(2), student_temperature=0.0)
