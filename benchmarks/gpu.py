@@ -3,7 +3,7 @@
 1. Throughput of MarginDistillTrainer against sentence-transformers' SentenceTransformerTrainer + MarginMSELoss at
    batch 32 and 256 x 1 and 4 negatives, bf16, alternating runs, the ratio as the median over pairs.
 2. The default recipe under DeepSpeed ZeRO-2 and ZeRO-3 (one process): examples/s and peak GPU memory.
-3. The default recipe's wall time (bf16).
+3. The default recipe's wall time, as a user runs it (bf16 and loader workers from `gpu_defaults`).
 
 Results are appended to benchmarks/results/gpu.jsonl, each naming the device. `--dry-run` runs every part small on
 the CPU (fp32, batches 4 and 8, 1 and 3 negatives, the README's example data, no DeepSpeed launch: its configs are
@@ -124,7 +124,7 @@ def main() -> None:
 
                 record = {"part": zero, "validated": validate_accelerate_config(accelerate_config_path(zero))}
             else:
-                options = [str(RECIPE), "--bf16", "true", "--max_steps", str(opts.zero_steps), "--eval_strategy", "no"]
+                options = [str(RECIPE), "--max_steps", str(opts.zero_steps), "--eval_strategy", "no"]
                 launcher = [*accelerate, "--config_file", str(ROOT / "recipes" / "accelerate" / f"{zero}.yaml"),
                             "--num_processes", "1"]  # fmt: skip
                 record = {"part": zero, **hf_margin_run(launcher, options, Path(tmp) / zero, env)}
@@ -134,7 +134,7 @@ def main() -> None:
             options = ["--train_file", str(EXAMPLES / "flag-scored.jsonl"), "--student", base[0].teacher,
                        "--student_layers", "0", "--max_steps", "2", "--eval_strategy", "no"]  # fmt: skip
         else:
-            options = [str(RECIPE), "--bf16", "true"]
+            options = [str(RECIPE)]  # bf16, loader workers and pinned memory come from gpu_defaults
         record = {"part": "default_recipe", **hf_margin_run([sys.executable], options, Path(tmp) / "default", env)}
         append_jsonl(opts.out, {**record, **common})
         print("default recipe", record, flush=True)

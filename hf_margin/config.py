@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 from hf_margin.losses import ACTIVATIONS, LOSS_REGISTRY, TEACHER_ACTIVATIONS, LossSpec
@@ -11,6 +12,7 @@ from hf_margin.modeling import POOLINGS, SIMILARITIES, STUDENT_TYPES, StudentKin
 
 LOSSES: tuple[str, ...] = tuple(LOSS_REGISTRY)
 CPU_CHUNK_SIZE = 32  # length-sorted forward chunks on a CPU (benchmarks/speed.py)
+GPU_LOADER_WORKERS = 2  # collation off the training loop on a GPU (benchmarks/gpu.py)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -29,15 +31,17 @@ class MarginDistillConfig(TrainingArguments):
         default="adaptive",
         metadata={
             "help": "Distillation loss: 'adaptive' (φ(g(Δt) − Δs), the teacher margin as a per-example hinge "
-            "margin), 'margin_mse' ((Δs − Δt)², Hofstätter et al. 2020) or 'label_hinge' (relu(label_margin − Δs), "
-            "no teacher).",
+            "margin), 'margin_mse' ((Δs − Δt)², Hofstätter et al. 2020), 'listwise_kl' (KL of the softmax over "
+            "[positive, negatives], as sentence-transformers' DistillKLDivLoss) or 'label_hinge' "
+            "(relu(label_margin − Δs), no teacher).",
             "choices": LOSSES,
         },
     )
     activation: str = field(
         default="relu",
         metadata={
-            "help": "φ of the adaptive loss: 'relu' (hinge) or 'softplus' (smooth hinge).",
+            "help": "φ of the adaptive loss: 'relu' (hinge), 'softplus' (smooth hinge) or 'squared_relu' "
+            "(squared hinge relu(x)²).",
             "choices": ACTIVATIONS,
         },
     )
@@ -48,7 +52,13 @@ class MarginDistillConfig(TrainingArguments):
             "choices": TEACHER_ACTIVATIONS,
         },
     )
-    temperature: float = field(default=1.0, metadata={"help": "Temperature of g; must be > 0."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Temperature of g, and of the teacher's softmax for listwise_kl; must be > 0."}
+    )
+    student_temperature: float | None = field(
+        default=None,
+        metadata={"help": "listwise_kl: temperature of the student's softmax; unset = the teacher's (temperature)."},
+    )
     scale: float = field(default=1.0, metadata={"help": "Scale of g: the largest target margin for sigmoid/tanh."})
     beta: float = field(default=1.0, metadata={"help": "Sharpness of softplus, log(1 + exp(β·x)) / β; must be > 0."})
     overshoot_width: float | None = field(
@@ -98,6 +108,15 @@ class MarginDistillConfig(TrainingArguments):
         },
     )
     max_length: int = field(default=128, metadata={"help": "Truncate every text (or joined pair) to this many tokens."})
+    gpu_defaults: bool = field(
+        default=True,
+        metadata={
+            "help": "On a CUDA GPU: bf16 mixed precision where the card supports it (unless --fp16/--bf16 is "
+            f"given), {GPU_LOADER_WORKERS} persistent data-loader workers (unless dataloader_num_workers > 0), "
+            "pinned memory, and no logging_nan_inf_filter (it reads every step's loss on the host). "
+            "false keeps the Trainer's defaults there (fp32, collation on the main process). No effect on a CPU."
+        },
+    )
 
     def __post_init__(self) -> None:
         _choice("loss", self.loss, LOSSES)
@@ -106,6 +125,8 @@ class MarginDistillConfig(TrainingArguments):
         _ = self.student_kind  # validates student_type, similarity and pooling
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {self.temperature}")
+        if self.student_temperature is not None and self.student_temperature <= 0:
+            raise ValueError(f"student_temperature must be > 0; got {self.student_temperature}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0; got {self.beta}")
         if self.overshoot_width is not None and self.overshoot_width < 0:
@@ -125,7 +146,19 @@ class MarginDistillConfig(TrainingArguments):
                 raise ValueError(f"forward_chunk_size must be >= 0 or 'auto'; got {self.forward_chunk_size}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be >= 2; got {self.max_length}")
+        if self.gpu_defaults and not self.use_cpu and torch.cuda.is_available():
+            self._apply_gpu_defaults()
         super().__post_init__()
+
+    def _apply_gpu_defaults(self) -> None:
+        """bf16, loader workers and pinned memory on a CUDA GPU (``gpu_defaults``); explicit choices win."""
+        if not (self.bf16 or self.fp16) and torch.cuda.is_bf16_supported():
+            self.bf16 = True
+        if self.dataloader_num_workers == 0:
+            self.dataloader_num_workers = GPU_LOADER_WORKERS
+            self.dataloader_persistent_workers = True
+        self.dataloader_pin_memory = True  # page-locked batches: the host-to-GPU copy runs asynchronously
+        self.logging_nan_inf_filter = False  # the filter reads every step's loss on the host: a sync per step
 
     @property
     def chunk_size(self) -> int:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset, IterableDataset
 
@@ -201,15 +203,16 @@ def tokenize_triplets(
 
 
 def _pad(sequences: list[list[int]], pad_value: int, multiple_of: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(len(s) for s in sequences)
+    """Right-pad token lists into ``(T, L)`` ids and attention mask, in one vectorised copy (no per-row tensors)."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    length = int(lengths.max())
     if multiple_of:
         length = -(-length // multiple_of) * multiple_of
-    ids = torch.full((len(sequences), length), pad_value, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
+    flat = np.fromiter(chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))
+    mask = np.arange(length) < lengths[:, None]
+    ids = np.full((len(sequences), length), pad_value, dtype=np.int64)
+    ids[mask] = flat
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
 
 
 @dataclass

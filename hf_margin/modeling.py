@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,29 @@ def _load_without_pooler(name_or_path: str | os.PathLike, **kwargs) -> PreTraine
     return model
 
 
+@contextmanager
+def loading_whole() -> Iterator[None]:
+    """Load models whole while a DeepSpeed ZeRO-3 config is active.
+
+    Under ZeRO-3 (an ``accelerate launch`` DeepSpeed config, or ``--deepspeed``), transformers' ``from_pretrained``
+    shards every model at load time through ``deepspeed.zero.Init``: a teacher or a student used before training
+    (teacher scoring, the "before" evaluation) would then run on empty 1-D parameter shards ("'weight' must be
+    2-D"). hf-margin's models are small; the DeepSpeed engine shards the student when training starts.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    held = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    config = held() if held is not None else None
+    if config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
 def load_student(
     name_or_path: str | os.PathLike,
     *,
@@ -228,11 +252,13 @@ def load_student(
     A cross-encoder gets a one-logit sequence-classification head (fresh when the checkpoint has none).
     """
     if student_type == "bi-encoder":
-        model = _load_without_pooler(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+        with loading_whole():
+            model = _load_without_pooler(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     elif student_type == "cross-encoder":
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, num_labels=1, trust_remote_code=trust_remote_code, **kwargs
-        )
+        with loading_whole():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, num_labels=1, trust_remote_code=trust_remote_code, **kwargs
+            )
     else:
         raise ValueError(f"student_type must be 'bi-encoder' or 'cross-encoder'; got {student_type!r}")
     if layers is not None:

@@ -22,7 +22,7 @@ from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from hf_margin.modeling import encode, load_student, similarity
+from hf_margin.modeling import encode, load_student, loading_whole, similarity
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +238,10 @@ class CrossEncoderScorer(_TransformersScorer):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
         """Load from the Hub or a local directory (``AutoModelForSequenceClassification`` with one label)."""
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, num_labels=1, trust_remote_code=trust_remote_code, output_loading_info=True
-        )
+        with loading_whole():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, num_labels=1, trust_remote_code=trust_remote_code, output_loading_info=True
+            )
         if info.get("missing_keys"):
             raise ValueError(
                 f"cross-encoder teacher {name_or_path}: {len(info['missing_keys'])} weights are not in the checkpoint "

@@ -48,6 +48,8 @@ def scored(tmp_path):
         {"loss": "adaptive", "activation": "softplus", "teacher_activation": "tanh", "label_weight": 0.5},
         {"loss": "margin_mse"},
         {"loss": "label_hinge"},
+        {"loss": "listwise_kl", "temperature": 0.05, "student_temperature": 0.5},
+        {"loss": "adaptive", "activation": "squared_relu"},
     ],
 )
 def test_gradient_accumulation_equals_one_large_batch(tmp_path, scored, tokenizer, bi_encoder, loss_options):
@@ -283,3 +285,33 @@ def test_python_route_writes_card_metrics_and_curves_on_save(tmp_path, scored, t
     assert results["sts_spearman"] == pytest.approx(metrics["eval"]["eval_sts_spearman"])
     assert "activation=relu" in card.text and "max_seq_length 128" in card.text
     assert not any(p.name.startswith("checkpoint-") for p in out.iterdir())
+
+
+def test_gpu_defaults_turn_on_bf16_and_loader_workers_without_overriding_the_recipe(tmp_path, monkeypatch):
+    """On a CUDA GPU the recipes' plain settings become bf16 + 2 persistent loader workers; an explicit fp16 or a
+    worker count the user set is kept, and a CPU run is left as the Trainer has it."""
+    from hf_margin.config import GPU_LOADER_WORKERS
+
+    cpu = config(tmp_path)
+    assert not cpu.bf16 and cpu.dataloader_num_workers == 0
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    plain = config(tmp_path)
+    plain._apply_gpu_defaults()
+    assert plain.bf16 and not plain.fp16
+    assert plain.dataloader_num_workers == GPU_LOADER_WORKERS and plain.dataloader_persistent_workers
+    assert plain.dataloader_pin_memory and not plain.logging_nan_inf_filter  # no host sync per step
+    chosen = config(tmp_path, fp16=False, dataloader_num_workers=5)
+    chosen.fp16 = True  # as a recipe with fp16: true on a GPU would have it (fp16 itself needs a GPU to construct)
+    chosen._apply_gpu_defaults()
+    assert chosen.fp16 and not chosen.bf16 and chosen.dataloader_num_workers == 5
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    old_card = config(tmp_path)
+    old_card._apply_gpu_defaults()
+    assert not old_card.bf16 and old_card.dataloader_num_workers == GPU_LOADER_WORKERS
+
+
+def test_loaded_student_uses_sdpa_attention(bi_encoder, tmp_path):
+    """A student loaded from a checkpoint runs PyTorch's fused scaled-dot-product attention, not the eager
+    softmax(QK)V."""
+    bi_encoder.save_pretrained(tmp_path / "ckpt")
+    assert load_student(str(tmp_path / "ckpt")).config._attn_implementation == "sdpa"
