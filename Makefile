@@ -55,6 +55,9 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/stream_memory.py
 	test -f $(TEACHER_DIR)/model.safetensors || $(MAKE) teacher
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/cross_arch.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/methods.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/data_volume.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/corpus_memory.py
 	PYTHONPATH=. $(BIN)/python benchmarks/report.py
 
 # On a machine with one GPU (under 6 minutes, no network): ours vs sentence-transformers at batch 32/256 x 1/4
@@ -63,8 +66,7 @@ bench: $(STAMP)
 bench-gpu: $(STAMP)
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/gpu.py
 
-# On a machine with one GPU: the default recipe with bf16 and with DeepSpeed ZeRO-2, then the GPU benchmark;
-# non-zero exit on failure.
+# The same on a machine with one GPU, after checking that CUDA is visible; non-zero exit on any failure.
 gpu-check: $(STAMP)
 	bash scripts/gpu_check.sh
 

@@ -1,9 +1,12 @@
-"""The GPU benchmark script runs end to end as a CPU dry run (CI has no GPU; the real run needs one)."""
+"""Benchmark scripts run end to end as CPU dry runs (CI has no GPU; the real runs need one), and their choice and
+statistics logic is checked on known numbers."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +38,55 @@ def test_real_run_refuses_without_a_gpu():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([sys.executable, "benchmarks/gpu.py"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode != 0 and "no CUDA GPU visible" in result.stderr
+
+
+def test_method_grid_dry_run_chooses_on_dev_and_reports_every_family(tmp_path):
+    """Guards the method benchmark (benchmarks/methods.py) failing on the GPU machine after minutes of device time:
+    its CPU dry run trains every stage small (lr grid, seeds, capacity) and prints one row per family."""
+    out = tmp_path / "methods.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/methods.py", "--dry-run", "--out", str(out), "--workers", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["dry_run"] and r["steps"] == 3 for r in records)
+    assert {r["family"] for r in records} == {"margin_mse_student", "listwise_kl", "deadzone_0_student"}
+    assert {r["arm"] for r in records if r["family"] == "listwise_kl"} >= {"listwise_kl_T0.02", "listwise_kl_T0.1"}
+    assert {r["layers"] for r in records} == {1, 2} and {r["seed"] for r in records} == {0, 1}
+    for line in ("| margin_mse_student |", "| deadzone_0_student |", "Capacity (same)"):
+        assert line in result.stdout
+
+
+def test_learning_rate_grid_grows_until_dev_falls_on_both_sides():
+    """Guards a choice at the edge of the grid (section 1 picked 2e-4 while dev still rose at 4e-4): the grid is
+    extended until the best rate has a worse neighbour on each side, and the choice is the dev maximum."""
+    from benchmarks import methods
+
+    class FakeRunner:
+        def __init__(self):
+            self.done = {}
+
+        def run(self, specs):
+            for setting, _, arm, lr, seed, layers in specs:  # dev peaks at lr = 1.6e-3
+                dev = -abs(math.log2(lr / 1.6e-3))
+                self.done[(setting, arm, float(lr), seed, layers)] = {"arm": arm, "lr": lr, "dev_spearman": dev}
+
+    runner = FakeRunner()
+    choice = methods.choose(runner, ["same"], ["margin_mse_raw"], (1e-4, 2e-4, 4e-4), seed=0, extend=5)
+    assert choice[("same", "margin_mse_raw")] == ("margin_mse_raw", 1.6e-3)
+    tried = sorted(k[2] for k in runner.done)
+    assert tried == [1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3]
+
+
+def test_paired_difference_interval_by_hand():
+    """The paired difference to Margin-MSE is the mean over shared seeds with a 95% t interval (2 degrees of freedom
+    for 3 seeds: t = 4.303)."""
+    from benchmarks.methods import _paired
+
+    a = [{"seed": s, "x": v} for s, v in [(0, 70.0), (1, 71.0), (2, 72.5)]]
+    b = [{"seed": s, "x": v} for s, v in [(0, 69.0), (1, 69.5), (2, 70.0), (3, 99.0)]]
+    diffs = [1.0, 1.5, 2.5]
+    half = 4.302653 * statistics.stdev(diffs) / math.sqrt(3)
+    assert _paired(a, b, "x") == f"{1.6667:+.2f} [{1.6667 - half:+.2f}, {1.6667 + half:+.2f}]"

@@ -1,0 +1,463 @@
+"""Method evidence, round two: every loss arm x setting (x student capacity), one harness.
+
+Every run uses the same triplets of its setting, student initialisation, optimiser (AdamW), schedule (linear, 30
+warm-up steps), batch 32 and 1 epoch (94 steps). Choices use STS-B *dev* with seed 0 only: each family's
+learning rate from a grid that is extended (x2 or /2) until dev falls on both sides of the best rate, and, for a
+family with several arms (listwise KL temperatures), the arm. Seeds 0, 1, 2 then run at the choice; STS-B *test*
+Spearman and duplicate retrieval (MRR@10, nDCG@10; queries = sentence 1 of test pairs with gold >= 4, relevant =
+its sentence 2, corpus = every distinct test sentence) are reported, never used to choose.
+
+Settings: `same` (the default recipe: the bi-encoder all-MiniLM-L6-v2 teacher, cosine margins) and `cross` (the
+cross-encoder teacher of recipes/teacher-cross-encoder-stsb.yaml, raw logits; `make teacher` first). Capacity:
+the three best adaptive-family arms and the better Margin-MSE of each setting, with students of 1, 2 and 4
+layers, at the learning rate chosen for 2 layers.
+
+Runs go to a pool of worker processes (one GPU is shared by all; on a CPU each worker gets its own cores).
+
+    python benchmarks/methods.py [--settings same cross] [--workers 8] [--no-capacity]
+    python benchmarks/methods.py --report          # the tables of BENCHMARKS.md section 9
+    python benchmarks/methods.py --dry-run --out /tmp/methods.jsonl   # small, CPU: checks the script
+
+Results append to benchmarks/results/methods.jsonl (finished runs are skipped on a rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
+
+OUT = RESULTS / "methods.jsonl"
+RECIPES = {
+    "same": ROOT / "recipes" / "stsb-adaptive.yaml",
+    "cross": ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml",
+}
+CAPACITY = {1: [0], 2: [0, 1], 4: [0, 1, 2, 3]}
+BASE_LRS = (1e-4, 2e-4, 4e-4, 8e-4)
+TANH = {"same": (0.5, 0.5), "cross": (4.0, 0.25)}  # (temperature, scale) chosen on dev in sections 1 and 7
+KL_TEMPERATURES = (0.02, 0.05, 0.1)
+MSE_FAMILIES = ("margin_mse_raw", "margin_mse_student")
+BASELINES = (*MSE_FAMILIES, "label_hinge", "listwise_kl")
+
+
+def _adaptive(**options: Any) -> dict[str, Any]:
+    return {"loss": "adaptive", "activation": "relu", "teacher_activation": "identity", **options}
+
+
+def families(setting: str) -> dict[str, dict[str, tuple[dict[str, Any], str]]]:
+    """family -> {arm: (training options, teacher margin scaling)}. A family with several arms is a grid."""
+    temperature, scale = TANH[setting]
+    kl_scaling = "none" if setting == "same" else "student"  # raw logits and cosines share no softmax scale
+    out: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
+        "margin_mse_raw": {"margin_mse_raw": ({"loss": "margin_mse"}, "none")},
+        "margin_mse_student": {"margin_mse_student": ({"loss": "margin_mse"}, "student")},
+        "label_hinge": {"label_hinge": ({"loss": "label_hinge"}, "none")},
+        "listwise_kl": {
+            f"listwise_kl_T{t:g}": ({"loss": "listwise_kl", "temperature": t}, kl_scaling) for t in KL_TEMPERATURES
+        },
+        "adaptive_relu": {"adaptive_relu": (_adaptive(), "none")},
+        "adaptive_relu_student": {"adaptive_relu_student": (_adaptive(), "student")},
+        "adaptive_tanh": {
+            f"adaptive_tanh_T{temperature:g}_s{scale:g}": (
+                _adaptive(teacher_activation="tanh", temperature=temperature, scale=scale),
+                "none",
+            )
+        },
+        "squared_hinge": {"squared_hinge": (_adaptive(activation="squared_relu"), "none")},
+    }
+    for width in (0.0, 0.25, 1.0):
+        for scaling in ("none", "student"):
+            name = f"deadzone_{width:g}" + ("_student" if scaling == "student" else "")
+            out[name] = {name: (_adaptive(overshoot_width=width), scaling)}
+    for weight in (0.1, 1.0):
+        out[f"hinge_mse_{weight:g}"] = {f"hinge_mse_{weight:g}": (_adaptive(mse_weight=weight), "none")}
+    return out
+
+
+# ---- data: prepared once in the main process, read by every worker -----------------------------------------------
+
+
+def prepare(settings: list[str], layer_counts: list[int], work: Path, dry_run: bool) -> dict[str, Any]:
+    """Save each setting's (scaled) training triplets and its STS-B dev/test to ``work``; returns their paths."""
+    from benchmarks.common import fresh_student
+    from hf_margin.app.arguments import parse_recipe
+    from hf_margin.app.pipeline import build_triplets
+    from hf_margin.margin_scaling import scale_teacher_margins
+
+    paths: dict[str, Any] = {}
+    for setting in settings:
+        model_args, data_args, _, args = parse_recipe(RECIPES[setting])
+        if dry_run:
+            triplets, splits = _dry_run_data()
+        else:
+            splits, triplets, teacher = build_triplets(model_args, data_args)
+            del teacher
+        for split in ("validation", "test"):
+            splits[split].save_to_disk(str(work / setting / split))
+        scalings = {arm[1] for family in families(setting).values() for arm in family.values()}
+        for layers in layer_counts:
+            student_args = dataclasses.replace(model_args, student_layers=CAPACITY[layers])
+            for scaling in sorted(scalings):
+                student, tokenizer = fresh_student(student_args)
+                scaled, stats = scale_teacher_margins({"train": triplets["train"]}, scaling, student, tokenizer, args)
+                target = work / setting / f"train-{scaling}-{layers}"
+                scaled["train"].save_to_disk(str(target))
+                paths[(setting, scaling, layers)] = (str(target), stats)
+                del student
+        paths[setting] = str(work / setting)
+    return paths
+
+
+def _dry_run_data():
+    """A few pre-scored example rows and 40 STS-B pairs per split: enough to run every code path on a CPU."""
+    from hf_margin.app.stsb import load_stsb
+    from hf_margin.formats import normalize_dataset
+    from hf_margin.sources import load_data_file
+
+    triplets, _ = normalize_dataset(load_data_file(ROOT / "recipes" / "examples" / "flag-scored.jsonl"))
+    stsb = load_stsb(None)
+    return {"train": triplets}, {split: stsb[split].select(range(40)) for split in ("validation", "test")}
+
+
+# ---- one run, in a worker ----------------------------------------------------------------------------------------
+
+_CACHE: dict[str, Any] = {}
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def train_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one arm from scratch and evaluate it; returns the result record."""
+    from datasets import load_from_disk
+
+    from benchmarks.common import bench_args, fresh_student
+    from hf_margin import MarginDistillTrainer
+    from hf_margin.app.arguments import parse_recipe
+    from hf_margin.app.stsb import stsb_evaluators
+    from hf_margin.modeling import StudentKind
+
+    setting, layers = job["setting"], job["layers"]
+    model_args, _, _, args = parse_recipe(RECIPES[setting])
+    model_args = dataclasses.replace(model_args, student_layers=CAPACITY[layers])
+    for path in (job["train_path"], job["splits_path"]):
+        if path not in _CACHE:
+            _CACHE[path] = (
+                load_from_disk(path)
+                if path == job["train_path"]
+                else {s: load_from_disk(f"{path}/{s}") for s in ("validation", "test")}
+            )
+    data, splits = _CACHE[job["train_path"]], _CACHE[job["splits_path"]]
+    student, tokenizer = fresh_student(model_args)
+    run_args = bench_args(
+        args,
+        **job["options"],
+        learning_rate=job["lr"],
+        seed=job["seed"],
+        num_train_epochs=1.0,
+        max_steps=job.get("max_steps", -1),
+        gpu_defaults=False,  # fp32 and collation in the loop, as on the CPU: the arms, not the path, differ
+        output_dir=str(Path(job["tmp"]) / f"run-{os.getpid()}"),
+    )
+    trainer = MarginDistillTrainer(student, run_args, train_dataset=data, processing_class=tokenizer)
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    scorer = StudentKind("bi-encoder", pooling="mean", max_length=64).scorer(trainer.model, tokenizer)
+    dev = stsb_evaluators(splits["validation"], "dev", duplicates=False)["dev"](scorer)
+    test = {}
+    for name, evaluator in stsb_evaluators(splits["test"], "test").items():
+        test.update({f"{name}_{k}": v for k, v in evaluator(scorer).items()})
+    record = {
+        **{k: job[k] for k in ("setting", "family", "arm", "lr", "seed", "layers", "options", "scaling")},
+        "dev_spearman": dev["spearman"],
+        "test_spearman": test["test_spearman"],
+        "test_mrr10": test["test_duplicates_mrr@10"],
+        "test_ndcg10": test["test_duplicates_ndcg@10"],
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "train_seconds": seconds,
+        "scaling_stats": job["scaling_stats"],
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "dry_run": job["dry_run"],
+    }
+    del trainer, student
+    gc.collect()
+    return record
+
+
+# ---- the schedule ------------------------------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs jobs on the pool, skipping those already in ``out``; results keyed by (setting, arm, lr, seed, layers)."""
+
+    def __init__(self, pool, paths: dict[str, Any], out: Path, tmp: Path, dry_run: bool, max_steps: int) -> None:
+        self.pool, self.paths, self.out, self.tmp = pool, paths, out, tmp
+        self.dry_run, self.max_steps = dry_run, max_steps
+        self.done = {self.key(r): r for r in read_jsonl(out) if r.get("dry_run", False) == dry_run}
+        self.machine = machine()
+
+    @staticmethod
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["setting"], r["arm"], float(r["lr"]), r["seed"], r["layers"])
+
+    def run(self, specs: list[tuple[str, str, str, float, int, int]]) -> list[dict[str, Any]]:
+        """Run (setting, family, arm, lr, seed, layers) specs in parallel; results in the order given."""
+        jobs, keys = [], []
+        for setting, family, arm, lr, seed, layers in specs:
+            key = (setting, arm, float(lr), seed, layers)
+            keys.append(key)
+            if key in self.done or any(k == key for k, _ in jobs):
+                continue
+            options, scaling = families(setting)[family][arm]
+            train_path, stats = self.paths[(setting, scaling, layers)]
+            job = {
+                "setting": setting, "family": family, "arm": arm, "lr": lr, "seed": seed, "layers": layers,
+                "options": options, "scaling": scaling, "train_path": train_path, "scaling_stats": stats,
+                "splits_path": self.paths[setting], "tmp": str(self.tmp), "dry_run": self.dry_run,
+            }  # fmt: skip
+            if self.max_steps > 0:
+                job["max_steps"] = self.max_steps
+            jobs.append((key, job))
+        for (key, _), record in zip(jobs, self.pool.map(train_one, [j for _, j in jobs])):
+            record["machine"] = self.machine
+            append_jsonl(self.out, record)
+            self.done[key] = record
+            print(
+                f"{record['setting']:5s} {record['arm']:26s} L{record['layers']} lr={record['lr']:g} "
+                f"seed={record['seed']} dev={record['dev_spearman']:.2f} test={record['test_spearman']:.2f} "
+                f"MRR@10={record['test_mrr10']:.2f} ({record['train_seconds']:.1f}s)",
+                flush=True,
+            )
+        return [self.done[k] for k in keys]
+
+
+def choose(
+    runner: Runner, settings: list[str], names: list[str], lrs: tuple[float, ...], seed: int, extend: int
+) -> dict:
+    """Seed-0 dev choices: {(setting, family): (arm, lr)}, every family's lr bracketed by the grid."""
+    grids = {(s, f, a): list(lrs) for s in settings for f, arms in families(s).items() if f in names for a in arms}
+    for round_ in range(extend + 1):
+        specs = [(s, f, a, lr, seed, 2) for (s, f, a), grid in grids.items() for lr in grid]
+        runner.run(specs)
+        if round_ == extend:
+            break
+        grown = False
+        for (s, _, a), grid in grids.items():
+            dev = {lr: runner.done[(s, a, float(lr), seed, 2)]["dev_spearman"] for lr in grid}
+            best = max(dev, key=dev.get)
+            if best == max(grid):
+                grid.append(best * 2)
+                grown = True
+            elif best == min(grid):
+                grid.insert(0, best / 2)
+                grown = True
+        if not grown:
+            break
+    choice = {}
+    for s in settings:
+        for f, arms in families(s).items():
+            if f not in names:
+                continue
+            runs = [runner.done[(s, a, float(lr), seed, 2)] for a in arms for lr in grids[(s, f, a)]]
+            best = max(runs, key=lambda r: r["dev_spearman"])
+            choice[(s, f)] = (best["arm"], best["lr"])
+    return choice
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--families", nargs="+", default=list(families("same")), choices=list(families("same")))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--lrs", nargs="+", type=float, default=list(BASE_LRS))
+    parser.add_argument("--extend", type=int, default=3, help="At most this many grid extensions.")
+    parser.add_argument("--workers", type=int, default=None, help="Parallel runs (default: 6 on a GPU, else cores).")
+    parser.add_argument("--no-capacity", action="store_true", help="Skip the 1- and 4-layer students.")
+    parser.add_argument("--report", action="store_true", help="Print the tables from the results and exit.")
+    parser.add_argument("--dry-run", action="store_true", help="Small, on the CPU: checks the script.")
+    parser.add_argument("--out", type=Path, default=OUT)
+    opts = parser.parse_args()
+    if opts.report:
+        print(report(read_jsonl(opts.out)))
+        return
+    settings = opts.settings
+    if not opts.dry_run and "cross" in settings:
+        from hf_margin.app.arguments import parse_recipe
+
+        teacher = Path(parse_recipe(RECIPES["cross"])[0].teacher)
+        if not any((folder / "model.safetensors").is_file() for folder in (ROOT / teacher, teacher)):
+            print(f"no cross-encoder teacher at {teacher}: run `make teacher` first; running 'same' only")
+            settings = [s for s in settings if s != "cross"]
+    gpu = torch.cuda.is_available() and not opts.dry_run
+    workers = opts.workers or (8 if gpu else max(1, (os.cpu_count() or 1)))
+    threads = 2 if gpu else max(1, (os.cpu_count() or 1) // workers)
+    layer_counts = [2] if opts.no_capacity else [1, 2, 4]
+    lrs = tuple(opts.lrs)
+    if opts.dry_run:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        settings, layer_counts, lrs = ["same"], [1, 2], (2e-4, 4e-4)
+        opts.families, opts.seeds = ["margin_mse_student", "listwise_kl", "deadzone_0_student"], opts.seeds[:2]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = prepare(settings, layer_counts, Path(tmp), opts.dry_run)
+        context = get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+            runner = Runner(pool, paths, opts.out, Path(tmp), opts.dry_run, max_steps=3 if opts.dry_run else -1)
+            first = opts.seeds[0]
+            choice = choose(runner, settings, opts.families, lrs, first, 0 if opts.dry_run else opts.extend)
+            runner.run([(s, f, a, lr, seed, 2) for (s, f), (a, lr) in choice.items() for seed in opts.seeds[1:]])
+            for setting in settings if len(layer_counts) > 1 else []:
+                for family in capacity_families(runner, setting, choice, first):
+                    arm, lr = choice[(setting, family)]
+                    runner.run(
+                        [(setting, family, arm, lr, seed, n) for n in layer_counts if n != 2 for seed in opts.seeds]
+                    )
+    print(report(read_jsonl(opts.out), dry_run=opts.dry_run))
+
+
+# ---- the tables --------------------------------------------------------------------------------------------------
+
+
+def _final(records: list[dict[str, Any]], dry_run: bool = False) -> dict:
+    """{(setting, family, layers): [records at the chosen (arm, lr), one per seed]} from seed-0 dev choices."""
+    records = [r for r in records if r.get("dry_run", False) == dry_run]
+    by_family: dict[tuple, list[dict]] = {}
+    for r in records:
+        by_family.setdefault((r["setting"], r["family"], r["layers"]), []).append(r)
+    final = {}
+    for (setting, family, layers), runs in by_family.items():
+        if layers != 2:
+            continue
+        first = min(r["seed"] for r in runs)
+        best = max((r for r in runs if r["seed"] == first), key=lambda r: r["dev_spearman"])
+        for n in {r["layers"] for r in records if r["setting"] == setting and r["family"] == family}:
+            pool = by_family.get((setting, family, n), [])
+            chosen = [r for r in pool if r["arm"] == best["arm"] and r["lr"] == best["lr"]]
+            if chosen:
+                final[(setting, family, n)] = sorted(chosen, key=lambda r: r["seed"])
+    return final
+
+
+def capacity_families(runner: Runner, setting: str, choice: dict, seed: int) -> list[str]:
+    """The three adaptive-family arms with the best seed-0 dev at their choice, and the better Margin-MSE."""
+    dev = {
+        f: runner.done[(s, a, float(lr), seed, 2)]["dev_spearman"] for (s, f), (a, lr) in choice.items() if s == setting
+    }
+    adaptive = sorted((f for f in dev if f not in BASELINES), key=dev.get, reverse=True)[:3]
+    mse = max((f for f in MSE_FAMILIES if f in dev), key=dev.get)
+    return [*adaptive, mse]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2f}" if values else "–"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _paired(a: list[dict], b: list[dict], key: str) -> str:
+    """Mean paired difference a − b over shared seeds, with a 95% t interval."""
+    from scipy import stats
+
+    seeds = sorted({r["seed"] for r in a} & {r["seed"] for r in b})
+    if len(seeds) < 2:
+        return "–"
+    va = {r["seed"]: r[key] for r in a}
+    vb = {r["seed"]: r[key] for r in b}
+    diffs = [va[s] - vb[s] for s in seeds]
+    mean = statistics.mean(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+
+
+def _dev_by_lr(records: list[dict[str, Any]], setting: str, arm: str, dry_run: bool) -> str:
+    """'lr: dev' of an arm's seed-0, 2-layer runs; the best is bold and marked 'edge' when the grid has no rate
+    beyond it (not bracketed yet)."""
+    dev = {
+        r["lr"]: r["dev_spearman"]
+        for r in records
+        if r["setting"] == setting and r["arm"] == arm and r["layers"] == 2 and r["seed"] == 0
+        and r.get("dry_run", False) == dry_run
+    }  # fmt: skip
+    best = max(dev, key=dev.get)
+    edge = " (edge)" if best in (min(dev), max(dev)) else ""
+    return ", ".join(
+        f"**{lr:g}: {v:.2f}**{edge}" if lr == best else f"{lr:g}: {v:.2f}" for lr, v in sorted(dev.items())
+    )
+
+
+def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
+    """Markdown: per setting, every family at its choice (3 seeds), and the capacity table."""
+    final = _final(records, dry_run)
+    lines = []
+    for setting in RECIPES:
+        rows = {f: runs for (s, f, n), runs in final.items() if s == setting and n == 2}
+        if not rows:
+            continue
+        dev_first = {f: runs[0]["dev_spearman"] for f, runs in rows.items()}
+        mse = max((f for f in MSE_FAMILIES if f in rows), key=dev_first.get, default=None)
+        lines += [
+            f"### {setting}-scale teacher" if setting == "same" else "### cross-scale teacher (cross-encoder)",
+            "",
+            f"Paired differences are to `{mse}` (the Margin-MSE with the better seed-0 dev), same seeds, 95% t "
+            "interval.",
+            "",
+            "| arm | seed-0 dev by lr | lr (dev-chosen) | seeds | test Spearman | Δ Spearman vs MSE | MRR@10 "
+            "| Δ MRR@10 vs MSE | nDCG@10 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        order = sorted(rows, key=lambda f: statistics.mean(r["test_spearman"] for r in rows[f]), reverse=True)
+        for f in order:
+            runs = rows[f]
+            lines.append(
+                f"| {runs[0]['arm']} | {_dev_by_lr(records, setting, runs[0]['arm'], dry_run)} | {runs[0]['lr']:g} "
+                f"| {len(runs)} | {_mean_sd([r['test_spearman'] for r in runs])} "
+                f"| {_paired(runs, rows[mse], 'test_spearman') if mse and f != mse else '–'} "
+                f"| {_mean_sd([r['test_mrr10'] for r in runs])} "
+                f"| {_paired(runs, rows[mse], 'test_mrr10') if mse and f != mse else '–'} "
+                f"| {_mean_sd([r['test_ndcg10'] for r in runs])} |"
+            )
+        capacity = sorted({f for (s, f, n) in final if s == setting and n != 2})
+        if capacity:
+            lines += [
+                "",
+                f"Capacity ({setting}): test Spearman / MRR@10, mean ± sd over seeds, at the 2-layer choice.",
+                "",
+                "| arm | 1 layer | 2 layers | 4 layers |",
+                "| --- | --- | --- | --- |",
+            ]
+            for f in capacity:
+                cells = []
+                for n in (1, 2, 4):
+                    runs = final.get((setting, f, n), [])
+                    cells.append(
+                        f"{_mean_sd([r['test_spearman'] for r in runs])} / {_mean_sd([r['test_mrr10'] for r in runs])}"
+                        if runs
+                        else "–"
+                    )
+                lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
