@@ -6,8 +6,9 @@ Training sets, all from STS-B *train* only (never dev or test):
                 positives, 4 negatives from the teacher's ranks [3, 30); no gold label used;
   gold+corpus_pK  both.
 Losses: the Margin-MSE family and the adaptive-family arm with the best seed-0 dev in benchmarks/methods.py's
-same-scale results (section 9), each at the learning rate chosen there; 1 epoch; seeds 0, 1, 2; the 2-layer
-student. Also the time the teacher spends building each corpus set, uncached (empty cache) and cached (rerun).
+same-scale results (BENCHMARKS.md section 8), each at the learning rate chosen there; 1 epoch; seeds 0, 1, 2;
+the 2-layer student. Also the time the teacher spends building each corpus set, uncached (empty cache) and
+cached (rerun).
 
     python benchmarks/data_volume.py [--workers 8] [--positives 1 2 4]
     python benchmarks/data_volume.py --report

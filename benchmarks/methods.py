@@ -15,7 +15,7 @@ layers, at the learning rate chosen for 2 layers.
 Runs go to a pool of worker processes (one GPU is shared by all; on a CPU each worker gets its own cores).
 
     python benchmarks/methods.py [--settings same cross] [--workers 8] [--no-capacity]
-    python benchmarks/methods.py --report          # the tables of BENCHMARKS.md section 9
+    python benchmarks/methods.py --report          # the tables of BENCHMARKS.md section 8
     python benchmarks/methods.py --dry-run --out /tmp/methods.jsonl   # small, CPU: checks the script
 
 Results append to benchmarks/results/methods.jsonl (finished runs are skipped on a rerun).
@@ -58,7 +58,9 @@ BASELINES = (*MSE_FAMILIES, "label_hinge", "listwise_kl")
 
 
 def _adaptive(**options: Any) -> dict[str, Any]:
-    return {"loss": "adaptive", "activation": "relu", "teacher_activation": "identity", **options}
+    """Every option of the adaptive loss spelled out, so no arm inherits one from the recipe."""
+    base = {"activation": "relu", "teacher_activation": "identity", "temperature": 1.0, "scale": 1.0}
+    return {"loss": "adaptive", **base, "overshoot_width": None, "mse_weight": 0.0, **options}
 
 
 def families(setting: str) -> dict[str, dict[str, tuple[dict[str, Any], str]]]:

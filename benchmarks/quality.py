@@ -37,14 +37,15 @@ OUT = RESULTS / "quality.jsonl"
 ARMS = {
     "label_hinge": {"loss": "label_hinge"},
     "margin_mse": {"loss": "margin_mse"},
-    "adaptive_relu": {"loss": "adaptive", "activation": "relu"},
-    "adaptive_softplus": {"loss": "adaptive", "activation": "softplus", "beta": 10.0},
+    "adaptive_relu": {"loss": "adaptive", "activation": "relu", "overshoot_width": None},
+    "adaptive_softplus": {"loss": "adaptive", "activation": "softplus", "beta": 10.0, "overshoot_width": None},
     "adaptive_tanh": {
         "loss": "adaptive",
         "activation": "relu",
         "teacher_activation": "tanh",
         "temperature": 0.5,
         "scale": 0.5,
+        "overshoot_width": None,
     },
     "st_margin_mse": {"loss": "margin_mse"},  # sentence-transformers' own trainer + MarginMSELoss
 }

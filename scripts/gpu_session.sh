@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU session that produced BENCHMARKS.md's GPU figures (sections 6, 9), as one call within a time
+# The prepared GPU session that produced BENCHMARKS.md's GPU figures (sections 6, 8), as one call within a time
 # budget, on an offline GPU machine whose python3 has torch/transformers/accelerate/sentence-transformers:
 #   1. the kit: ../shared/gpu-kit copied to .gpu-kit, plus the ir-measures and pytrec-eval-terrier wheels in
 #      .gpu-kit/extra (what the machine lacks);

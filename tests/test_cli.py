@@ -205,3 +205,34 @@ def test_hub_id_without_owner_is_not_taken_for_a_folder(monkeypatch):
         checked_model_path("bert-nonexistent-uncased", "student")
     with pytest.raises(UserError, match="no such directory"):
         checked_model_path("./bert-nonexistent-uncased", "student")
+
+
+def test_none_unsets_a_recipe_option_whose_default_is_none(tmp_path):
+    """Guards the default recipe's `overshoot_width: 0` being impossible to undo from the command line (argparse
+    read 'none' as a bad float): `--key none` unsets options whose default is None; other options still refuse it."""
+    from hf_margin.app.arguments import UserError, parse_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("overshoot_width: 0.0\nloss: adaptive\n")
+    *_, args = parse_recipe(recipe, ["--output_dir", str(tmp_path), "--use_cpu", "true"])
+    assert args.overshoot_width == 0.0
+    *_, args = parse_recipe(recipe, ["--overshoot_width", "none", "--output_dir", str(tmp_path), "--use_cpu", "true"])
+    assert args.overshoot_width is None
+    with pytest.raises(UserError, match="learning_rate"):
+        parse_recipe(recipe, ["--learning_rate", "none", "--output_dir", str(tmp_path)])
+
+
+def test_own_data_beside_the_default_recipe_drops_its_stsb_corpus_with_a_warning(tmp_path, caplog):
+    """Guards `hf-margin train recipes/stsb-adaptive.yaml --train_file mine.jsonl` being refused once the default
+    recipe gained corpus mode on STS-B ('stsb:train'): own data replaces the task, the STS-B corpus goes with it
+    (said in the log); naming task data together with 'stsb:train' is still an error."""
+    from hf_margin.app.arguments import UserError, parse_recipe
+
+    recipe = ROOT / "recipes" / "stsb-adaptive.yaml"
+    assert parse_recipe(recipe)[1].unlabelled_file == "stsb:train"
+    with caplog.at_level("WARNING"):
+        data_args = parse_recipe(recipe, ["--train_file", "mine.jsonl"])[1]
+    assert data_args.task == "data" and data_args.unlabelled_file is None
+    assert "not used" in caplog.text
+    with pytest.raises(UserError, match="use it with task stsb"):
+        parse_recipe(recipe, ["--train_file", "mine.jsonl", "--task", "data"])

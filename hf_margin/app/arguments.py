@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from transformers import HfArgumentParser
 from hf_margin.config import MarginDistillConfig
 from hf_margin.losses import LOSS_REGISTRY
 from hf_margin.margin_scaling import SCALINGS
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 TASKS = ("auto", "stsb", "data")
@@ -159,12 +162,22 @@ class DataArguments:
         own = self.train_file or self.dataset_name
         if self.train_file and self.dataset_name:
             raise UserError("give train_file or dataset_name, not both")
+        chosen = self.task
         if self.task == "auto":
             self.task = "data" if own else "stsb"
+        if self.unlabelled_file == "stsb:train" and self.task != "stsb":
+            if chosen != "auto":
+                raise UserError(
+                    "unlabelled_file 'stsb:train' is the STS-B task's train sentences: use it with task stsb"
+                )
+            # the default recipe's corpus mode belongs to STS-B; own data given beside it replaces the task
+            logger.warning(
+                "Your data replaces the STS-B task, so the recipe's unlabelled_file 'stsb:train' is not used; "
+                "--unlabelled_file FILE adds corpus mode on your own texts"
+            )
+            self.unlabelled_file = None
         if self.task == "data" and not own and not self.unlabelled_file:
             raise UserError("task 'data' needs --train_file FILE, --dataset_name NAME or --unlabelled_file FILE")
-        if self.unlabelled_file == "stsb:train" and self.task != "stsb":
-            raise UserError("unlabelled_file 'stsb:train' is the STS-B task's train sentences: use it with task stsb")
         if self.positives_per_query < 1:
             raise UserError(f"positives_per_query must be >= 1; got {self.positives_per_query}")
         if self.task == "stsb" and own:
@@ -275,17 +288,38 @@ class RecipeParser(HfArgumentParser):
         raise UserError(message)
 
 
+UNSET_VALUES = ("none", "null")
+
+
+def _take_unset_options(overrides: list[str], dataclasses: tuple[type, ...]) -> tuple[list[str], set[str]]:
+    """Split ``--key none`` (or ``null``) off the overrides for options whose default is None: those are unset,
+    a recipe's value included (e.g. ``--overshoot_width none`` over the default recipe's 0)."""
+    unsettable = {f.name for cls in dataclasses for f in fields(cls) if f.init and f.default is None}
+    kept, unset = [], set()
+    i = 0
+    while i < len(overrides):
+        key = overrides[i][2:].replace("-", "_") if overrides[i].startswith("--") else None
+        if key in unsettable and i + 1 < len(overrides) and overrides[i + 1].lower() in UNSET_VALUES:
+            unset.add(key)
+            i += 2
+            continue
+        kept.append(overrides[i])
+        i += 1
+    return kept, unset
+
+
 def parse_recipe(
     recipe: str | os.PathLike | None,
     overrides: list[str] | None = None,
     dataclasses: tuple[type, ...] = RECIPE_DATACLASSES,
 ) -> tuple:
     """Parse a recipe YAML into ``dataclasses`` (default: model, data, evaluation and training arguments);
-    ``overrides`` (``--key value`` flags) win over the file. Without a recipe, ``output_dir`` defaults to
-    ``outputs/hf-margin``."""
+    ``overrides`` (``--key value`` flags) win over the file; ``--key none`` unsets an option whose default is
+    None. Without a recipe, ``output_dir`` defaults to ``outputs/hf-margin``."""
     parser = RecipeParser(dataclasses)
     values: dict[str, Any] = read_recipe(recipe, dataclasses) if recipe is not None else {}
-    overrides = list(overrides or [])
+    overrides, unset = _take_unset_options(list(overrides or []), dataclasses)
+    values = {k: v for k, v in values.items() if k not in unset}
     if "--output_dir" not in overrides:
         values.setdefault("output_dir", "outputs/hf-margin")
     parsed = tuple(parser.parse_args_into_dataclasses(args=_to_argv(values) + overrides))
