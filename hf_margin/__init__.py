@@ -10,6 +10,7 @@ from hf_margin.config import MarginDistillConfig
 from hf_margin.data import DataValidationError, MarginDistillCollator, tokenize_triplets, validate_triplets
 from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvaluator
 from hf_margin.formats import DataFormat, detect_format, normalize_dataset
+from hf_margin.fresh_negatives import FreshNegatives
 from hf_margin.losses import (
     LOSS_REGISTRY,
     AdaptiveDifferenceLoss,
@@ -22,9 +23,9 @@ from hf_margin.losses import (
     listwise_kl_loss,
     margin_mse_loss,
 )
-from hf_margin.margins import attach_teacher_margins
+from hf_margin.margins import attach_band_margins, attach_teacher_margins
 from hf_margin.metrics import compute_margin_metrics, margin_agreement
-from hf_margin.mining import mine_hard_negatives
+from hf_margin.mining import build_corpus_triplets, mine_hard_negatives
 from hf_margin.modeling import StudentKind, encode, keep_layers, load_student, save_student
 from hf_margin.scoring import (
     BiEncoderScorer,
@@ -46,6 +47,7 @@ __all__ = [
     "CrossEncoderTeacher",
     "DataFormat",
     "DataValidationError",
+    "FreshNegatives",
     "LabelHingeLoss",
     "ListwiseKLLoss",
     "LossSpec",
@@ -59,7 +61,9 @@ __all__ = [
     "StudentKind",
     "TeacherScorer",
     "adaptive_difference_loss",
+    "attach_band_margins",
     "attach_teacher_margins",
+    "build_corpus_triplets",
     "compute_margin_metrics",
     "detect_format",
     "encode",
