@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU session that produced BENCHMARKS.md's GPU figures (sections 6, 8), as one call within a time
 # budget, on an offline GPU machine whose python3 has torch/transformers/accelerate/sentence-transformers:
-#   1. the kit: ../shared/gpu-kit copied to .gpu-kit, plus the ir-measures and pytrec-eval-terrier wheels in
-#      .gpu-kit/extra (what the machine lacks);
+#   1. the kit in $KIT (default .gpu-kit, an ignored folder you fill: its setup.sh, the wheels the machine lacks,
+#      and extra/ with the ir-measures and pytrec-eval-terrier wheels);
 #   2. scripts/gpu_check.sh (= make bench-gpu): ours vs sentence-transformers, ZeRO-2/3, the default recipe;
 #   3. the cross-encoder teacher (make teacher), then benchmarks/methods.py (both settings) until the deadline.
 #     BUDGET=540 bash scripts/gpu_session.sh [gpu.py options]
@@ -15,6 +15,7 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT" outputs
 collect() { cp benchmarks/results/*.jsonl outputs/*.log "$OUT/" 2>/dev/null; true; }
 trap collect EXIT
+[ -f "$KIT/setup.sh" ] || { echo "no GPU kit at $KIT (set KIT=folder with setup.sh)" >&2; exit 2; }
 source "$KIT/setup.sh" . || exit 1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$KIT"/extra/*.whl || exit 1
 export PY=python3 HF_DATASETS_CACHE=$PWD/outputs/hf-datasets-cache
