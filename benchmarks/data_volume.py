@@ -5,7 +5,7 @@ Training sets, all from STS-B *train* only (never dev or test):
   corpus_pK     corpus mode on every distinct STS-B train sentence: K = 1, 2, 4 teacher nearest neighbours as
                 positives, 4 negatives from the teacher's ranks [3, 30); no gold label used;
   gold+corpus_pK  both.
-Losses: the Margin-MSE family and the adaptive-family arm with the best seed-0 dev in benchmarks/methods.py's
+Losses: the Margin-MSE and the adaptive-family arm with the best mean dev over seeds in benchmarks/methods.py's
 same-scale results (BENCHMARKS.md section 8), each at the learning rate chosen there; 1 epoch; seeds 0, 1, 2;
 the 2-layer student. Also the time the teacher spends building each corpus set, uncached (empty cache) and
 cached (rerun).
@@ -37,13 +37,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
 from benchmarks.methods import (  # noqa: E402
-    BASELINES,
     MSE_FAMILIES,
-    RECIPES,
     _final,
     _init_worker,
     _mean_sd,
+    adaptive_families,
+    dev_best,
     families,
+    recipe,
     train_one,
 )
 
@@ -52,18 +53,15 @@ METHODS_OUT = RESULTS / "methods.jsonl"
 
 
 def pick_arms(methods: list[dict[str, Any]], dry_run: bool) -> dict[str, tuple[str, dict, str, float]]:
-    """{family: (arm, options, scaling, lr)} of the better Margin-MSE and the best adaptive family, by seed-0 dev
-    at 2 layers in the same-scale methods results."""
+    """{family: (arm, options, scaling, lr)} of the better Margin-MSE and the best adaptive family by mean dev over
+    seeds (methods.dev_best), 2 layers, in the same-scale methods results."""
     final = _final(methods, dry_run)
-    same = {f: runs for (s, f, n), runs in final.items() if s == "same" and n == 2}
-    if not same:
+    mse, adaptive = dev_best(final, "same", MSE_FAMILIES), dev_best(final, "same", adaptive_families("same"))
+    if mse is None or adaptive is None:
         raise SystemExit("no same-scale results in methods.jsonl: run benchmarks/methods.py first")
-    dev = {f: runs[0]["dev_spearman"] for f, runs in same.items()}
-    mse = max((f for f in MSE_FAMILIES if f in dev), key=dev.get)
-    adaptive = max((f for f in dev if f not in BASELINES), key=dev.get)
     picked = {}
     for family in (mse, adaptive):
-        run = same[family][0]
+        run = final[("same", family, 2)][0]
         options, scaling = families("same")[family][run["arm"]]
         picked[family] = (run["arm"], options, scaling, run["lr"])
     return picked
@@ -74,12 +72,11 @@ def build_sets(positives: list[int], work: Path, dry_run: bool, scalings: set[st
     from datasets import concatenate_datasets
 
     from benchmarks.common import fresh_student
-    from hf_margin.app.arguments import parse_recipe
     from hf_margin.app.pipeline import add_corpus, build_triplets, load_miner, load_teacher
     from hf_margin.app.stsb import load_stsb, unique_sentences
     from hf_margin.margin_scaling import scale_teacher_margins
 
-    model_args, data_args, _, args = parse_recipe(RECIPES["same"])
+    model_args, data_args, _, args = recipe("same")  # gold triplets only; the corpus sets are built below
     splits = load_stsb(None)
     teacher = load_teacher(model_args)
     miner = load_miner(model_args, data_args, teacher)

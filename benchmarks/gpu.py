@@ -9,7 +9,7 @@ Results are appended to benchmarks/results/gpu.jsonl, each naming the device. `-
 the CPU (fp32, batches 4 and 8, 1 and 3 negatives, the README's example data, no DeepSpeed launch: its configs are
 validated instead) so CI checks the script itself; its records go to --out and say dry_run.
 
-    python benchmarks/gpu.py [--steps 16] [--pairs 3]
+    python benchmarks/gpu.py [--steps 12] [--pairs 3] [--zero-steps 50] [--parts throughput zero2 zero3 default]
     python benchmarks/gpu.py --dry-run --out /tmp/gpu-dry.jsonl
 """
 
@@ -31,6 +31,7 @@ from benchmarks.common import RESULTS, ROOT, append_jsonl, bench_args, machine
 
 RECIPE = ROOT / "recipes" / "stsb-adaptive.yaml"
 EXAMPLES = ROOT / "recipes" / "examples"
+PARTS = ("throughput", "zero2", "zero3", "default")
 
 
 def setting(dry_run: bool):
@@ -90,9 +91,12 @@ def hf_margin_run(launcher: list[str], options: list[str], out: Path, env: dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--zero-steps", type=int, default=100)
+    parser.add_argument("--zero-steps", type=int, default=50)
+    parser.add_argument(
+        "--parts", nargs="+", default=list(PARTS), choices=list(PARTS), help="Run only these parts (default: all)."
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="Small, on the CPU: checks the script, measures nothing."
     )
@@ -107,10 +111,10 @@ def main() -> None:
     if dry:
         env["CUDA_VISIBLE_DEVICES"] = ""
 
-    base = setting(dry)
+    base = setting(dry) if dry or "throughput" in opts.parts else None
     batches, negatives = ((4, 8), (1, 3)) if dry else ((32, 256), (1, 4))
     steps, pairs = (4, 1) if dry else (opts.steps, opts.pairs)
-    for batch in batches:
+    for batch in batches if "throughput" in opts.parts else ():
         for n in negatives:
             record = {**throughput(base, batch, n, steps, pairs, bf16=not dry), **common}
             append_jsonl(opts.out, record)
@@ -118,7 +122,7 @@ def main() -> None:
 
     accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
     with tempfile.TemporaryDirectory() as tmp:
-        for zero in ("zero2", "zero3"):
+        for zero in [p for p in ("zero2", "zero3") if p in opts.parts]:
             if dry:  # the DeepSpeed launcher needs GPUs: check the config as `accelerate launch` would
                 from hf_margin.app.launch import accelerate_config_path, validate_accelerate_config
 
@@ -130,6 +134,8 @@ def main() -> None:
                 record = {"part": zero, **hf_margin_run(launcher, options, Path(tmp) / zero, env)}
             append_jsonl(opts.out, {**record, **common})
             print(zero, record, flush=True)
+        if "default" not in opts.parts:
+            return
         if dry:
             options = ["--train_file", str(EXAMPLES / "flag-scored.jsonl"), "--student", base[0].teacher,
                        "--student_layers", "0", "--max_steps", "2", "--eval_strategy", "no"]  # fmt: skip

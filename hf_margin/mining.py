@@ -151,7 +151,10 @@ def build_corpus_triplets(
     def build(batch: dict[str, list]) -> dict[str, list]:
         if not embeddings:
             logger.info("Embedding %d corpus texts to build the training set", len(corpus))
-            embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
+            emb = miner.embed(corpus)  # a copy, (N, H): normalised in place, so one more (N, H) is never held
+            with torch.inference_mode():
+                emb /= emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            embeddings.append(emb)
         emb = embeddings[0]
         idx = batch["index"]
         _, ranked = exact_search(emb[idx], emb, k=sample_from, similarity="dot", exclude=[[i] for i in idx])

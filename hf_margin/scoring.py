@@ -143,6 +143,53 @@ class _TransformersScorer:
         return tqdm(range(0, n, self.batch_size), desc=desc, unit="batch", disable=quiet, leave=False)
 
 
+class EmbeddingMemo:
+    """Remembered embeddings: ``text -> (H,)`` rows, held in a few large ``(n, H)`` blocks (one per call that
+    embedded new texts) and one dict of row numbers.
+
+    Keeping one tensor per text (views of each batch's output) fragmented the heap: on 10,000 texts peak RSS grew
+    by about 40 KB per text for embeddings of 1.5 KB (BENCHMARKS.md section 9). A block is allocated once per call
+    and filled batch by batch; rows are registered only once their block is complete.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.blocks: list[torch.Tensor] = []
+        self.starts: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, text: object) -> bool:
+        return text in self.rows
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.blocks.clear()
+        self.starts.clear()
+
+    def add(self, texts: Sequence[str], block: torch.Tensor) -> None:
+        """Remember ``block`` ``(len(texts), H)`` as the embeddings of ``texts`` (distinct, not yet known)."""
+        if block.shape[0] != len(texts):
+            raise ValueError(f"{len(texts)} texts but {block.shape[0]} embeddings")
+        start = len(self.rows)
+        self.blocks.append(block)
+        self.starts.append(start)
+        self.rows.update(zip(texts, range(start, start + len(texts))))
+
+    def gather(self, texts: Sequence[str]) -> torch.Tensor:
+        """The embeddings of ``texts`` (all known) as a new ``(len(texts), H)`` tensor, in their order."""
+        rows = torch.tensor([self.rows[t] for t in texts], dtype=torch.long)
+        if len(self.blocks) == 1:
+            return self.blocks[0][rows]
+        which = torch.searchsorted(torch.tensor(self.starts), rows, right=True) - 1
+        out = self.blocks[0].new_empty((len(texts), self.blocks[0].shape[1]))
+        for b in which.unique().tolist():
+            mask = which == b
+            out[mask] = self.blocks[b][rows[mask] - self.starts[b]]
+        return out
+
+
 class BiEncoderScorer(_TransformersScorer):
     """Scores ``sim(embed(q), embed(d))`` from pooled embeddings of an ``AutoModel``.
 
@@ -164,7 +211,7 @@ class BiEncoderScorer(_TransformersScorer):
         **kwargs,
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
-        self._memo: dict[str, torch.Tensor] = {}  # text -> embedding: mining and scoring embed each text once
+        self._memo = EmbeddingMemo()  # mining and scoring embed each text once
         self.pooling = pooling
         self.normalize = normalize
         self.similarity_fn = similarity_fn
@@ -197,9 +244,10 @@ class BiEncoderScorer(_TransformersScorer):
             self._embed_into_memo(order)
         if not texts:
             return torch.empty(0)
-        return torch.stack([self._memo[t] for t in texts])
+        return self._memo.gather(texts)
 
     def _embed_into_memo(self, order: list[str]) -> None:
+        block = None
         for start in self._batches(len(order), "Embedding"):
             chunk = order[start : start + self.batch_size]
             enc = self.tokenizer(
@@ -217,7 +265,11 @@ class BiEncoderScorer(_TransformersScorer):
                 .float()
                 .cpu()
             )
-            self._memo.update(zip(chunk, emb))
+            if block is None:
+                block = emb.new_empty((len(order), emb.shape[1]))
+            block[start : start + len(chunk)] = emb
+        if block is not None:
+            self._memo.add(order, block)
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         unique = list(dict.fromkeys([*queries, *documents]))

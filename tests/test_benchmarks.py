@@ -90,3 +90,31 @@ def test_paired_difference_interval_by_hand():
     diffs = [1.0, 1.5, 2.5]
     half = 4.302653 * statistics.stdev(diffs) / math.sqrt(3)
     assert _paired(a, b, "x") == f"{1.6667:+.2f} [{1.6667 - half:+.2f}, {1.6667 + half:+.2f}]"
+
+
+def test_method_grid_trains_on_the_gold_triplets_whatever_the_default_recipe_adds():
+    """Guards the grid silently changing data when the default recipe gained corpus mode (`unlabelled_file:
+    stsb:train`): a rerun would have mixed 423-step runs into a table of 94-step ones."""
+    from benchmarks.methods import RECIPES, recipe
+    from hf_margin.app.arguments import parse_recipe
+
+    assert parse_recipe(RECIPES["same"])[1].unlabelled_file == "stsb:train"
+    assert all(recipe(setting)[1].unlabelled_file is None for setting in RECIPES)
+
+
+def test_dev_best_takes_the_mean_dev_over_seeds_not_seed_zero():
+    """Guards the rule that picks the default recipe's arm: the family with the best dev mean over its seeds,
+    even where another family has the best seed-0 dev."""
+    from benchmarks.methods import dev_best
+
+    def runs(*devs):
+        return [{"seed": s, "dev_spearman": d} for s, d in enumerate(devs)]
+
+    final = {
+        ("same", "hinge_mse_1", 2): runs(80.4, 79.8, 79.8),  # best seed 0, mean 80.0
+        ("same", "deadzone_0.25", 2): runs(80.2, 80.1, 80.1),  # mean 80.13
+        ("same", "deadzone_0.25", 4): runs(90.0, 90.0, 90.0),  # another capacity: not compared
+        ("cross", "deadzone_0", 2): runs(99.0),  # another setting
+    }
+    assert dev_best(final, "same", ["hinge_mse_1", "deadzone_0.25", "deadzone_0"]) == "deadzone_0.25"
+    assert dev_best(final, "same", ["margin_mse_raw"]) is None

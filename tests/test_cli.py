@@ -208,7 +208,7 @@ def test_hub_id_without_owner_is_not_taken_for_a_folder(monkeypatch):
 
 
 def test_none_unsets_a_recipe_option_whose_default_is_none(tmp_path):
-    """Guards the default recipe's `overshoot_width: 0` being impossible to undo from the command line (argparse
+    """Guards the default recipe's `overshoot_width` being impossible to undo from the command line (argparse
     read 'none' as a bad float): `--key none` unsets options whose default is None; other options still refuse it."""
     from hf_margin.app.arguments import UserError, parse_recipe
 

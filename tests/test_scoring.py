@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_margin.scoring import CrossEncoderTeacher, eval_mode, weights_fingerprint
+from hf_margin.scoring import CrossEncoderTeacher, EmbeddingMemo, eval_mode, weights_fingerprint
 
 from .conftest import embed_one_by_one, perturbed, teacher_for
 
@@ -39,6 +39,40 @@ def test_bi_encoder_teacher_scores_equal_embedding_similarity(
     assert got.shape == (len(QUERIES),)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
     assert np.ptp(got) > 0.05  # the pairs really differ: a pair scored out of order would fail
+
+
+def test_embeddings_remembered_over_several_calls_come_back_in_the_callers_order(tokenizer, sharp_bi_encoder):
+    """Guards the block memo: texts embedded in three calls (three blocks, repeats, a text seen before) must come
+    back as the model's own embeddings, row for row, and a repeat must not be embedded again."""
+    teacher = teacher_for(sharp_bi_encoder, tokenizer, batch_size=2)
+    calls = [QUERIES[:3], ["sea4", "sun1", "map1 map2 map3"], DOCUMENTS + QUERIES]
+    for texts in calls:
+        got = teacher.embed(texts)
+        want = embed_one_by_one(sharp_bi_encoder, tokenizer, texts)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    memo = teacher._memo
+    assert len(memo.blocks) == 3  # each call with new texts adds one block, none for known texts
+    assert len(memo) == len(set(QUERIES + DOCUMENTS))
+    teacher.embed(QUERIES)  # nothing new: no block
+    assert len(memo.blocks) == 3
+
+
+def test_embedding_memo_gathers_across_blocks_and_refuses_a_short_block():
+    """Guards the row arithmetic of the memo (which block holds a row, at which offset) and a block registered
+    for the wrong number of texts (rows would point past its end)."""
+    memo = EmbeddingMemo()
+    memo.add(["a", "b"], torch.tensor([[1.0, 0.0], [2.0, 0.0]]))
+    memo.add(["c"], torch.tensor([[3.0, 0.0]]))
+    memo.add(["d", "e", "f"], torch.tensor([[4.0, 0.0], [5.0, 0.0], [6.0, 0.0]]))
+    got = memo.gather(["f", "a", "c", "e", "a"])
+    assert got[:, 0].tolist() == [6.0, 1.0, 3.0, 5.0, 1.0]
+    got[0, 0] = -1  # a copy: the caller may change it
+    assert memo.gather(["f"])[0, 0] == 6.0
+    with pytest.raises(ValueError, match="2 texts but 1 embeddings"):
+        memo.add(["g", "h"], torch.zeros(1, 2))
+    assert "g" not in memo and len(memo) == 6
+    memo.clear()
+    assert len(memo) == 0 and not memo.blocks
 
 
 def test_weights_fingerprint_tracks_every_weight(bi_encoder):
