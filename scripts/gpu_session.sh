@@ -7,7 +7,10 @@
 #            the default recipe;
 #   same     benchmarks/methods.py --settings same (finished runs are skipped);
 #   teacher  the cross-encoder teacher (make teacher), unless outputs/ already holds it;
-#   cross    benchmarks/methods.py --settings cross, until the deadline.
+#   cross    benchmarks/methods.py --settings cross;
+#   volume   benchmarks/data_volume.py (BENCHMARKS.md section 9; finished runs are skipped);
+#   memory   benchmarks/corpus_memory.py --texts 1000000 (corpus mode's exact search on 1M texts);
+# each until the deadline.
 #     BUDGET=540 PARTS="check same teacher cross" CHECK_ARGS="--parts zero2 zero3 default" bash scripts/gpu_session.sh
 # Results go to outputs/results/ (seeded from benchmarks/results/ on the first call, so a second call on the same
 # machine resumes) and are copied to $OUT (the device tool's return folder) whatever happens.
@@ -16,7 +19,7 @@ cd "$(dirname "$0")/.."
 deadline=$((SECONDS + ${BUDGET:-540}))
 KIT=${KIT:-.gpu-kit}
 OUT=${OUT:-/tmp/gpu-out}
-PARTS=${PARTS:-check same teacher cross}
+PARTS=${PARTS:-check same teacher cross volume memory}
 RESULTS=outputs/results
 mkdir -p "$OUT" "$RESULTS"
 for f in benchmarks/results/*.jsonl; do [ -f "$RESULTS/${f##*/}" ] || cp "$f" "$RESULTS/"; done
@@ -59,5 +62,16 @@ if has cross; then
   timeout "$(left 5)" python3 benchmarks/methods.py --settings cross --out "$RESULTS/methods.jsonl" \
     > outputs/methods-cross.log 2>&1
   echo "== methods cross: exit $?, $((SECONDS - start)) s"; quiet < outputs/methods-cross.log | tail -8
+fi
+if has volume; then
+  start=$SECONDS
+  timeout "$(left 5)" python3 benchmarks/data_volume.py --out "$RESULTS/data_volume.jsonl" > outputs/data-volume.log 2>&1
+  echo "== data volume: exit $?, $((SECONDS - start)) s"; quiet < outputs/data-volume.log | tail -12
+fi
+if has memory; then
+  start=$SECONDS
+  timeout "$(left 5)" python3 benchmarks/corpus_memory.py --texts 1000000 --out "$RESULTS/corpus_memory.jsonl" \
+    > outputs/corpus-memory.log 2>&1
+  echo "== corpus memory: exit $?, $((SECONDS - start)) s"; tail -2 outputs/corpus-memory.log
 fi
 exit "$check"
