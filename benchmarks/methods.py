@@ -337,7 +337,8 @@ def main() -> None:
             choice = choose(runner, settings, opts.families, lrs, first, 0 if opts.dry_run else opts.extend)
             runner.run([(s, f, a, lr, seed, 2) for (s, f), (a, lr) in choice.items() for seed in opts.seeds[1:]])
             for setting in settings if len(layer_counts) > 1 else []:
-                for family in capacity_families(runner, setting, choice, first):
+                final = _final(list(runner.done.values()), opts.dry_run)
+                for family in capacity_families(final, setting, opts.families):
                     arm, lr = choice[(setting, family)]
                     runner.run(
                         [(setting, family, arm, lr, seed, n) for n in layer_counts if n != 2 for seed in opts.seeds]
@@ -368,29 +369,31 @@ def _final(records: list[dict[str, Any]], dry_run: bool = False) -> dict:
     return final
 
 
-def dev_best(final: dict, setting: str, names: list[str] | tuple[str, ...]) -> str | None:
-    """Of ``names``, the family with the highest STS-B dev Spearman, mean over its seeds at its seed-0 choice (2
-    layers): the rule that picks the default recipe's arm and the arms of benchmarks/data_volume.py."""
+def dev_ranked(final: dict, setting: str, names: list[str] | tuple[str, ...]) -> list[str]:
+    """Of ``names``, the families with results, best first by STS-B dev Spearman, mean over their seeds at their
+    seed-0 choice (2 layers): the rule that picks the default recipe's arm, the capacity arms and the arms of
+    benchmarks/data_volume.py."""
     dev = {
         f: statistics.mean(r["dev_spearman"] for r in runs)
         for (s, f, n), runs in final.items()
         if s == setting and n == 2 and f in names
     }
-    return max(dev, key=dev.get, default=None)
+    return sorted(dev, key=dev.get, reverse=True)
+
+
+def dev_best(final: dict, setting: str, names: list[str] | tuple[str, ...]) -> str | None:
+    """The first of :func:`dev_ranked`, or None without results."""
+    return next(iter(dev_ranked(final, setting, names)), None)
 
 
 def adaptive_families(setting: str) -> list[str]:
     return [f for f in families(setting) if f not in BASELINES]
 
 
-def capacity_families(runner: Runner, setting: str, choice: dict, seed: int) -> list[str]:
-    """The three adaptive-family arms with the best seed-0 dev at their choice, and the better Margin-MSE."""
-    dev = {
-        f: runner.done[(s, a, float(lr), seed, 2)]["dev_spearman"] for (s, f), (a, lr) in choice.items() if s == setting
-    }
-    adaptive = sorted((f for f in dev if f not in BASELINES), key=dev.get, reverse=True)[:3]
-    mse = max((f for f in MSE_FAMILIES if f in dev), key=dev.get)
-    return [*adaptive, mse]
+def capacity_families(final: dict, setting: str, names: list[str]) -> list[str]:
+    """The three adaptive-family arms of ``names`` with the best dev, and the better Margin-MSE (:func:`dev_ranked`)."""
+    adaptive = [f for f in names if f not in BASELINES]
+    return [*dev_ranked(final, setting, adaptive)[:3], *dev_ranked(final, setting, MSE_FAMILIES)[:1]]
 
 
 def _mean_sd(values: list[float]) -> str:
