@@ -102,6 +102,16 @@ def test_method_grid_trains_on_the_gold_triplets_whatever_the_default_recipe_add
     assert all(recipe(setting)[1].unlabelled_file is None for setting in RECIPES)
 
 
+def test_benchmarks_keep_the_first_two_layers_whatever_student_the_default_recipe_keeps():
+    """Guards every section of BENCHMARKS.md silently changing student when the default recipe moved to layers
+    [0, 5] (dev 85.63 against 83.90): reruns would have mixed two students into one table."""
+    from benchmarks.methods import RECIPES, recipe
+    from hf_margin.app.arguments import parse_recipe
+
+    assert parse_recipe(RECIPES["same"])[0].student_layers == [0, 5]
+    assert all(recipe(setting)[0].student_layers == [0, 1] for setting in RECIPES)
+
+
 def test_dev_best_takes_the_mean_dev_over_seeds_not_seed_zero():
     """Guards the rule that picks the default recipe's arm: the family with the best dev mean over its seeds,
     even where another family has the best seed-0 dev."""
