@@ -57,6 +57,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/cross_arch.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/methods.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/data_volume.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/student_layers.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/corpus_memory.py
 	PYTHONPATH=. $(BIN)/python benchmarks/report.py
 

@@ -48,10 +48,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def benchmark_recipe(overrides: list[str] | None = None) -> tuple:
+    """(model_args, data_args, evaluation_args, training_args): the default recipe in the benchmarks' setting."""
+    return parse_recipe(DEFAULT_RECIPE, [*GOLD_ONLY, *FIRST_TWO_LAYERS, *(overrides or [])])
+
+
 def default_setting(overrides: list[str] | None = None):
     """(model_args, data_args, args, splits, triplets) of the default recipe in the benchmarks' setting (gold
     triplets, first 2 layers), triplets from the cache."""
-    model_args, data_args, _, args = parse_recipe(DEFAULT_RECIPE, [*GOLD_ONLY, *FIRST_TWO_LAYERS, *(overrides or [])])
+    model_args, data_args, _, args = benchmark_recipe(overrides)
     splits, triplets, teacher = build_triplets(model_args, data_args)
     del teacher
     return model_args, data_args, args, splits, triplets

@@ -1,9 +1,11 @@
 """Which 2 of the teacher's 6 layers make the best student to start from: STS-B dev Spearman of every pair, untrained.
 
 The default recipe's `student_layers` is the pair with the highest dev Spearman (test is never used to choose);
-BENCHMARKS.md section 9 has the table and what training from the chosen pair gives.
+BENCHMARKS.md section 9 has the table and what training from the chosen pair gives. The teacher, pooling and
+max length are the default recipe's. A pair already in the results (same teacher, same size) is not rerun.
 
     python benchmarks/student_layers.py [--size 2]
+    python benchmarks/student_layers.py --report
 """
 
 from __future__ import annotations
@@ -12,44 +14,60 @@ import argparse
 import itertools
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, append_jsonl, machine  # noqa: E402
+from benchmarks.common import DEFAULT_RECIPE, RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
 
 OUT = RESULTS / "student_layers.jsonl"
 
 
-def main() -> None:
-    from transformers import AutoTokenizer
+def report(records: list[dict[str, Any]]) -> str:
+    """Markdown table of dev Spearman per kept-layer set, best first (the last record of a set wins)."""
+    latest = {(r["teacher"], tuple(r["layers"])): r for r in records}
+    rows = sorted(latest.values(), key=lambda r: -r["dev_spearman"])
+    lines = ["| teacher | layers | STS-B dev Spearman (untrained) |", "| --- | --- | --- |"]
+    lines += [f"| {r['teacher']} | {', '.join(map(str, r['layers']))} | {r['dev_spearman']:.2f} |" for r in rows]
+    return "\n".join(lines)
 
+
+def main() -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from hf_margin.app.arguments import parse_recipe
     from hf_margin.app.stsb import load_stsb, stsb_evaluators
-    from hf_margin.modeling import StudentKind, load_student
+    from hf_margin.modeling import load_student
     from hf_margin.resolve import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--size", type=int, default=2, help="Layers the student keeps.")
+    parser.add_argument("--report", action="store_true", help="Print the table from the results and exit.")
     parser.add_argument("--out", type=Path, default=OUT)
     opts = parser.parse_args()
-    path = resolve_model(opts.teacher)
+    if opts.report:
+        print(report(read_jsonl(opts.out)))
+        return
+    model_args, _, _, args = parse_recipe(DEFAULT_RECIPE)
+    path = resolve_model(model_args.teacher)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    kind = args.student_kind
     dev = stsb_evaluators(load_stsb(None)["validation"], "dev", duplicates=False)["dev"]
-    total = load_student(path).config.num_hidden_layers
-    kind = StudentKind("bi-encoder", pooling="mean", max_length=64)
-    rows = []
+    done = {tuple(r["layers"]) for r in read_jsonl(opts.out) if r["teacher"] == model_args.teacher}
+    total = AutoConfig.from_pretrained(path).num_hidden_layers
     for layers in itertools.combinations(range(total), opts.size):
+        if layers in done:
+            continue
         model = load_student(path, layers=list(layers)).eval()
         with torch.inference_mode():
             spearman = dev(kind.scorer(model, tokenizer))["spearman"]
-        rows.append((spearman, list(layers)))
-        append_jsonl(opts.out, {"layers": list(layers), "dev_spearman": spearman, "machine": machine()})
+        record = {"teacher": model_args.teacher, "layers": list(layers), "dev_spearman": spearman}
+        append_jsonl(opts.out, {**record, "machine": machine()})
         print(f"layers {list(layers)}: STS-B dev Spearman {spearman:.2f}", flush=True)
-    best = max(rows)
-    print(f"best on dev: layers {best[1]} ({best[0]:.2f})")
+    print(report(read_jsonl(opts.out)))
 
 
 if __name__ == "__main__":

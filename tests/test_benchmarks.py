@@ -102,14 +102,17 @@ def test_method_grid_trains_on_the_gold_triplets_whatever_the_default_recipe_add
     assert all(recipe(setting)[1].unlabelled_file is None for setting in RECIPES)
 
 
-def test_benchmarks_keep_the_first_two_layers_whatever_student_the_default_recipe_keeps():
-    """Guards every section of BENCHMARKS.md silently changing student when the default recipe moved to layers
-    [0, 5] (dev 85.63 against 83.90): reruns would have mixed two students into one table."""
+def test_benchmarks_keep_gold_triplets_and_the_first_two_layers_whatever_the_default_recipe_keeps():
+    """Guards BENCHMARKS.md's sections silently changing student when the default recipe moved to layers [0, 5]
+    (and data when it gained corpus mode): reruns would have mixed two students into one table. Covers both
+    entry points: methods.recipe (grid, data volume) and common.benchmark_recipe (default_setting's scripts)."""
+    from benchmarks.common import benchmark_recipe
     from benchmarks.methods import RECIPES, recipe
-    from hf_margin.app.arguments import parse_recipe
 
-    assert parse_recipe(RECIPES["same"])[0].student_layers == [0, 5]
-    assert all(recipe(setting)[0].student_layers == [0, 1] for setting in RECIPES)
+    for model_args, data_args, _, _ in [benchmark_recipe(), *(recipe(setting) for setting in RECIPES)]:
+        assert model_args.student_layers == [0, 1]
+        assert data_args.unlabelled_file is None
+    assert benchmark_recipe(["--num_negatives", "2"])[1].num_negatives == 2  # the caller's options still apply
 
 
 def test_dev_best_takes_the_mean_dev_over_seeds_not_seed_zero():
@@ -146,3 +149,15 @@ def test_corpus_memory_benchmark_runs_both_stages_with_the_stub_encoder(tmp_path
     assert (build["stage"], build["triplets"], build["stub"]) == ("build", 120, True)
     assert (embed["stage"], embed["triplets"]) == ("embed", None)
     assert all(r["peak_rss_mb"] >= r["peak_rss_mb_before_building"] > 0 for r in (build, embed))
+
+
+def test_student_layers_report_ranks_by_dev_and_keeps_the_latest_record_of_a_pair():
+    """Guards the layer table against listing a rerun pair twice or ordering by anything but dev."""
+    from benchmarks.student_layers import report
+
+    records = [
+        {"teacher": "t", "layers": [0, 1], "dev_spearman": 64.0},
+        {"teacher": "t", "layers": [0, 5], "dev_spearman": 80.2},
+        {"teacher": "t", "layers": [0, 1], "dev_spearman": 64.7},
+    ]
+    assert report(records).splitlines()[2:] == ["| t | 0, 5 | 80.20 |", "| t | 0, 1 | 64.70 |"]
