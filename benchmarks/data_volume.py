@@ -119,6 +119,15 @@ def build_sets(positives: list[int], work: Path, dry_run: bool, scalings: set[st
     return paths, timings
 
 
+def finished_runs(records: list[dict[str, Any]], dry_run: bool) -> set[tuple[str, str, int]]:
+    """(set, arm, seed) of the training runs already in the results (the build-time rows are not runs)."""
+    return {
+        (r["set"], r["arm"], r["seed"])
+        for r in records
+        if r.get("part") == "train" and r.get("dry_run", False) == dry_run
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--positives", nargs="+", type=int, default=[1, 2, 4])
@@ -139,7 +148,7 @@ def main() -> None:
     gpu = torch.cuda.is_available() and not opts.dry_run
     workers = opts.workers or (8 if gpu else max(1, os.cpu_count() or 1))
     threads = 2 if gpu else max(1, (os.cpu_count() or 1) // workers)
-    done = {(r["set"], r["arm"], r["seed"]) for r in read_jsonl(opts.out) if r.get("dry_run", False) == opts.dry_run}
+    done = finished_runs(read_jsonl(opts.out), opts.dry_run)
     info = {"machine": machine(), "dry_run": opts.dry_run}
     with tempfile.TemporaryDirectory() as tmp:
         paths, timings = build_sets(opts.positives, Path(tmp), opts.dry_run, {p[2] for p in picked.values()})

@@ -161,3 +161,17 @@ def test_student_layers_report_ranks_by_dev_and_keeps_the_latest_record_of_a_pai
         {"teacher": "t", "layers": [0, 1], "dev_spearman": 64.7},
     ]
     assert report(records).splitlines()[2:] == ["| t | 0, 5 | 80.20 |", "| t | 0, 1 | 64.70 |"]
+
+
+def test_data_volume_rerun_skips_finished_runs_and_reads_past_build_time_rows():
+    """Guards the resumed data-volume run crashing on its own build-time rows (they have no `set`): a second
+    `data_volume.py` call raised KeyError before training anything."""
+    from benchmarks.data_volume import finished_runs
+
+    records = [
+        {"part": "build", "positives": 1, "state": "uncached", "seconds": 34.2, "triplets": 10536},
+        {"part": "train", "set": "gold", "arm": "deadzone_0.25", "seed": 0},
+        {"part": "train", "set": "gold", "arm": "deadzone_0.25", "seed": 1, "dry_run": True},
+    ]
+    assert finished_runs(records, dry_run=False) == {("gold", "deadzone_0.25", 0)}
+    assert finished_runs(records, dry_run=True) == {("gold", "deadzone_0.25", 1)}
