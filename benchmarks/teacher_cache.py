@@ -23,12 +23,11 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RSS_SCRIPT = """
 import resource, sys, json
 from datasets import load_from_disk
-from benchmarks.common import fresh_student
+from benchmarks.common import benchmark_recipe, fresh_student
 from hf_margin import BiEncoderTeacher, MarginDistillTrainer
-from hf_margin.app.arguments import parse_recipe
 from hf_margin.resolve import resolve_model
 mode, data_dir, out = sys.argv[1:4]
-model_args, _, _, args = parse_recipe("recipes/stsb-adaptive.yaml", ["--student_layers", "0", "1"])
+model_args, _, _, args = benchmark_recipe()
 train = load_from_disk(data_dir)  # scored triplets, saved by the parent: no teacher needed to get them
 teacher = BiEncoderTeacher.from_pretrained(resolve_model(model_args.teacher)) if mode == "teacher" else None
 student, tok = fresh_student(model_args)
