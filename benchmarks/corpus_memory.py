@@ -10,11 +10,14 @@ query x corpus-chunk scores (256 x at most 50,000), never N x N.
 norm, random weights): the same tokenizer, batches, memo, search and dataset writing at a fraction of the compute,
 so what grows with N is measured on a CPU; the transformer's own memory is per batch and does not. `--stage embed`
 stops after the miner has embedded the corpus (no search): the part of the memory that grows with N, measurable at
-1M texts on a CPU.
+1M texts on a CPU. `--queries Q` makes a seeded sample of Q texts the queries (corpus mode's `max_queries`): every
+query is still searched against all N texts, so the embeddings and the search's blocks are those of the full
+build, at Q/N of its compute (the 1M-text search on a CPU).
 
     python benchmarks/corpus_memory.py [--texts 10000 30000]                  # CPU, the real miner
     python benchmarks/corpus_memory.py --stub --texts 10000 30000 100000      # CPU, build without the transformer
     python benchmarks/corpus_memory.py --stub --stage embed --texts 1000000   # CPU, the embedding stage at 1M
+    python benchmarks/corpus_memory.py --stub --queries 10000 --texts 1000000 # CPU, 10k queries searched in 1M
     python benchmarks/corpus_memory.py --texts 10000 100000 1000000           # GPU
 """
 
@@ -42,6 +45,7 @@ from hf_margin.mining import build_corpus_triplets
 from hf_margin.resolve import resolve_model
 
 n, stub, stage = int(sys.argv[1]), sys.argv[2] == "stub", sys.argv[3]
+max_queries = int(sys.argv[4]) if sys.argv[4] != "all" else None
 vocab = sorted({w for s in unique_sentences(load_stsb(None)["train"]) for w in s.split()})
 rng = random.Random(0)
 texts = list(dict.fromkeys(" ".join(rng.choices(vocab, k=rng.randint(8, 16))) for _ in range(int(n * 1.01) + 10)))[:n]
@@ -61,10 +65,13 @@ with tempfile.TemporaryDirectory() as cache:
     if stage == "embed":
         built = miner.embed(texts)
     else:
-        built = build_corpus_triplets(texts, miner, positives_per_query=1, num_negatives=4, cache_dir=cache)
+        built = build_corpus_triplets(
+            texts, miner, positives_per_query=1, num_negatives=4, max_queries=max_queries, cache_dir=cache
+        )
     seconds = time.perf_counter() - start
 print(json.dumps({
-    "texts": n, "stub": stub, "stage": stage, "triplets": len(built) if stage == "build" else None,
+    "texts": n, "queries": max_queries or n, "stub": stub, "stage": stage,
+    "triplets": len(built) if stage == "build" else None,
     "seconds": seconds, "device": device,
     "peak_rss_mb_before_building": before,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -78,10 +85,12 @@ def main() -> None:
     parser.add_argument("--texts", type=int, nargs="+", default=[10000, 30000])
     parser.add_argument("--stub", action="store_true", help="A 0-layer encoder: the data structures, not the model.")
     parser.add_argument("--stage", choices=["build", "embed"], default="build")
+    parser.add_argument("--queries", type=int, default=None, help="Search only a seeded sample of this many queries.")
     parser.add_argument("--out", type=Path, default=OUT)
     opts = parser.parse_args()
     for n in opts.texts:
-        child = [sys.executable, "-c", CHILD, str(n), "stub" if opts.stub else "real", opts.stage]
+        queries = str(opts.queries or "all")
+        child = [sys.executable, "-c", CHILD, str(n), "stub" if opts.stub else "real", opts.stage, queries]
         done = subprocess.run(child, capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
             raise SystemExit(f"{n} texts failed:\n{done.stderr[-3000:]}")

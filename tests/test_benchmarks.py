@@ -135,20 +135,21 @@ def test_dev_best_takes_the_mean_dev_over_seeds_not_seed_zero():
 
 def test_corpus_memory_benchmark_runs_both_stages_with_the_stub_encoder(tmp_path):
     """Guards benchmarks/corpus_memory.py (the memory ceiling of corpus mode) failing after a long GPU start: with
-    the 0-layer stub encoder both stages run in seconds and record one row per text and the peak RSS."""
+    the 0-layer stub encoder both stages run in seconds and record one row per text and the peak RSS; with
+    ``--queries`` only that many queries are built (the 1M-text search on a CPU), not silently all of them."""
     out = tmp_path / "memory.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    for stage in ("build", "embed"):
+    for extra in (["--stage", "build"], ["--stage", "embed"], ["--queries", "40"]):
         result = subprocess.run(
-            [sys.executable, "benchmarks/corpus_memory.py", "--stub", "--stage", stage, "--texts", "120",
-             "--out", str(out)],
+            [sys.executable, "benchmarks/corpus_memory.py", "--stub", *extra, "--texts", "120", "--out", str(out)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
-    build, embed = [json.loads(line) for line in out.read_text().splitlines()]
-    assert (build["stage"], build["triplets"], build["stub"]) == ("build", 120, True)
+    build, embed, sampled = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (build["stage"], build["triplets"], build["queries"], build["stub"]) == ("build", 120, 120, True)
     assert (embed["stage"], embed["triplets"]) == ("embed", None)
-    assert all(r["peak_rss_mb"] >= r["peak_rss_mb_before_building"] > 0 for r in (build, embed))
+    assert (sampled["stage"], sampled["texts"], sampled["queries"], sampled["triplets"]) == ("build", 120, 40, 40)
+    assert all(r["peak_rss_mb"] >= r["peak_rss_mb_before_building"] > 0 for r in (build, embed, sampled))
 
 
 def test_student_layers_report_ranks_by_dev_and_keeps_the_latest_record_of_a_pair():
