@@ -183,7 +183,8 @@ def main() -> None:
 
 
 def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
-    """Markdown: set x arm (test Spearman, MRR@10; mean ± sd over seeds) and the set-building times."""
+    """Markdown: set x arm (test Spearman, MRR@10; mean ± sd over seeds) and the set-building times per thread
+    count (the latest record of each)."""
     records = [r for r in records if r.get("dry_run", False) == dry_run]
     runs: dict[tuple[str, str], list[dict]] = {}
     for r in records:
@@ -209,14 +210,19 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
         lines.append(f"| {name} | {rows} | " + " | ".join(cells) + " |")
     builds = [r for r in records if r.get("part") == "build"]
     if builds:
-        lines += ["", "| corpus set | triplets | teacher build, uncached | cached |", "| --- | --- | --- | --- |"]
-        for k in sorted({b["positives"] for b in builds}):
-            state = {b["state"]: b for b in builds if b["positives"] == k}
+        lines += [
+            "",
+            "| corpus set | triplets | torch threads | teacher build, uncached | cached |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for k, threads in sorted({(b["positives"], b["machine"]["torch_threads"]) for b in builds}):
+            state = {b["state"]: b for b in builds if (b["positives"], b["machine"]["torch_threads"]) == (k, threads)}
             un, ca = state.get("uncached"), state.get("cached")
+            head = f"| corpus_p{k} | {(un or ca)['triplets']} | {threads} |"
             lines.append(
-                f"| corpus_p{k} | {(un or ca)['triplets']} | {un['seconds']:.1f} s | {ca['seconds']:.2f} s |"
+                f"{head} {un['seconds']:.1f} s | {ca['seconds']:.2f} s |"
                 if un and ca
-                else f"| corpus_p{k} | – | – | – |"
+                else f"| corpus_p{k} | – | {threads} | – | – |"
             )
     return "\n".join(lines)
 

@@ -176,3 +176,24 @@ def test_data_volume_rerun_skips_finished_runs_and_reads_past_build_time_rows():
     ]
     assert finished_runs(records, dry_run=False) == {("gold", "deadzone_0.25", 0)}
     assert finished_runs(records, dry_run=True) == {("gold", "deadzone_0.25", 1)}
+
+
+def test_data_volume_report_keeps_build_times_apart_by_thread_count():
+    """Guards a 1-thread rebuild (the script run under OMP_NUM_THREADS=1) silently replacing the 2-thread build
+    time of the same set in the table: each thread count keeps its own latest pair of timings."""
+    from benchmarks.data_volume import report
+
+    def build(state: str, seconds: float, threads: int) -> dict:
+        return {"part": "build", "positives": 2, "state": state, "seconds": seconds, "triplets": 21072,
+                "machine": {"torch_threads": threads}}  # fmt: skip
+
+    records = [
+        build("uncached", 31.3, 2), build("cached", 0.06, 2),
+        build("uncached", 60.0, 1), build("cached", 0.07, 1),
+        build("uncached", 57.3, 1), build("cached", 0.05, 1),
+        *({"part": "train", "set": "gold", "arm": "a", "seed": s, "rows": 2994, "test_spearman": rho, "test_mrr10": mrr}
+          for s, rho, mrr in [(0, 70.0, 92.0), (1, 72.0, 94.0)]),
+    ]  # fmt: skip
+    lines = report(records).splitlines()
+    assert lines[2] == "| gold | 2994 | 71.00 ± 1.41 / 93.00 ± 1.41 |"
+    assert lines[-2:] == ["| corpus_p2 | 21072 | 1 | 57.3 s | 0.05 s |", "| corpus_p2 | 21072 | 2 | 31.3 s | 0.06 s |"]
