@@ -70,7 +70,7 @@ with tempfile.TemporaryDirectory() as cache:
         )
     seconds = time.perf_counter() - start
 print(json.dumps({
-    "texts": n, "queries": max_queries or n, "stub": stub, "stage": stage,
+    "texts": n, "queries": min(max_queries or n, n), "stub": stub, "stage": stage,
     "triplets": len(built) if stage == "build" else None,
     "seconds": seconds, "device": device,
     "peak_rss_mb_before_building": before,
