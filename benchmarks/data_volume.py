@@ -215,8 +215,10 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
             "| corpus set | triplets | torch threads | teacher build, uncached | cached |",
             "| --- | --- | --- | --- | --- |",
         ]
-        for k, threads in sorted({(b["positives"], b["machine"]["torch_threads"]) for b in builds}):
-            state = {b["state"]: b for b in builds if (b["positives"], b["machine"]["torch_threads"]) == (k, threads)}
+        latest: dict[tuple[int, int], dict[str, dict]] = {}  # (positives, threads) -> state -> the latest record
+        for b in builds:
+            latest.setdefault((b["positives"], b["machine"]["torch_threads"]), {})[b["state"]] = b
+        for (k, threads), state in sorted(latest.items()):
             un, ca = state.get("uncached"), state.get("cached")
             head = f"| corpus_p{k} | {(un or ca)['triplets']} | {threads} |"
             lines.append(
