@@ -462,7 +462,7 @@ def build_stsb_task(
         },
         dataset="sentence-transformers/stsb",
         description=(
-            f"STS Benchmark train split: {len(triplets['train'])} triplets (query = sentence 1, positive = sentence 2 "
+            f"STS Benchmark train split: {gold_count} gold triplets (query = sentence 1, positive = sentence 2 "
             f"with gold score >= {data_args.min_positive_score}, {data_args.num_negatives} hard negatives mined from "
             f"ranks [{data_args.skip_top}, {data_args.sample_from}))."
             + corpus_note(gold_count, corpus_count, data_args.unlabelled_file)
