@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import hashlib
 import math
 import os
 import statistics
@@ -65,6 +66,21 @@ def recipe(setting: str) -> tuple:
     from hf_margin.app.arguments import parse_recipe
 
     return parse_recipe(RECIPES[setting], [*GOLD_ONLY, *FIRST_TWO_LAYERS])
+
+
+def teacher_fingerprint(setting: str) -> str:
+    """``name@sha256[:12]`` of the local teacher weights of ``setting`` (its recipe's ``teacher``), or the name
+    alone when they are not a local file: a table then shows when its runs came from two trainings of the teacher
+    (the cross-encoder is retrained on each machine)."""
+    teacher = Path(recipe(setting)[0].teacher)
+    for weights in (ROOT / teacher / "model.safetensors", teacher / "model.safetensors"):
+        if weights.is_file():
+            digest = hashlib.sha256()
+            with weights.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            return f"{teacher.name}@{digest.hexdigest()[:12]}"
+    return str(teacher)
 
 
 def _adaptive(**options: Any) -> dict[str, Any]:
@@ -226,6 +242,7 @@ class Runner:
         self.dry_run, self.max_steps = dry_run, max_steps
         self.done = {self.key(r): r for r in read_jsonl(out) if r.get("dry_run", False) == dry_run}
         self.machine = machine()
+        self.teachers = {setting: teacher_fingerprint(setting) for setting in RECIPES if setting in paths}
 
     @staticmethod
     def key(r: dict[str, Any]) -> tuple:
@@ -253,6 +270,7 @@ class Runner:
         for future in as_completed(futures):  # written as each ends: a run killed by a deadline loses only itself
             key, record = futures[future], future.result()
             record["machine"] = self.machine
+            record["teacher"] = self.teachers.get(record["setting"])
             append_jsonl(self.out, record)
             self.done[key] = record
             print(
@@ -433,6 +451,16 @@ def _dev_by_lr(records: list[dict[str, Any]], setting: str, arm: str, dry_run: b
     )
 
 
+def _teacher_counts(records: list[dict[str, Any]], setting: str, dry_run: bool) -> dict[str, int]:
+    """{teacher fingerprint: runs} of a setting; records from before the field are "not recorded"."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r["setting"] == setting and r.get("dry_run", False) == dry_run:
+            name = r.get("teacher") or "not recorded"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
     """Markdown: per setting, every family at its choice (3 seeds), and the capacity table."""
     final = _final(records, dry_run)
@@ -464,6 +492,9 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
                 f"| {_paired(runs, rows[mse], 'test_mrr10') if mse and f != mse else '–'} "
                 f"| {_mean_sd([r['test_ndcg10'] for r in runs])} |"
             )
+        teachers = _teacher_counts(records, setting, dry_run)
+        if len(teachers) > 1:
+            lines += ["", "Teacher weights (runs): " + ", ".join(f"{t} ({n})" for t, n in teachers.items()) + "."]
         capacity = sorted({f for (s, f, n) in final if s == setting and n != 2})
         if capacity:
             lines += [

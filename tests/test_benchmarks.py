@@ -55,6 +55,7 @@ def test_method_grid_dry_run_chooses_on_dev_and_reports_every_family(tmp_path):
     assert {r["family"] for r in records} == {"margin_mse_student", "listwise_kl", "deadzone_0_student"}
     assert {r["arm"] for r in records if r["family"] == "listwise_kl"} >= {"listwise_kl_T0.02", "listwise_kl_T0.1"}
     assert {r["layers"] for r in records} == {1, 2} and {r["seed"] for r in records} == {0, 1}
+    assert {r["teacher"] for r in records} == {"sentence-transformers/all-MiniLM-L6-v2"}  # a Hub name: no digest
     for line in ("| margin_mse_student |", "| deadzone_0_student |", "Capacity (same)"):
         assert line in result.stdout
 
@@ -78,6 +79,33 @@ def test_learning_rate_grid_grows_until_dev_falls_on_both_sides():
     assert choice[("same", "margin_mse_raw")] == ("margin_mse_raw", 1.6e-3)
     tried = sorted(k[2] for k in runner.done)
     assert tried == [1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3]
+
+
+def test_teacher_fingerprint_tells_two_trainings_of_the_teacher_apart(tmp_path, monkeypatch):
+    """Guards a table that silently mixes runs from two trainings of the cross-encoder teacher (it is retrained on
+    each machine, and the weights differ by float rounding): each record names the weights' digest, and the report
+    lists the teachers with their run counts when a setting has more than one."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from benchmarks import methods
+
+    weights = tmp_path / "teacher-ce" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights one")
+    monkeypatch.setattr(methods, "recipe", lambda setting: (SimpleNamespace(teacher=str(weights.parent)),))
+    first = methods.teacher_fingerprint("cross")
+    assert first == "teacher-ce@" + hashlib.sha256(b"weights one").hexdigest()[:12]
+    weights.write_bytes(b"weights two")
+    assert methods.teacher_fingerprint("cross") != first
+
+    records = [
+        {"setting": "cross", "family": "margin_mse_raw", "arm": "margin_mse_raw", "lr": 1e-4, "seed": 0, "layers": 2,
+         "dev_spearman": 60.0, "test_spearman": 50.0, "test_mrr10": 80.0, "test_ndcg10": 82.0, **extra}
+        for extra in ({}, {"teacher": first}, {"teacher": first})
+    ]  # fmt: skip
+    assert "Teacher weights (runs): not recorded (1), " + f"{first} (2)." in methods.report(records)
+    assert "Teacher weights" not in methods.report(records[1:])
 
 
 def test_paired_difference_interval_by_hand():
