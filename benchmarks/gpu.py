@@ -74,7 +74,8 @@ def throughput(base, batch: int, negatives: int, steps: int, pairs: int, bf16: b
 
 
 def hf_margin_run(launcher: list[str], options: list[str], out: Path, env: dict[str, str]) -> dict:
-    """`hf-margin train OPTIONS` under ``launcher``; its examples/s and peak GPU memory from metrics.json."""
+    """`hf-margin train OPTIONS` under ``launcher``; its examples/s, peak GPU memory and the student's STS-B test
+    Spearman x100 after training (None when the run skipped the evaluation) from metrics.json."""
     start = time.perf_counter()
     command = [*launcher, "-m", "hf_margin", "train", *options, "--output_dir", str(out)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
@@ -86,6 +87,7 @@ def hf_margin_run(launcher: list[str], options: list[str], out: Path, env: dict[
         "examples_per_s": metrics.get("train_examples_per_s"),
         "peak_gpu_memory_mb": metrics.get("peak_gpu_memory_mb"),
         "train_runtime_s": metrics.get("train_runtime_s"),
+        "test_spearman": (metrics.get("stsb_test_spearman") or {}).get("after"),
     }
 
 

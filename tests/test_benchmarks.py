@@ -32,6 +32,7 @@ def test_gpu_benchmark_dry_run_writes_every_part(tmp_path):
     assert [r["validated"] for r in records if r["part"] in ("zero2", "zero3")] == ["DEEPSPEED", "DEEPSPEED"]
     [default] = [r for r in records if r["part"] == "default_recipe"]
     assert default["examples_per_s"] > 0
+    assert default["test_spearman"] is None  # its own train file: no STS-B evaluation to report
 
 
 def test_real_run_refuses_without_a_gpu():
