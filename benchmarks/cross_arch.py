@@ -33,12 +33,15 @@ RECIPE = ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml"
 
 
 def adaptive(g: str, temperature: float, scale: float, **extra: Any) -> dict[str, Any]:
+    """The one-sided adaptive loss of section 7, every option spelled out (the recipe's dead zone is not inherited)."""
     return {
         "loss": "adaptive",
         "activation": "relu",
         "teacher_activation": g,
         "temperature": temperature,
         "scale": scale,
+        "overshoot_width": None,
+        "mse_weight": 0.0,
         **extra,
     }
 

@@ -285,8 +285,20 @@ class Runner:
 def choose(
     runner: Runner, settings: list[str], names: list[str], lrs: tuple[float, ...], seed: int, extend: int
 ) -> dict:
-    """Seed-0 dev choices: {(setting, family): (arm, lr)}, every family's lr bracketed by the grid."""
-    grids = {(s, f, a): list(lrs) for s in settings for f, arms in families(s).items() if f in names for a in arms}
+    """Seed-0 dev choices: {(setting, family): (arm, lr)}, every family's lr bracketed by the grid. The grid starts
+    from ``lrs`` and every rate this arm already ran at (seed ``seed``, 2 layers), so the choice is the one the
+    report makes from all those runs (:func:`_final`)."""
+    earlier: dict[tuple[str, str], set[float]] = {}
+    for setting, arm, lr, run_seed, layers in runner.done:
+        if run_seed == seed and layers == 2:
+            earlier.setdefault((setting, arm), set()).add(lr)
+    grids = {
+        (s, f, a): sorted({float(lr) for lr in lrs} | earlier.get((s, a), set()))
+        for s in settings
+        for f, arms in families(s).items()
+        if f in names
+        for a in arms
+    }
     for round_ in range(extend + 1):
         specs = [(s, f, a, lr, seed, 2) for (s, f, a), grid in grids.items() for lr in grid]
         runner.run(specs)
@@ -324,6 +336,13 @@ def main() -> None:
     parser.add_argument("--extend", type=int, default=3, help="At most this many grid extensions.")
     parser.add_argument("--workers", type=int, default=None, help="Parallel runs (default: 6 on a GPU, else cores).")
     parser.add_argument("--no-capacity", action="store_true", help="Skip the 1- and 4-layer students.")
+    parser.add_argument(
+        "--capacity-lrs",
+        nargs="+",
+        type=float,
+        default=[],
+        help="Also run the capacity rows at these learning rates (a control: the tables use the 2-layer choice).",
+    )
     parser.add_argument("--report", action="store_true", help="Print the tables from the results and exit.")
     parser.add_argument("--dry-run", action="store_true", help="Small, on the CPU: checks the script.")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -357,9 +376,15 @@ def main() -> None:
             for setting in settings if len(layer_counts) > 1 else []:
                 final = _final(list(runner.done.values()), opts.dry_run)
                 for family in capacity_families(final, setting, opts.families):
-                    arm, lr = choice[(setting, family)]
+                    arm, chosen = choice[(setting, family)]
                     runner.run(
-                        [(setting, family, arm, lr, seed, n) for n in layer_counts if n != 2 for seed in opts.seeds]
+                        [
+                            (setting, family, arm, lr, seed, n)
+                            for lr in (chosen, *opts.capacity_lrs)
+                            for n in layer_counts
+                            if n != 2
+                            for seed in opts.seeds
+                        ]
                     )
     print(report(read_jsonl(opts.out), dry_run=opts.dry_run))
 
@@ -461,6 +486,41 @@ def _teacher_counts(records: list[dict[str, Any]], setting: str, dry_run: bool) 
     return counts
 
 
+def _capacity_controls(records: list[dict[str, Any]], final: dict, setting: str, dry_run: bool) -> list[str]:
+    """Markdown rows for runs of the capacity arms at a rate other than their 2-layer choice (``--capacity-lrs``;
+    at 2 layers, rates with 2 or more seeds), each with the paired Δ of every capacity arm chosen at that rate."""
+    chosen = {(f, n): (runs[0]["arm"], runs[0]["lr"]) for (s, f, n), runs in final.items() if s == setting}
+    capacity = {f for (f, n) in chosen if n != 2}
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r["setting"] != setting or r["family"] not in capacity or r.get("dry_run", False) != dry_run:
+            continue
+        if chosen.get((r["family"], r["layers"])) != (r["arm"], r["lr"]):
+            groups.setdefault((r["arm"], r["family"], r["layers"], r["lr"]), []).append(r)
+    groups = {k: runs for k, runs in groups.items() if k[2] != 2 or len(runs) >= 2}
+    if not groups:
+        return []
+    lines = [
+        "",
+        f"Capacity ({setting}), runs at a rate other than the arm's 2-layer choice (controls, `--capacity-lrs`): "
+        "test Spearman / MRR@10, and the paired Δ to them of each capacity arm chosen at that rate.",
+        "",
+        "| arm | layers | lr | seeds | test Spearman | MRR@10 | same-rate arms: paired Δ to this row |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (arm, family, layers, lr), runs in sorted(groups.items()):
+        same_rate = [
+            f"{f}: {_paired(other, runs, 'test_spearman')} / {_paired(other, runs, 'test_mrr10')}"
+            for (s, f, n), other in sorted(final.items())
+            if s == setting and n == layers and f != family and f in capacity and other[0]["lr"] == lr
+        ]
+        lines.append(
+            f"| {arm} | {layers} | {lr:g} | {len(runs)} | {_mean_sd([r['test_spearman'] for r in runs])} "
+            f"| {_mean_sd([r['test_mrr10'] for r in runs])} | {'; '.join(same_rate) or '–'} |"
+        )
+    return lines
+
+
 def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
     """Markdown: per setting, every family at its choice (3 seeds), and the capacity table."""
     final = _final(records, dry_run)
@@ -514,6 +574,25 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
                         else "–"
                     )
                 lines.append(f"| {f} | " + " | ".join(cells) + " |")
+            if mse in capacity:
+                lines += [
+                    "",
+                    f"Capacity ({setting}): paired Δ to `{mse}` at each size, test Spearman / MRR@10, 95% t interval.",
+                    "",
+                    "| arm | 1 layer | 2 layers | 4 layers |",
+                    "| --- | --- | --- | --- |",
+                ]
+                for f in (f for f in capacity if f != mse):
+                    cells = []
+                    for n in (1, 2, 4):
+                        runs, base = final.get((setting, f, n), []), final.get((setting, mse, n), [])
+                        cells.append(
+                            f"{_paired(runs, base, 'test_spearman')} / {_paired(runs, base, 'test_mrr10')}"
+                            if runs and base
+                            else "–"
+                        )
+                    lines.append(f"| {f} | " + " | ".join(cells) + " |")
+            lines += _capacity_controls(records, final, setting, dry_run)
         lines.append("")
     return "\n".join(lines)
 

@@ -82,6 +82,40 @@ def test_learning_rate_grid_grows_until_dev_falls_on_both_sides():
     assert tried == [1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3]
 
 
+def test_learning_rate_choice_counts_earlier_runs_outside_the_base_grid():
+    """Guards the harness and the report choosing different rates: a rerun of the base grid (1e-4 to 8e-4) beside
+    earlier extension runs (5e-5) picked the base grid's best, while the report, which reads every seed-0 run,
+    picked the extension; the harness then ran seeds and capacity rows at a rate the tables do not use."""
+    from benchmarks import methods
+
+    dev_at = {2.5e-5: 64.0, 5e-5: 66.0, 1e-4: 63.0, 2e-4: 64.0, 4e-4: 64.5, 8e-4: 62.0}
+
+    class FakeRunner:
+        def __init__(self):
+            self.done = {("cross", "margin_mse_raw", lr, 0, 2): {"arm": "margin_mse_raw", "lr": lr, "dev_spearman": d}
+                         for lr, d in dev_at.items() if lr < 1e-4}  # fmt: skip
+            for other in (("cross", "margin_mse_raw", 3.2e-3, 1, 2), ("cross", "margin_mse_raw", 3.2e-3, 0, 1)):
+                self.done[other] = {"arm": "margin_mse_raw", "lr": 3.2e-3, "dev_spearman": 99.0}  # not seed 0, 2 layers
+            self.ran = []
+
+        def run(self, specs):
+            for setting, _, arm, lr, seed, layers in specs:
+                key = (setting, arm, float(lr), seed, layers)
+                if key not in self.done:
+                    self.ran.append(lr)
+                    self.done[key] = {"arm": arm, "lr": lr, "dev_spearman": dev_at[lr]}
+
+    runner = FakeRunner()
+    choice = methods.choose(runner, ["cross"], ["margin_mse_raw"], methods.BASE_LRS, seed=0, extend=3)
+    assert choice[("cross", "margin_mse_raw")] == ("margin_mse_raw", 5e-5)
+    assert sorted(runner.ran) == [1e-4, 2e-4, 4e-4, 8e-4]  # 5e-5 is bracketed by the earlier 2.5e-5: no new rate
+    run = {"setting": "cross", "family": "margin_mse_raw", "arm": "margin_mse_raw", "layers": 2}
+    records = [{**run, "lr": lr, "seed": 0, "dev_spearman": dev} for lr, dev in dev_at.items()]
+    records.append({**run, "lr": 5e-5, "seed": 1, "dev_spearman": 65.0})
+    [chosen] = {r["lr"] for r in methods._final(records)[("cross", "margin_mse_raw", 2)]}
+    assert chosen == 5e-5  # the report agrees with the harness
+
+
 def test_teacher_fingerprint_tells_two_trainings_of_the_teacher_apart(tmp_path, monkeypatch):
     """Guards a table that silently mixes runs from two trainings of the cross-encoder teacher (it is retrained on
     each machine, and the weights differ by float rounding): each record names the weights' digest, and the report
@@ -226,3 +260,54 @@ def test_data_volume_report_keeps_build_times_apart_by_thread_count():
     lines = report(records).splitlines()
     assert lines[2] == "| gold | 2994 | 71.00 ± 1.41 / 93.00 ± 1.41 |"
     assert lines[-2:] == ["| corpus_p2 | 21072 | 1 | 57.3 s | 0.05 s |", "| corpus_p2 | 21072 | 2 | 31.3 s | 0.06 s |"]
+
+
+def test_shipped_recipes_train_the_adaptive_arm_the_committed_grid_chooses():
+    """Guards a recipe that drifts from BENCHMARKS.md section 8: the default recipe (same-scale teacher) and `make
+    distil`'s (cross-encoder teacher) train with the loss options and margin scaling of their setting's best
+    adaptive arm by mean STS-B dev in the committed results; the distil recipe, which is the grid's own setting
+    (gold triplets, first two layers, 1 epoch), also at the grid's chosen learning rate."""
+    from benchmarks import methods
+    from benchmarks.common import read_jsonl
+    from hf_margin.app.arguments import parse_recipe
+
+    final = methods._final(read_jsonl(methods.OUT))
+    for setting, recipe in methods.RECIPES.items():
+        family = methods.dev_best(final, setting, methods.adaptive_families(setting))
+        [(options, scaling)] = methods.families(setting)[family].values()
+        model_args, data_args, _, args = parse_recipe(recipe)
+        assert {key: getattr(args, key) for key in options} == options, (setting, family)
+        assert data_args.teacher_margin_scaling == scaling, (setting, family)
+        if setting == "cross":
+            assert args.learning_rate == final[(setting, family, 2)][0]["lr"]
+            assert (args.num_train_epochs, args.per_device_train_batch_size, args.warmup_steps) == (1, 32, 30)
+            assert data_args.unlabelled_file is None and model_args.student_layers == [0, 1]
+
+
+def test_capacity_controls_compare_arms_at_the_same_rate():
+    """Guards a capacity claim that is the learning rate, not the loss: each arm's 1-layer row runs at its 2-layer
+    choice, so two arms can differ in rate; a control run of Margin-MSE at the other arm's rate (`--capacity-lrs`)
+    is reported beside the tables, with that arm's paired difference to it, and leaves the tables' rows alone."""
+    from benchmarks import methods
+
+    def runs(family, layers, lr, tests):
+        run = {"setting": "cross", "family": family, "arm": family, "lr": lr, "layers": layers, "test_ndcg10": 0.0}
+        dev = 80.0 if layers == 2 else 0.0
+        return [
+            {**run, "seed": seed, "dev_spearman": dev, "test_spearman": test, "test_mrr10": 90.0 + seed}
+            for seed, test in enumerate(tests)
+        ]
+
+    records = [
+        *runs("margin_mse_student", 2, 4e-4, [72.0, 72.5, 73.0]),
+        *runs("margin_mse_student", 1, 4e-4, [69.0, 69.2, 69.4]),
+        *runs("margin_mse_student", 1, 8e-4, [70.0, 71.0, 72.0]),  # the control
+        *runs("deadzone_1_student", 2, 8e-4, [71.0, 71.5, 72.0]),
+        *runs("deadzone_1_student", 1, 8e-4, [69.0, 70.0, 71.0]),
+    ]
+    text = methods.report(records)
+    assert "| margin_mse_student | 69.20 ± 0.20 / 91.00 ± 1.00 |" in text  # the table keeps the 2-layer choice
+    assert "other than the arm's 2-layer choice (controls" in text
+    [control] = [line for line in text.splitlines() if line.count("|") == 8 and "| 0.000" in line]  # one row only
+    assert control.startswith("| margin_mse_student | 1 | 0.0008 | 3 | 71.00 ± 1.00 |")
+    assert "deadzone_1_student: -1.00 [-1.00, -1.00] / +0.00 [+0.00, +0.00]" in control
