@@ -32,7 +32,7 @@ test: lint
 train: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/hf-margin train $(RECIPE)
 
-# Cross-architecture pair: a cross-encoder teacher fine-tuned on STS-B (`make teacher`, ~15 min on 2 CPU cores),
+# Cross-architecture pair: a cross-encoder teacher fine-tuned on STS-B (`make teacher`, ~12 min on 2 CPU cores),
 # then distilled into the 2-layer bi-encoder (`make distil`; trains the teacher first when it is missing).
 TEACHER_RECIPE ?= recipes/teacher-cross-encoder-stsb.yaml
 DISTIL_RECIPE ?= recipes/stsb-cross-encoder-adaptive.yaml
