@@ -486,6 +486,12 @@ def _teacher_counts(records: list[dict[str, Any]], setting: str, dry_run: bool) 
     return counts
 
 
+def _size_table(caption: str, families: list[str], cells: dict[tuple[str, int], str]) -> list[str]:
+    """Markdown lines: ``caption``, then a row per family with ``cells[(family, layers)]`` for 1, 2 and 4 layers."""
+    lines = ["", caption, "", "| arm | 1 layer | 2 layers | 4 layers |", "| --- | --- | --- | --- |"]
+    return lines + [f"| {f} | " + " | ".join(cells.get((f, n), "–") for n in (1, 2, 4)) + " |" for f in families]
+
+
 def _capacity_controls(records: list[dict[str, Any]], final: dict, setting: str, dry_run: bool) -> list[str]:
     """Markdown rows for runs of the capacity arms at a rate other than their 2-layer choice (``--capacity-lrs``;
     at 2 layers, rates with 2 or more seeds), each with the paired Δ of every capacity arm chosen at that rate."""
@@ -557,41 +563,23 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
             lines += ["", "Teacher weights (runs): " + ", ".join(f"{t} ({n})" for t, n in teachers.items()) + "."]
         capacity = sorted({f for (s, f, n) in final if s == setting and n != 2})
         if capacity:
-            lines += [
-                "",
-                f"Capacity ({setting}): test Spearman / MRR@10, mean ± sd over seeds, at the 2-layer choice.",
-                "",
-                "| arm | 1 layer | 2 layers | 4 layers |",
-                "| --- | --- | --- | --- |",
-            ]
-            for f in capacity:
-                cells = []
-                for n in (1, 2, 4):
-                    runs = final.get((setting, f, n), [])
-                    cells.append(
-                        f"{_mean_sd([r['test_spearman'] for r in runs])} / {_mean_sd([r['test_mrr10'] for r in runs])}"
-                        if runs
-                        else "–"
-                    )
-                lines.append(f"| {f} | " + " | ".join(cells) + " |")
+            mean_cells = {
+                (f, n): f"{_mean_sd([r['test_spearman'] for r in runs])} / {_mean_sd([r['test_mrr10'] for r in runs])}"
+                for (s, f, n), runs in final.items()
+                if s == setting
+            }
+            caption = f"Capacity ({setting}): test Spearman / MRR@10, mean ± sd over seeds, at the 2-layer choice."
+            lines += _size_table(caption, capacity, mean_cells)
             if mse in capacity:
-                lines += [
-                    "",
-                    f"Capacity ({setting}): paired Δ to `{mse}` at each size, test Spearman / MRR@10, 95% t interval.",
-                    "",
-                    "| arm | 1 layer | 2 layers | 4 layers |",
-                    "| --- | --- | --- | --- |",
-                ]
-                for f in (f for f in capacity if f != mse):
-                    cells = []
-                    for n in (1, 2, 4):
-                        runs, base = final.get((setting, f, n), []), final.get((setting, mse, n), [])
-                        cells.append(
-                            f"{_paired(runs, base, 'test_spearman')} / {_paired(runs, base, 'test_mrr10')}"
-                            if runs and base
-                            else "–"
-                        )
-                    lines.append(f"| {f} | " + " | ".join(cells) + " |")
+                delta_cells = {
+                    (f, n): f"{_paired(runs, base, 'test_spearman')} / {_paired(runs, base, 'test_mrr10')}"
+                    for (s, f, n), runs in final.items()
+                    if s == setting and (base := final.get((setting, mse, n)))
+                }
+                caption = (
+                    f"Capacity ({setting}): paired Δ to `{mse}` at each size, test Spearman / MRR@10, 95% t interval."
+                )
+                lines += _size_table(caption, [f for f in capacity if f != mse], delta_cells)
             lines += _capacity_controls(records, final, setting, dry_run)
         lines.append("")
     return "\n".join(lines)
