@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from hf_margin.app.arguments import parse_recipe
-from hf_margin.app.pipeline import build_triplets
+from hf_margin.app.tasks.stsb import build_triplets
 from hf_margin.modeling import load_student
 from hf_margin.resolve import resolve_model
 

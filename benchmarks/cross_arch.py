@@ -25,7 +25,7 @@ from benchmarks.common import RESULTS, ROOT, append_jsonl, bench_args, fresh_stu
 from benchmarks.quality import finish
 from hf_margin import MarginDistillTrainer
 from hf_margin.app.arguments import parse_recipe
-from hf_margin.app.pipeline import build_triplets
+from hf_margin.app.tasks.stsb import build_triplets
 from hf_margin.margin_scaling import scale_teacher_margins
 
 OUT = RESULTS / "cross_arch.jsonl"

@@ -72,8 +72,9 @@ def build_sets(positives: list[int], work: Path, dry_run: bool, scalings: set[st
     from datasets import concatenate_datasets
 
     from benchmarks.common import fresh_student
-    from hf_margin.app.pipeline import add_corpus, build_triplets, load_miner, load_teacher
     from hf_margin.app.stsb import load_stsb, unique_sentences
+    from hf_margin.app.tasks.common import Unlabelled, add_teacher_built, load_miner, load_teacher
+    from hf_margin.app.tasks.stsb import build_triplets
     from hf_margin.margin_scaling import scale_teacher_margins
 
     model_args, data_args, _, args = recipe("same")  # gold triplets only; the corpus sets are built below
@@ -101,7 +102,8 @@ def build_sets(positives: list[int], work: Path, dry_run: bool, scalings: set[st
             )
             teacher.clear_memo()  # the uncached build embeds every text itself
             start = time.perf_counter()
-            built, _, count = add_corpus(None, texts, run_args, lambda: miner, teacher, True)
+            unlabelled = Unlabelled(texts, source="stsb:train")
+            built, _, count = add_teacher_built(None, unlabelled, run_args, lambda: miner, teacher, True)
             seconds = time.perf_counter() - start
             timings.append({"part": "build", "positives": k, "state": state, "seconds": seconds, "triplets": count})
             print(f"corpus set, {k} positive(s): {count} triplets, {state} {seconds:.1f} s", flush=True)

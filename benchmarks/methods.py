@@ -125,7 +125,7 @@ def families(setting: str) -> dict[str, dict[str, tuple[dict[str, Any], str]]]:
 def prepare(settings: list[str], layer_counts: list[int], work: Path, dry_run: bool) -> dict[str, Any]:
     """Save each setting's (scaled) training triplets and its STS-B dev/test to ``work``; returns their paths."""
     from benchmarks.common import fresh_student
-    from hf_margin.app.pipeline import build_triplets
+    from hf_margin.app.tasks.stsb import build_triplets
     from hf_margin.margin_scaling import scale_teacher_margins
 
     paths: dict[str, Any] = {}

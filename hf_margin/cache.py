@@ -114,13 +114,15 @@ class CacheEntry:
         *,
         columns: Sequence[str] = (),
         rows: int | None = None,
+        any_rows: bool = False,
         load: bool = True,
         on_miss: Callable[[], Any] | None = None,
         **kwargs: Any,
     ) -> Dataset:
         """``dataset.map(function, **kwargs)`` cached in this entry: checked before use, sealed after writing.
 
-        ``rows``: the row count the result must have (default: the input's). Under several Accelerate processes
+        ``rows``: the row count the result must have (default: the input's; ``any_rows``: not checked, for a map
+        that drops rows). Under several Accelerate processes
         the main one decides (holding the lock) whether the cache is usable and tells the others; on a miss every
         process calls ``on_miss`` (which may run a collective step, e.g. split the work) and the main one maps the
         function it returns; the others then read what it wrote.
@@ -132,7 +134,7 @@ class CacheEntry:
         result = None
         with self.locked() if state.is_main_process else contextlib.nullcontext():
             hit = (
-                [load and self.usable(len(dataset) if rows is None else rows, columns)]
+                [load and self.usable(None if any_rows else len(dataset) if rows is None else rows, columns)]
                 if state.is_main_process
                 else [None]
             )

@@ -28,7 +28,10 @@ and the **{{ loss_name }}**.
 {% endfor %}
 {{ eval_note }}
 {% else %}No evaluation was recorded.{% endif %}
-
+{% if speed %}
+**Speed** (measured in the training run, embedding the evaluation's documents): {{ speed }}.
+{% endif %}{% if quality_kept %}The student keeps {{ quality_kept }}.
+{% endif %}
 ## Training
 
 - Teacher: {{ teacher_line }}
@@ -48,9 +51,13 @@ L2-normalised (the `Normalize` module), which leaves cosine unchanged and makes 
 from sentence_transformers import SentenceTransformer
 
 model = SentenceTransformer("{{ repo_id }}")
-embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
+{% if prompts %}# encode_query / encode_document prepend the saved prompts {{ prompts | tojson }}
+queries = model.encode_query(["A man is playing a guitar."])
+documents = model.encode_document(["Someone plays an instrument."])
+print(model.similarity(queries, documents))
+{% else %}embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
 print(model.similarity(embeddings[:1], embeddings[1:]))
-```
+{% endif %}```
 
 With `transformers` alone ({{ pooling }} pooling{% if normalized %}, then L2 normalisation{% endif %}):
 
@@ -174,8 +181,16 @@ def build_model_card(
     else:
         teacher_line = "none: the loss reads no teacher margins."
     kind = args.student_kind
+    query_side = (
+        f"; queries read apart: {kind.query_max_length or kind.max_length} tokens"
+        + (f", prompt {kind.query_prompt!r}" if kind.query_prompt else "")
+        + (f"; documents prompt {kind.document_prompt!r}" if kind.document_prompt else "")
+        if kind.is_bi_encoder and kind.reads_queries_apart
+        else ""
+    )
     scoring = (
         f"{kind.similarity} similarity of {kind.pooling}-pooled embeddings, max_seq_length {kind.max_length}"
+        f"{query_side}"
         if kind.is_bi_encoder
         else f"one logit of the joined pair, max length {kind.max_length}"
     )
@@ -217,6 +232,12 @@ def build_model_card(
         hyperparameters=", ".join(f"`{k}={v}`" for k, v in hyper.items()),
         versions=_versions(),
         pooling=args.pooling,
+        speed=info.get("speed"),
+        quality_kept="; ".join(
+            f"{', '.join(f'{v:.1f}% of the teacher’s {m}' for m, v in kept.items())} on {name}"
+            for name, kept in (info.get("quality_kept") or {}).items()
+        ),
+        prompts=kind.prompts if kind.is_bi_encoder else {},
     )
 
 

@@ -108,6 +108,34 @@ class MarginDistillConfig(TrainingArguments):
         },
     )
     max_length: int = field(default=128, metadata={"help": "Truncate every text (or joined pair) to this many tokens."})
+    query_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Bi-encoder: truncate queries to this many tokens (short queries, long documents); unset: "
+            "max_length. Queries are then padded apart from documents."
+        },  # fmt: skip
+    )
+    document_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Bi-encoder: truncate positives and negatives (documents) to this many tokens; unset: "
+            "max_length. Saved as the student's max_seq_length."
+        },  # fmt: skip
+    )
+    query_prompt: str = field(
+        default="",
+        metadata={
+            "help": "Bi-encoder: prefix of every query (E5/BGE style, e.g. 'query: '); saved as the "
+            "sentence-transformers prompt 'query' (SentenceTransformer.encode_query prepends it)."
+        },  # fmt: skip
+    )
+    document_prompt: str = field(
+        default="",
+        metadata={
+            "help": "Bi-encoder: prefix of every document (e.g. 'passage: '); saved as the prompt 'document' "
+            "(SentenceTransformer.encode_document)."
+        },  # fmt: skip
+    )
     gpu_defaults: bool = field(
         default=True,
         metadata={
@@ -144,8 +172,10 @@ class MarginDistillConfig(TrainingArguments):
                 ) from None
             if self.forward_chunk_size < 0:
                 raise ValueError(f"forward_chunk_size must be >= 0 or 'auto'; got {self.forward_chunk_size}")
-        if self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2; got {self.max_length}")
+        for name in ("max_length", "query_max_length", "document_max_length"):
+            value = getattr(self, name)
+            if value is not None and value < 2:
+                raise ValueError(f"{name} must be >= 2; got {value}")
         if self.gpu_defaults and not self.use_cpu and torch.cuda.is_available():
             self._apply_gpu_defaults()
         super().__post_init__()
@@ -180,4 +210,13 @@ class MarginDistillConfig(TrainingArguments):
     @property
     def student_kind(self) -> StudentKind:
         """The student's kind and scoring options (bi-/cross-encoder, pooling, similarity, length)."""
-        return StudentKind(self.student_type, self.pooling, self.similarity, self.normalize, self.max_length)
+        return StudentKind(
+            self.student_type,
+            self.pooling,
+            self.similarity,
+            self.normalize,
+            self.document_max_length or self.max_length,
+            query_max_length=self.query_max_length,
+            query_prompt=self.query_prompt,
+            document_prompt=self.document_prompt,
+        )

@@ -149,19 +149,27 @@ def tokenize_triplets(
     *,
     student_type: str = "bi-encoder",
     max_length: int = 128,
+    query_max_length: int | None = None,
+    query_prompt: str = "",
+    document_prompt: str = "",
     batch_size: int = 1000,
     num_proc: int | None = None,
 ) -> Dataset:
     """Tokenise every text once, in a cached ``datasets.map``, and drop the raw text columns.
 
-    A bi-encoder gets ``query_input_ids``, ``positive_input_ids`` and ``negatives_input_ids`` (a list per row);
-    a cross-encoder gets the joined ``(query, positive)`` and ``(query, negative_i)`` pairs with their
-    ``token_type_ids``. Other columns (``teacher_margins`` and so on) are kept.
+    A bi-encoder gets ``query_input_ids``, ``positive_input_ids`` and ``negatives_input_ids`` (a list per row):
+    queries are truncated to ``query_max_length`` (default ``max_length``) and prefixed with ``query_prompt``,
+    positives and negatives truncated to ``max_length`` (the document length) and prefixed with
+    ``document_prompt``. A cross-encoder gets the joined ``(query, positive)`` and ``(query, negative_i)`` pairs
+    with their ``token_type_ids``, truncated to ``max_length``. Other columns (``teacher_margins`` ...) are kept.
     """
     neg_col = negatives_column(dataset.column_names)
 
-    def encode(texts: list[str], pairs: list[str] | None = None) -> dict[str, list[list[int]]]:
-        return tokenizer(texts, pairs, truncation=True, max_length=max_length, add_special_tokens=True)
+    def encode(
+        texts: list[str], pairs: list[str] | None = None, *, length: int = max_length, prompt: str = ""
+    ) -> dict[str, list[list[int]]]:
+        texts = [prompt + t for t in texts] if prompt else texts
+        return tokenizer(texts, pairs, truncation=True, max_length=length, add_special_tokens=True)
 
     def regroup(flat: list[list[int]], counts: list[int]) -> list[list[list[int]]]:
         out, start = [], 0
@@ -176,9 +184,11 @@ def tokenize_triplets(
         flat_negs = [n for row in negs for n in row]
         if student_type == "bi-encoder":
             return {
-                "query_input_ids": encode(batch[QUERY])["input_ids"],
-                "positive_input_ids": encode(batch[POSITIVE])["input_ids"],
-                "negatives_input_ids": regroup(encode(flat_negs)["input_ids"], counts),
+                "query_input_ids": encode(batch[QUERY], length=query_max_length or max_length, prompt=query_prompt)[
+                    "input_ids"
+                ],
+                "positive_input_ids": encode(batch[POSITIVE], prompt=document_prompt)["input_ids"],
+                "negatives_input_ids": regroup(encode(flat_negs, prompt=document_prompt)["input_ids"], counts),
             }
         queries_per_neg = [q for q, c in zip(batch[QUERY], counts) for _ in range(c)]
         pos = encode(batch[QUERY], batch[POSITIVE])
@@ -223,11 +233,16 @@ class MarginDistillCollator:
     ``negatives_mask`` ``(B, N)`` bool, and ``teacher_margins`` ``(B, N)`` float when the rows carry them.
     For a bi-encoder ``T = 2B + M`` rows: queries, positives, then the ``M`` real negatives row-major; for a
     cross-encoder ``T = B + M``: (query, positive) pairs, then (query, negative) pairs.
+
+    ``pad_queries_apart`` (bi-encoder): short queries are not padded to the documents' length. The ``B`` queries
+    go to ``query_input_ids`` / ``query_attention_mask`` ``(B, Lq)``, and ``input_ids`` holds the ``B + M``
+    documents ``(B + M, Ld)``.
     """
 
     pad_token_id: int
     student_type: str = "bi-encoder"
     pad_to_multiple_of: int | None = None
+    pad_queries_apart: bool = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
@@ -257,6 +272,11 @@ class MarginDistillCollator:
         counts = torch.tensor([len(row) for row in negs])
         width = int(counts.max())
         batch: dict[str, torch.Tensor] = {}
+        if self.pad_queries_apart and type_ids is None:
+            queries, seqs = seqs[: len(features)], seqs[len(features) :]
+            batch["query_input_ids"], batch["query_attention_mask"] = _pad(
+                queries, self.pad_token_id, self.pad_to_multiple_of
+            )
         batch["input_ids"], batch["attention_mask"] = _pad(seqs, self.pad_token_id, self.pad_to_multiple_of)
         if type_ids is not None:
             batch["token_type_ids"], _ = _pad(type_ids, 0, self.pad_to_multiple_of)

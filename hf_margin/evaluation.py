@@ -91,7 +91,13 @@ class RetrievalEvaluator:
                 f"retrieval evaluation '{self.name}' searches a corpus by embeddings: it needs a bi-encoder, "
                 "a cross-encoder scores pairs only"
             )
-        metrics = evaluate_retrieval(scorer.embed, self.data, similarity=scorer.similarity_fn, **self.options)
+        metrics = evaluate_retrieval(
+            scorer.embed,
+            self.data,
+            similarity=scorer.similarity_fn,
+            embed_query=getattr(scorer, "embed_queries", None),
+            **self.options,
+        )
         return {k: 100.0 * v for k, v in metrics.items()}
 
 

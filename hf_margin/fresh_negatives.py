@@ -154,9 +154,10 @@ class FreshNegatives(torch.utils.data.Dataset):
         """Check every row (texts, band, margins: one finite margin per candidate) before any compute is spent."""
         validate_triplets(self.triplets)
 
-    def tokenized(self, tokenizer, *, student_type: str = "bi-encoder", max_length: int = 128) -> FreshNegatives:
-        """The same rows with every band candidate tokenised once (``tokenize_triplets``), drawn per epoch."""
-        tokens = tokenize_triplets(self.triplets, tokenizer, student_type=student_type, max_length=max_length)
+    def tokenized(self, tokenizer, **options: Any) -> FreshNegatives:
+        """The same rows with every band candidate tokenised once (``tokenize_triplets(..., **options)``), drawn
+        per epoch."""
+        tokens = tokenize_triplets(self.triplets, tokenizer, **options)
         return self._from_triplets(tokens, self.num_negatives, self.seed)
 
     def describe(self) -> str:

@@ -121,9 +121,107 @@ def build_corpus_triplets(
     ``keep_band`` also keeps a ``band`` column: every candidate of those ranks that is not a positive (the pool
     the negatives are sampled from), for :class:`~hf_margin.fresh_negatives.FreshNegatives`.
     """
+    corpus = _distinct(texts)
+    return _triplets_from_rankings(
+        corpus,
+        corpus,
+        miner,
+        kind="corpus-triplets",
+        what="corpus mode",
+        positives_per_query=positives_per_query,
+        num_negatives=num_negatives,
+        skip_top=skip_top,
+        sample_from=sample_from,
+        max_queries=max_queries,
+        seed=seed,
+        cache_dir=cache_dir,
+        keep_band=keep_band,
+    )
+
+
+def build_query_corpus_triplets(
+    queries: list[str],
+    documents: list[str],
+    miner: BiEncoderScorer,
+    *,
+    positives_per_query: int = 1,
+    num_negatives: int = 4,
+    skip_top: int = 3,
+    sample_from: int = 30,
+    min_positive_score: float | None = None,
+    min_positive_margin: float | None = None,
+    max_queries: int | None = None,
+    seed: int = 42,
+    cache_dir: str | os.PathLike | None = None,
+    keep_band: bool = False,
+) -> Dataset:
+    """Query–corpus mode: pseudo-labelled triplets from unlabelled queries and a corpus of documents.
+
+    The miner (usually the teacher) ranks the distinct ``documents`` for each distinct query (embedding queries
+    with its query prompt and length, documents with the document ones; a document whose text equals the query's
+    is never ranked for it). Positives are ranks ``[0, positives_per_query)``; negatives are ``num_negatives``
+    documents sampled from ranks ``[skip_top, sample_from)``, never a positive. Ambiguous queries are dropped,
+    not trained on: with ``min_positive_score`` a positive must score at least that, with ``min_positive_margin``
+    it must lead the document at rank ``max(skip_top, positives_per_query)`` (the first negative candidate) by at
+    least that; a query left with no positive is dropped. Columns ``query``, ``positive``, ``negatives`` (and
+    ``band`` with ``keep_band``), one row per (query, positive); cached by the texts', miner's and options'
+    fingerprint, so a second run embeds nothing.
+    """
+    return _triplets_from_rankings(
+        _distinct(queries),
+        _distinct(documents),
+        miner,
+        kind="query-corpus-triplets",
+        what="query-corpus mode",
+        positives_per_query=positives_per_query,
+        num_negatives=num_negatives,
+        skip_top=skip_top,
+        sample_from=sample_from,
+        min_positive_score=min_positive_score,
+        min_positive_margin=min_positive_margin,
+        max_queries=max_queries,
+        seed=seed,
+        cache_dir=cache_dir,
+        keep_band=keep_band,
+    )
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    """Stripped, non-empty texts, each once, in first-seen order."""
+    return list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))
+
+
+def _normalized_embeddings(miner: BiEncoderScorer, texts: list[str], role: str) -> torch.Tensor:
+    """``(N, H)`` unit-length embeddings (a copy, normalised in place: one more ``(N, H)`` is never held)."""
+    emb = miner.embed(texts, role=role)
+    with torch.inference_mode():
+        emb /= emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return emb
+
+
+def _triplets_from_rankings(
+    queries: list[str],
+    documents: list[str],
+    miner: BiEncoderScorer,
+    *,
+    kind: str,
+    what: str,
+    positives_per_query: int,
+    num_negatives: int,
+    skip_top: int,
+    sample_from: int,
+    min_positive_score: float | None = None,
+    min_positive_margin: float | None = None,
+    max_queries: int | None,
+    seed: int,
+    cache_dir: str | os.PathLike | None,
+    keep_band: bool,
+) -> Dataset:
+    """The shared builder of corpus and query–corpus modes (``queries is documents``: corpus mode, where a text
+    is never its own neighbour)."""
     from hf_margin.retrieval import exact_search
 
-    corpus = list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))
+    symmetric = queries is documents
     if positives_per_query < 1 or num_negatives < 1:
         raise ValueError("positives_per_query and num_negatives must be >= 1")
     if not 0 <= skip_top < sample_from or sample_from - max(skip_top, positives_per_query) < num_negatives:
@@ -131,57 +229,97 @@ def build_corpus_triplets(
             f"ranks [{skip_top}, {sample_from}) minus {positives_per_query} positive(s) hold fewer than "
             f"num_negatives={num_negatives} candidates: raise sample_from"
         )
-    if len(corpus) < sample_from + 1:
+    needed = sample_from + 1 if symmetric else sample_from
+    if len(documents) < needed:
         raise DataValidationError(
-            f"corpus mode needs at least {sample_from + 1} distinct texts (sample_from={sample_from}); "
-            f"got {len(corpus)}"
+            f"{what} needs at least {needed} distinct {'texts' if symmetric else 'documents'} "
+            f"(sample_from={sample_from}); got {len(documents)}"
         )
+    if not queries:
+        raise DataValidationError(f"{what}: no query (every text was empty)")
     rng = random.Random(seed)
-    queries = list(range(len(corpus)))
-    if max_queries is not None and max_queries < len(queries):
-        queries = sorted(rng.sample(queries, max_queries))
-    options = {"p": positives_per_query, "n": num_negatives, "skip": skip_top, "from": sample_from, "seed": seed}
+    chosen = list(range(len(queries)))
+    if max_queries is not None and max_queries < len(chosen):
+        chosen = sorted(rng.sample(chosen, max_queries))
+    options: dict = {"p": positives_per_query, "n": num_negatives, "skip": skip_top, "from": sample_from, "seed": seed}
     if keep_band:
         options["band"] = True
-    fingerprint = Hasher.hash(
-        ["corpus-triplets", MINING_VERSION, Hasher.hash(corpus), queries, miner.fingerprint, options]
-    )
-    embeddings: list[torch.Tensor] = []  # filled on first call: a cached run never embeds
+    if min_positive_score is not None:
+        options["min_score"] = min_positive_score
+    if min_positive_margin is not None:
+        options["min_margin"] = min_positive_margin
+    hashed = [Hasher.hash(queries)] if symmetric else [Hasher.hash(queries), Hasher.hash(documents)]
+    fingerprint = Hasher.hash([kind, MINING_VERSION, *hashed, chosen, miner.fingerprint, options])
+    doc_index = {t: j for j, t in enumerate(documents)}
+    embeddings: dict[str, torch.Tensor] = {}  # filled on first call: a cached run never embeds
+    dropped = [0]
+    margin_rank = max(skip_top, positives_per_query)
 
     def build(batch: dict[str, list]) -> dict[str, list]:
         if not embeddings:
-            logger.info("Embedding %d corpus texts to build the training set", len(corpus))
-            emb = miner.embed(corpus)  # a copy, (N, H): normalised in place, so one more (N, H) is never held
-            with torch.inference_mode():
-                emb /= emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            embeddings.append(emb)
-        emb = embeddings[0]
+            logger.info("Embedding %d documents to build the training set (%s)", len(documents), what)
+            embeddings["documents"] = _normalized_embeddings(miner, documents, "document")
+            if not symmetric:
+                logger.info("Embedding %d queries", len(queries))
+                embeddings["queries"] = _normalized_embeddings(miner, queries, "query")
+        docs = embeddings["documents"]
         idx = batch["index"]
-        _, ranked = exact_search(emb[idx], emb, k=sample_from, similarity="dot", exclude=[[i] for i in idx])
+        query_emb = docs[idx] if symmetric else embeddings["queries"][idx]
+        if symmetric:
+            exclude = [[i] for i in idx]
+        else:  # a query is never its own document
+            exclude = [[doc_index[queries[i]]] if queries[i] in doc_index else [] for i in idx]
+        scores, ranked = exact_search(query_emb, docs, k=sample_from, similarity="dot", exclude=exclude)
         rows: dict[str, list] = {"query": [], "positive": [], "negatives": [], **({BAND: []} if keep_band else {})}
-        for i, row in zip(idx, ranked.tolist()):
-            row = [j for j in row if j >= 0]
+        for i, row, row_scores in zip(idx, ranked.tolist(), scores.tolist()):
+            kept = [(j, s) for j, s in zip(row, row_scores) if j >= 0]
+            row = [j for j, _ in kept]
             positives = row[:positives_per_query]
+            if min_positive_score is not None or min_positive_margin is not None:
+                floor = kept[margin_rank][1] if len(kept) > margin_rank else float("-inf")
+                positives = [
+                    j
+                    for j, s in kept[:positives_per_query]
+                    if (min_positive_score is None or s >= min_positive_score)
+                    and (min_positive_margin is None or s - floor >= min_positive_margin)
+                ]
+                if not positives:
+                    dropped[0] += 1
+                    continue
             band = [j for j in row[skip_top:sample_from] if j not in positives]
             for k, p in enumerate(positives):
                 pick = random.Random(seed * 1_000_003 + i * 97 + k).sample(band, min(num_negatives, len(band)))
-                rows["query"].append(corpus[i])
-                rows["positive"].append(corpus[p])
-                rows["negatives"].append([corpus[j] for j in pick])
+                rows["query"].append(queries[i])
+                rows["positive"].append(documents[p])
+                rows["negatives"].append([documents[j] for j in pick])
                 if keep_band:
-                    rows[BAND].append([corpus[j] for j in band])
+                    rows[BAND].append([documents[j] for j in band])
         return rows
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    entry = CacheEntry.create(cache, "corpus-triplets", fingerprint, "corpus-mode cache")
-    return entry.map(
-        Dataset.from_dict({"index": queries}),
+    entry = CacheEntry.create(cache, kind, fingerprint, f"{what} cache")
+    filtered = min_positive_score is not None or min_positive_margin is not None
+    built = entry.map(
+        Dataset.from_dict({"index": chosen}),
         build,
         columns=["query", "positive", "negatives", *([BAND] if keep_band else [])],
-        rows=len(queries) * positives_per_query,
+        rows=len(chosen) * positives_per_query,
+        any_rows=filtered,
         batched=True,
         batch_size=256,
         remove_columns=["index"],
         new_fingerprint=fingerprint,
-        desc="Building corpus triplets",
+        desc=f"Building {what} triplets",
     )
+    if len(built) == 0:
+        raise DataValidationError(
+            f"{what}: every query was dropped as ambiguous (min_positive_score={min_positive_score}, "
+            f"min_positive_margin={min_positive_margin}): lower the thresholds"
+        )
+    if filtered:
+        logger.info(
+            "%s: %d of %d queries kept (positive score >= %s, lead over rank %d >= %s)%s",
+            what, len(set(built["query"])), len(chosen), min_positive_score, margin_rank, min_positive_margin,
+            f"; {dropped[0]} dropped as ambiguous" if dropped[0] else "",
+        )  # fmt: skip
+    return built

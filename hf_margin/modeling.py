@@ -120,19 +120,27 @@ def student_scores(
 
     The batch layout is :class:`~hf_margin.data.MarginDistillCollator`'s: for a bi-encoder the rows of
     ``input_ids`` are ``B`` queries, ``B`` positives, then the ``M`` real negatives; for a cross-encoder
-    they are ``B`` (query, positive) pairs, then ``M`` (query, negative) pairs. With ``chunk_size`` the rows
-    run in length-sorted chunks (see :func:`forward_in_length_chunks`).
+    they are ``B`` (query, positive) pairs, then ``M`` (query, negative) pairs; a bi-encoder batch with
+    ``query_input_ids`` holds its queries there and ``B + M`` documents in ``input_ids``. With ``chunk_size`` the
+    rows run in length-sorted chunks (see :func:`forward_in_length_chunks`).
     """
     mask = batch["negatives_mask"]
     b = mask.shape[0]
     if student_type == "bi-encoder":
-        emb = forward_in_length_chunks(
-            lambda ids, am, _: encode(model, ids, am, pooling=pooling, normalize=normalize),
-            batch["input_ids"],
-            batch["attention_mask"],
-            chunk_size=chunk_size,
-        )
-        queries, positives, negatives = emb[:b], emb[b : 2 * b], emb[2 * b :]
+
+        def embed(ids: Tensor, am: Tensor) -> Tensor:
+            def forward(i: Tensor, a: Tensor, _: Tensor | None) -> Tensor:
+                return encode(model, i, a, pooling=pooling, normalize=normalize)
+
+            return forward_in_length_chunks(forward, ids, am, chunk_size=chunk_size)
+
+        if "query_input_ids" in batch:  # queries padded apart from documents (MarginDistillCollator)
+            docs = embed(batch["input_ids"], batch["attention_mask"])
+            queries = embed(batch["query_input_ids"], batch["query_attention_mask"])
+            positives, negatives = docs[:b], docs[b:]
+        else:
+            emb = embed(batch["input_ids"], batch["attention_mask"])
+            queries, positives, negatives = emb[:b], emb[b : 2 * b], emb[2 * b :]
         pos = similarity(queries, positives, similarity_fn)
         query_per_negative = queries.repeat_interleave(mask.sum(1), dim=0, output_size=negatives.shape[0])
         neg = split_scores(similarity(query_per_negative, negatives, similarity_fn), mask)
@@ -274,11 +282,13 @@ def write_sentence_transformers_files(
     normalize: bool = False,
     similarity_fn: str = "cosine",
     max_length: int = 128,
+    prompts: dict[str, str] | None = None,
 ) -> None:
     """Write the sentence-transformers layout beside a saved bi-encoder, so ``SentenceTransformer(path)`` loads it.
 
     The files: ``modules.json`` (Transformer, Pooling, optional Normalize), ``1_Pooling/config.json``,
-    ``sentence_bert_config.json`` and ``config_sentence_transformers.json``.
+    ``sentence_bert_config.json`` and ``config_sentence_transformers.json`` (with ``prompts``, e.g.
+    ``{"query": "query: ", "document": "passage: "}``, which ``encode_query`` / ``encode_document`` prepend).
     """
     out = Path(output_dir)
     modules = [
@@ -303,7 +313,7 @@ def write_sentence_transformers_files(
         out / "config_sentence_transformers.json": {
             "model_type": "SentenceTransformer",
             "similarity_fn_name": "cosine" if similarity_fn == "cosine" else "dot",
-            "prompts": {},
+            "prompts": dict(prompts or {}),
             "default_prompt_name": None,
         },
     }
@@ -344,6 +354,9 @@ class StudentKind:
     similarity: str = "cosine"
     normalize: bool = False
     max_length: int = 128
+    query_max_length: int | None = None
+    query_prompt: str = ""
+    document_prompt: str = ""
 
     def __post_init__(self) -> None:
         for option, value, allowed in (
@@ -353,6 +366,33 @@ class StudentKind:
         ):
             if value not in allowed:
                 raise ValueError(f"{option} must be one of {', '.join(allowed)}; got {value!r}")
+        if not self.is_bi_encoder and (self.query_max_length or self.query_prompt or self.document_prompt):
+            raise ValueError(
+                "query_max_length, query_prompt and document_prompt read queries and documents apart: a "
+                "cross-encoder reads them joined (max_length); drop them or use a bi-encoder student"
+            )
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The sentence-transformers ``prompts`` of this kind: ``query`` and ``document``, where set."""
+        return {k: v for k, v in (("query", self.query_prompt), ("document", self.document_prompt)) if v}
+
+    @property
+    def reads_queries_apart(self) -> bool:
+        """Whether queries are read with another length or prompt than documents."""
+        longer_or_shorter = (self.query_max_length or self.max_length) != self.max_length
+        return longer_or_shorter or self.query_prompt != self.document_prompt
+
+    def token_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~hf_margin.data.tokenize_triplets` for this kind."""
+        options: dict[str, Any] = {"student_type": self.name, "max_length": self.max_length}
+        if self.is_bi_encoder:
+            options.update(
+                query_max_length=self.query_max_length,
+                query_prompt=self.query_prompt,
+                document_prompt=self.document_prompt,
+            )
+        return options
 
     @property
     def is_bi_encoder(self) -> bool:
@@ -403,6 +443,9 @@ class StudentKind:
                 pooling=self.pooling,
                 normalize=self.normalize,
                 similarity_fn=self.similarity,
+                query_max_length=self.query_max_length,
+                query_prompt=self.query_prompt,
+                document_prompt=self.document_prompt,
                 **kwargs,
             )
         return CrossEncoderScorer(model, tokenizer, **kwargs)
@@ -417,4 +460,5 @@ class StudentKind:
                 normalize=self.normalize,
                 similarity_fn=self.similarity,
                 max_length=self.max_length,
+                prompts=self.prompts,
             )

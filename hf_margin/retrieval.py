@@ -211,8 +211,10 @@ def evaluate_retrieval(
     batch_size: int = 256,
     query_chunk_size: int = 1024,
     corpus_chunk_size: int = 50_000,
+    embed_query: Callable[[list[str]], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Embed queries and corpus with ``embed`` (list of n texts -> ``(n, H)`` tensor), search exactly, score.
+    ``embed_query`` embeds the queries when they are read differently (their own prompt or length).
 
     Queries without a relevant document are skipped; ``data.exclude`` is honoured. The corpus embeddings stay where
     ``embed`` returns them (return CPU tensors to keep a large corpus off the accelerator). ``k`` must reach the
@@ -233,7 +235,7 @@ def evaluate_retrieval(
         raise ValueError("no query in data.qrels has a relevant document (grade > 0); nothing to evaluate")
     doc_ids = list(data.corpus)
     doc_index = {doc: i for i, doc in enumerate(doc_ids)}
-    query_emb = _embed_all(embed, [data.queries[qid] for qid in qids], batch_size)
+    query_emb = _embed_all(embed_query or embed, [data.queries[qid] for qid in qids], batch_size)
     corpus_emb = _embed_all(embed, [data.corpus[doc] for doc in doc_ids], batch_size)
     exclude = [{doc_index[d] for d in data.exclude.get(qid, ()) if d in doc_index} for qid in qids]
     _, indices = exact_search(
@@ -306,7 +308,8 @@ def _read_ids(path: Path, what: str, texts: Iterator[tuple[int, str, str]]) -> d
 
 
 def load_beir(folder: str | Path, split: str = "test") -> RetrievalData:
-    """Read a BEIR dataset folder: ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+    """Read a BEIR dataset folder: ``corpus.jsonl``, ``queries.jsonl`` (or ``queries-<split>.jsonl`` where the
+    split's queries have a file of their own) and ``qrels/<split>.tsv``.
 
     Documents are ``title + " " + text`` when the title is non-empty, else ``text``. The qrels file has
     tab-separated ``query-id corpus-id score`` rows (integer scores) under an optional header row. Only queries
@@ -317,7 +320,9 @@ def load_beir(folder: str | Path, split: str = "test") -> RetrievalData:
         BeirFormatError: a line cannot be read; the message names file, line and the fix.
     """
     folder = Path(folder)
-    corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
+    corpus_path, queries_path = folder / "corpus.jsonl", folder / f"queries-{split}.jsonl"
+    if not queries_path.is_file():  # one queries file for every split (BEIR's layout)
+        queries_path = folder / "queries.jsonl"
     qrels_path = folder / "qrels" / f"{split}.tsv"
     for path in (corpus_path, queries_path, qrels_path):
         if not path.is_file():

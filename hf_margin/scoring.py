@@ -208,13 +208,19 @@ class BiEncoderScorer(_TransformersScorer):
         pooling: str = "mean",
         normalize: bool = False,
         similarity_fn: str = "cosine",
+        query_max_length: int | None = None,
+        query_prompt: str = "",
+        document_prompt: str = "",
         **kwargs,
     ) -> None:
         super().__init__(model, tokenizer, **kwargs)
-        self._memo = EmbeddingMemo()  # mining and scoring embed each text once
+        self._memos: dict[tuple[str, int], EmbeddingMemo] = {}  # mining and scoring embed each text once per role
         self.pooling = pooling
         self.normalize = normalize
         self.similarity_fn = similarity_fn
+        self.query_max_length = query_max_length
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs):
@@ -224,34 +230,61 @@ class BiEncoderScorer(_TransformersScorer):
         return cls(model, tokenizer, **kwargs)
 
     def _on_weights_changed(self) -> None:
-        self._memo.clear()
+        self._memos.clear()
 
     def clear_memo(self) -> None:
         """Forget remembered embeddings (streamed scoring does this after each batch, to bound memory)."""
-        self._memo.clear()
+        self._memos.clear()
 
     def options(self) -> dict:
-        return {**super().options(), "pooling": self.pooling, "normalize": self.normalize, "sim": self.similarity_fn}
+        options = {**super().options(), "pooling": self.pooling, "normalize": self.normalize, "sim": self.similarity_fn}
+        # only when set: the fingerprints (and caches) of scorers without them stay as they were
+        for name in ("query_max_length", "query_prompt", "document_prompt"):
+            if getattr(self, name):
+                options[name] = getattr(self, name)
+        return options
+
+    def role_settings(self, role: str) -> tuple[str, int]:
+        """``(prompt, max_length)`` of a role: ``"query"`` (the query side of a pair) or ``"document"``."""
+        if role == "query":
+            return self.query_prompt, self.query_max_length or self.max_length
+        if role == "document":
+            return self.document_prompt, self.max_length
+        raise ValueError(f"role must be 'query' or 'document'; got {role!r}")
 
     @torch.inference_mode()
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embed texts ``(len(texts), H)``; texts seen before by this teacher come from its memo, the rest are
-        embedded in batches sorted by length (less padding)."""
+    def embed(self, texts: Sequence[str], role: str = "document") -> torch.Tensor:
+        """Embed texts ``(len(texts), H)`` as queries or documents (``role``: its prompt and length); texts seen
+        before in the same role settings come from the memo, the rest are embedded in batches sorted by length."""
         self._refresh()
-        new = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        settings = self.role_settings(role)
+        memo = self.memo(role)
+        new = [t for t in dict.fromkeys(texts) if t not in memo]
         order = sorted(new, key=len)
         with eval_mode(self.model):
-            self._embed_into_memo(order)
+            self._embed_into_memo(order, memo, *settings)
         if not texts:
             return torch.empty(0)
-        return self._memo.gather(texts)
+        return memo.gather(texts)
 
-    def _embed_into_memo(self, order: list[str]) -> None:
+    def memo(self, role: str = "document") -> EmbeddingMemo:
+        """The remembered embeddings of a role's settings (shared by both roles when they read texts alike)."""
+        return self._memos.setdefault(self.role_settings(role), EmbeddingMemo())
+
+    def embed_queries(self, texts: Sequence[str]) -> torch.Tensor:
+        """:meth:`embed` with the query prompt and length."""
+        return self.embed(texts, role="query")
+
+    def _embed_into_memo(self, order: list[str], memo: EmbeddingMemo, prompt: str, max_length: int) -> None:
         block = None
         for start in self._batches(len(order), "Embedding"):
             chunk = order[start : start + self.batch_size]
             enc = self.tokenizer(
-                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                [prompt + t for t in chunk] if prompt else chunk,
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
             ).to(self.device)
             emb = (
                 encode(
@@ -269,14 +302,21 @@ class BiEncoderScorer(_TransformersScorer):
                 block = emb.new_empty((len(order), emb.shape[1]))
             block[start : start + len(chunk)] = emb
         if block is not None:
-            self._memo.add(order, block)
+            memo.add(order, block)
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
-        unique = list(dict.fromkeys([*queries, *documents]))
-        index = {t: i for i, t in enumerate(unique)}
-        emb = self.embed(unique)
-        q = emb[[index[t] for t in queries]]
-        d = emb[[index[t] for t in documents]]
+        """``sim(embed(q, 'query'), embed(d, 'document'))`` per pair ``(len,)``; each distinct text embedded once
+        per role (once in all when both roles read texts the same way)."""
+        if self.role_settings("query") == self.role_settings("document"):
+            unique = list(dict.fromkeys([*queries, *documents]))
+            index = {t: i for i, t in enumerate(unique)}
+            emb = self.embed(unique)
+            q, d = emb[[index[t] for t in queries]], emb[[index[t] for t in documents]]
+        else:
+            q_unique, d_unique = list(dict.fromkeys(queries)), list(dict.fromkeys(documents))
+            q_index, d_index = {t: i for i, t in enumerate(q_unique)}, {t: i for i, t in enumerate(d_unique)}
+            q = self.embed(q_unique, role="query")[[q_index[t] for t in queries]]
+            d = self.embed(d_unique, role="document")[[d_index[t] for t in documents]]
         return similarity(q, d, self.similarity_fn).numpy()
 
 

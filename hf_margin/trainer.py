@@ -78,7 +78,11 @@ class MarginDistillTrainer(Trainer):
             pad_id = getattr(processing_class, "pad_token_id", None)
             if pad_id is None:
                 pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
-            data_collator = MarginDistillCollator(pad_token_id=pad_id, student_type=args.student_type)
+            data_collator = MarginDistillCollator(
+                pad_token_id=pad_id,
+                student_type=args.student_type,
+                pad_queries_apart=self.student_kind.is_bi_encoder and self.student_kind.reads_queries_apart,
+            )
         super().__init__(
             model=model,
             args=args,
@@ -121,9 +125,7 @@ class MarginDistillTrainer(Trainer):
                     "once, or tokenise it with hf_margin.tokenize_triplets."
                 )
             with args.main_process_first(desc=f"tokenizing the {name} dataset"):
-                return tokenize_triplets(
-                    dataset, processing_class, student_type=args.student_type, max_length=args.max_length
-                )
+                return tokenize_triplets(dataset, processing_class, **args.student_kind.token_options())
         needed = args.student_kind.token_columns
         missing = [c for c in needed if c not in columns]
         if missing:
@@ -149,7 +151,7 @@ class MarginDistillTrainer(Trainer):
         if processing_class is None:
             raise ValueError(f"the {name} dataset holds raw text: pass processing_class=tokenizer")
         with args.main_process_first(desc=f"tokenizing the {name} bands"):
-            tokens = dataset.tokenized(processing_class, student_type=args.student_type, max_length=args.max_length)
+            tokens = dataset.tokenized(processing_class, **args.student_kind.token_options())
         logger.info("Training with %s", tokens.describe())
         return tokens
 

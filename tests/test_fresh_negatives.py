@@ -213,7 +213,7 @@ def test_cli_option_trains_stsb_and_refuses_data_with_its_own_negatives(tmp_path
     one-line error (exit 2) before any model loads."""
     import json
 
-    from hf_margin.app import pipeline
+    from hf_margin.app.tasks import own_data as pipeline
 
     from .conftest import write_tiny_teacher
 

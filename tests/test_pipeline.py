@@ -174,7 +174,7 @@ def flag_rows(n: int, scored: bool) -> list[dict]:
 def test_flagembedding_rows_with_scores_load_no_teacher(tmp_path, teacher_dir, monkeypatch):
     """(c) FlagEmbedding rows with pos_scores/neg_scores: no teacher is loaded (the default one would be the
     packaged MiniLM); the student must be named; the margins are the data's pos − neg."""
-    import hf_margin.app.pipeline as pipeline
+    import hf_margin.app.tasks.own_data as pipeline
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("a teacher was loaded for pre-scored data")

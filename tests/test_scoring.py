@@ -50,7 +50,7 @@ def test_embeddings_remembered_over_several_calls_come_back_in_the_callers_order
         got = teacher.embed(texts)
         want = embed_one_by_one(sharp_bi_encoder, tokenizer, texts)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    memo = teacher._memo
+    memo = teacher.memo("document")
     assert len(memo.blocks) == 3  # each call with new texts adds one block, none for known texts
     assert len(memo) == len(set(QUERIES + DOCUMENTS))
     teacher.embed(QUERIES)  # nothing new: no block

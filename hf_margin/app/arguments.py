@@ -20,7 +20,7 @@ from hf_margin.margin_scaling import SCALINGS
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
-TASKS = ("auto", "stsb", "data")
+TASKS = ("auto", "stsb", "data", "retrieval")
 
 
 class UserError(ValueError):
@@ -74,8 +74,9 @@ class DataArguments:
     task: str = field(
         default="auto",
         metadata={
-            "help": "'stsb' (the STS Benchmark task), 'data' (your train_file / dataset_name), or 'auto': 'data' when "
-            "either is given, else 'stsb'.",
+            "help": "'stsb' (the STS Benchmark task), 'data' (your train_file / dataset_name, or unlabelled text "
+            "alone), 'retrieval' (a corpus in BEIR layout, data_dir; unset: the shipped SciFact), or 'auto': 'data' "
+            "when train_file, dataset_name, query_file or unlabelled_file is given, else 'stsb'.",
             "choices": list(TASKS),
         },
     )
@@ -117,7 +118,41 @@ class DataArguments:
             "labelled data when there is some (task data without a train file: corpus triplets only)."
         },
     )
-    positives_per_query: int = field(default=1, metadata={"help": "Corpus mode: nearest neighbours per query."})
+    query_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Query-corpus mode: unlabelled queries (one per line, jsonl with 'text', or a BEIR "
+            "queries.jsonl). The teacher (or --miner) ranks corpus_file's documents for each: its top "
+            "positives_per_query are the positives, negatives come from ranks [skip_top, sample_from). Mixed with "
+            "labelled data when there is some. The retrieval task defaults it to its folder's unlabelled.txt."
+        },
+    )
+    min_positive_score: float | None = field(
+        default=None,
+        metadata={
+            "help": "Query-corpus mode: a positive needs at least this teacher (miner) score, else it is dropped; a "
+            "query left without a positive is dropped as ambiguous. STS-B task: the gold score (0-5) a pair "
+            "needs to be a positive (unset: 3)."
+        },
+    )
+    min_positive_margin: float | None = field(
+        default=None,
+        metadata={
+            "help": "Query-corpus mode: a positive must lead the document at rank max(skip_top, "
+            "positives_per_query) (the first negative candidate) by this much, else it is dropped (ambiguous)."
+        },
+    )
+    gold_split: str | None = field(
+        default=None,
+        metadata={"help": "Retrieval task: also train on the relevant pairs of qrels/<gold_split>.tsv (e.g. train)."},
+    )
+    dev_split: str | None = field(
+        default=None,
+        metadata={"help": "Retrieval task: evaluate qrels/<dev_split>.tsv during training (eval_strategy)."},
+    )
+    positives_per_query: int = field(
+        default=1, metadata={"help": "Corpus and query-corpus mode: positives per query (nearest neighbours)."}
+    )
     max_queries: int | None = field(
         default=None, metadata={"help": "Corpus mode: use a seeded sample of this many texts as queries."}
     )
@@ -154,9 +189,6 @@ class DataArguments:
         default=None,
         metadata={"help": "STS-B task: folder with sts-{train,dev,test}.csv or a Hub id; unset: the shipped copy."},
     )
-    min_positive_score: float = field(
-        default=3.0, metadata={"help": "STS-B task: gold score (0-5) a pair needs to be a positive."}
-    )
 
     def __post_init__(self) -> None:
         own = self.train_file or self.dataset_name
@@ -164,7 +196,35 @@ class DataArguments:
             raise UserError("give train_file or dataset_name, not both")
         chosen = self.task
         if self.task == "auto":
-            self.task = "data" if own else "stsb"
+            self.task = "data" if own or self.query_file else "stsb"
+        if self.query_file and self.unlabelled_file and self.unlabelled_file != "stsb:train":
+            raise UserError(
+                "give query_file (queries ranked against corpus_file) or unlabelled_file (each text a query of the "
+                "others), not both"
+            )
+        if self.query_file and self.task == "stsb":
+            raise UserError("query_file ranks a corpus for each query: use it with task data or retrieval")
+        if self.query_file and self.task == "data" and not self.corpus_file:
+            raise UserError(
+                f"query_file {self.query_file} needs the documents to rank: add --corpus_file (one text per line, "
+                "jsonl with 'text', or a BEIR corpus.jsonl)"
+            )
+        if self.task == "retrieval":
+            if own:
+                raise UserError(
+                    "the retrieval task trains on its folder's queries and corpus (add gold pairs with gold_split): "
+                    "drop train_file/dataset_name, or use task data"
+                )
+            if self.unlabelled_file == "stsb:train":  # a recipe's STS-B corpus mode does not belong here
+                self.unlabelled_file = None
+            if self.unlabelled_file:
+                raise UserError(
+                    "the retrieval task builds triplets from query_file and its corpus: drop unlabelled_file"
+                )
+        elif self.gold_split or self.dev_split:
+            raise UserError(
+                "gold_split and dev_split name qrels splits of the retrieval task: use them with task retrieval"
+            )
         if self.unlabelled_file == "stsb:train" and self.task != "stsb":
             if chosen != "auto":
                 raise UserError(
@@ -176,8 +236,10 @@ class DataArguments:
                 "--unlabelled_file FILE adds corpus mode on your own texts"
             )
             self.unlabelled_file = None
-        if self.task == "data" and not own and not self.unlabelled_file:
-            raise UserError("task 'data' needs --train_file FILE, --dataset_name NAME or --unlabelled_file FILE")
+        if self.task == "data" and not own and not self.unlabelled_file and not self.query_file:
+            raise UserError(
+                "task 'data' needs --train_file FILE, --dataset_name NAME, --unlabelled_file FILE or --query_file FILE"
+            )
         if self.positives_per_query < 1:
             raise UserError(f"positives_per_query must be >= 1; got {self.positives_per_query}")
         if self.task == "stsb" and own:
@@ -235,7 +297,18 @@ class EvalArguments:
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, EvalArguments, MarginDistillConfig)
 # Help groups of `hf-margin train --help`: the loss options come from the loss registry.
 LOSS_FIELDS = ("loss", *dict.fromkeys(o for spec in LOSS_REGISTRY.values() for o in spec.options), "label_weight")
-STUDENT_FIELDS = ("student_type", "similarity", "pooling", "normalize", "max_length", "forward_chunk_size")
+STUDENT_FIELDS = (
+    "student_type",
+    "similarity",
+    "pooling",
+    "normalize",
+    "max_length",
+    "query_max_length",
+    "document_max_length",
+    "query_prompt",
+    "document_prompt",
+    "forward_chunk_size",
+)
 
 
 def _to_argv(config: dict[str, Any]) -> list[str]:

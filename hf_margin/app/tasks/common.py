@@ -1,0 +1,252 @@
+"""What every task builder shares: loading the teacher, miner and student checkpoints (refused early, in one
+line, when they cannot load), the :class:`TaskData` a builder returns, and the one "mine → score → concatenate"
+step (:func:`add_teacher_built`) that adds teacher-built triplets (corpus or query–corpus mode) to gold ones."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, concatenate_datasets
+from huggingface_hub import constants
+
+from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
+from hf_margin.config import MarginDistillConfig
+from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator
+from hf_margin.margins import attach_band_margins, attach_teacher_margins
+from hf_margin.mining import build_corpus_triplets, build_query_corpus_triplets, mine_hard_negatives
+from hf_margin.resolve import packaged_model_path, resolve_model
+from hf_margin.scoring import BiEncoderScorer, CrossEncoderScorer
+
+logger = logging.getLogger(__name__)
+
+Evaluator = Callable[[Any], dict[str, float]]
+
+
+# ---- models -------------------------------------------------------------------------------------------
+
+
+def checked_model_path(reference: str, role: str) -> str:
+    """``resolve_model(reference)``, refusing early (one clear line) what cannot load: a missing local directory,
+    or offline a Hub id that is neither packaged nor in the Hub cache."""
+    path = Path(reference).expanduser()
+    looks_local = path.is_absolute() or reference.startswith((".", "~", "outputs/")) or reference.count("/") > 1
+    if path.is_dir():
+        return str(path)
+    if looks_local:
+        hint = " (train it first: `make teacher`, or pass a model directory or Hub id)" if role == "teacher" else ""
+        raise UserError(f"{role} {reference!r}: no such directory (relative to {Path.cwd()}){hint}")
+    resolved = resolve_model(reference)
+    if resolved == reference and constants.HF_HUB_OFFLINE and packaged_model_path(reference) is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(reference, "config.json"), str):
+            raise UserError(
+                f"{role} {reference!r} not found: not a local directory, not in the Hub cache, and the Hub is off "
+                "(HF_HUB_OFFLINE=1). Give a local model directory, or run online once to cache it"
+            )
+    return resolved
+
+
+def _load(role: str, reference: str, loader: Callable[[str], Any]) -> Any:
+    path = checked_model_path(reference, role)
+    try:
+        return loader(path)
+    except (OSError, ValueError) as exc:  # no such repo / no connection / no weights / bad layer indices
+        raise UserError(f"{role} {reference!r} could not be loaded: {str(exc).splitlines()[0]}") from exc
+
+
+def load_teacher(model_args: ModelArguments, reference: str | None = None) -> BiEncoderScorer | CrossEncoderScorer:
+    """The teacher scorer named by ``model_args`` (or ``reference``), on this process's device."""
+    reference = reference or model_args.teacher or DEFAULT_TEACHER
+    common = {"trust_remote_code": model_args.trust_remote_code, "batch_size": model_args.teacher_batch_size}
+    if model_args.teacher_type == "cross-encoder":
+        return _load(
+            "teacher",
+            reference,
+            lambda p: CrossEncoderScorer.from_pretrained(p, apply_sigmoid=model_args.teacher_sigmoid, **common),
+        )
+    return _load(
+        "teacher",
+        reference,
+        lambda p: BiEncoderScorer.from_pretrained(
+            p, pooling=model_args.teacher_pooling, similarity_fn=model_args.teacher_similarity, **common
+        ),
+    )
+
+
+def require_bi_encoder_miner(model_args: ModelArguments, data_args: DataArguments, teacher_ref: str | None) -> None:
+    """Refuse, before any model loads, a run that must rank texts (mining, corpus mode) with no bi-encoder to do it."""
+    if not data_args.miner and (teacher_ref is None or model_args.teacher_type == "cross-encoder"):
+        raise UserError("texts must be ranked by a bi-encoder (mining, corpus mode): set --miner (a cross-encoder "
+                        "teacher cannot)")  # fmt: skip
+
+
+def load_miner(model_args: ModelArguments, data_args: DataArguments, teacher: Any) -> BiEncoderScorer:
+    """The bi-encoder that mines negatives: ``miner``, else the teacher when it is a bi-encoder."""
+    if data_args.miner is not None:
+        return _load(
+            "miner",
+            data_args.miner,
+            lambda p: BiEncoderScorer.from_pretrained(p, batch_size=model_args.teacher_batch_size),
+        )
+    if isinstance(teacher, BiEncoderScorer):
+        return teacher
+    raise UserError("negatives must be mined, and a cross-encoder teacher cannot mine: set --miner to a bi-encoder")
+
+
+# ---- the task ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskData:
+    """What a task hands to training: triplets, the teacher (None when the data brought its scores),
+    evaluators during training and at the end, and what the card and metrics.json say of the data."""
+
+    train: Dataset
+    validation: Dataset | None
+    teacher: Any
+    teacher_ref: str | None
+    train_evaluators: dict[str, Evaluator] = field(default_factory=dict)
+    final_evaluators: dict[str, Evaluator] = field(default_factory=dict)
+    dataset: str | None = None
+    description: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def user_evaluators(eval_args: EvalArguments, args: MarginDistillConfig) -> dict[str, Evaluator]:
+    """Evaluators of ``sts_eval_file`` (name ``sts``) and ``ir_eval_dir`` (name ``ir``), read and checked now;
+    each remembers its ``source`` (for the card's results)."""
+    evaluators: dict[str, Evaluator] = {}
+    if eval_args.sts_eval_file:
+        evaluators["sts"] = StsEvaluator.from_file(eval_args.sts_eval_file, name="sts")
+        evaluators["sts"].source = eval_args.sts_eval_file
+    if eval_args.ir_eval_dir:
+        if not args.student_kind.is_bi_encoder:
+            raise UserError("--ir_eval_dir searches a corpus by embeddings: it needs a bi-encoder student")
+        evaluators["ir"] = RetrievalEvaluator.from_beir(eval_args.ir_eval_dir, split=eval_args.ir_split, name="ir")
+        evaluators["ir"].source = eval_args.ir_eval_dir
+    return evaluators
+
+
+# ---- mine -> score -> concatenate ------------------------------------------------------------------------
+
+
+def mine_split(split: Dataset, texts: list[str], miner: BiEncoderScorer, data_args: DataArguments, *, fresh: bool):
+    """Hard negatives for the pairs of ``split`` from ``texts`` (cached); ``fresh`` keeps every candidate."""
+    return mine_hard_negatives(
+        split,
+        texts,
+        miner,
+        num_negatives=data_args.num_negatives,
+        skip_top=data_args.skip_top,
+        sample_from=data_args.sample_from,
+        cache_dir=data_args.cache_dir,
+        keep_band=fresh,
+    )
+
+
+def score_split(
+    split: Dataset, teacher: Any, data_args: DataArguments, *, fresh: bool, rescore: bool = False
+) -> Dataset:
+    """Teacher margins of a split (cached): of its negatives, or with ``fresh`` of every candidate of its band
+    (the negatives' margins read off them, in the same one teacher pass)."""
+    if fresh:
+        return attach_band_margins(split, teacher, cache_dir=data_args.cache_dir, rescore=rescore)
+    return attach_teacher_margins(split, teacher, batch_size=256, cache_dir=data_args.cache_dir, rescore=rescore)
+
+
+@dataclass
+class Unlabelled:
+    """Unlabelled text the teacher builds triplets from: ``queries`` alone (corpus mode: each text a query, its
+    neighbours among the same texts the positives) or ``queries`` with ``documents`` (query–corpus mode)."""
+
+    queries: list[str]
+    documents: list[str] | None = None
+    source: str = ""
+
+    @property
+    def mode(self) -> str:
+        return "corpus mode" if self.documents is None else "query-corpus mode"
+
+
+def build_unlabelled(unlabelled: Unlabelled, miner: BiEncoderScorer, data_args: DataArguments) -> Dataset:
+    """Triplets the miner builds from ``unlabelled`` (cached), with the recipe's mining options."""
+    common = {
+        "positives_per_query": data_args.positives_per_query,
+        "num_negatives": data_args.num_negatives,
+        "skip_top": data_args.skip_top,
+        "sample_from": data_args.sample_from,
+        "max_queries": data_args.max_queries,
+        "cache_dir": data_args.cache_dir,
+        "keep_band": data_args.fresh_negatives_per_epoch,
+    }
+    if unlabelled.documents is None:
+        return build_corpus_triplets(unlabelled.queries, miner, **common)
+    return build_query_corpus_triplets(
+        unlabelled.queries,
+        unlabelled.documents,
+        miner,
+        min_positive_score=data_args.min_positive_score,
+        min_positive_margin=data_args.min_positive_margin,
+        **common,
+    )
+
+
+def add_teacher_built(
+    gold: Dataset | None,
+    unlabelled: Unlabelled | None,
+    data_args: DataArguments,
+    miner: Callable[[], BiEncoderScorer],
+    teacher: Any,
+    needs_margins: bool,
+) -> tuple[Dataset, int, int]:
+    """Teacher-built triplets beside (or instead of) gold ones: the miner builds them from ``unlabelled``, the
+    teacher scores them (cached), and both sets are concatenated, gold first. Returns (train, gold, built counts)."""
+    if unlabelled is None:
+        return gold, len(gold), 0
+    built = build_unlabelled(unlabelled, miner(), data_args)
+    if needs_margins:
+        built = score_split(built, teacher, data_args, fresh=data_args.fresh_negatives_per_epoch)
+    gold_count = 0 if gold is None else len(gold)
+    logger.info(
+        "Training set: %d gold triplets + %d built by the teacher (%s) from %s (%d queries%s)",
+        gold_count, len(built), unlabelled.mode, unlabelled.source, len(unlabelled.queries),
+        f", {len(unlabelled.documents)} documents" if unlabelled.documents is not None else "",
+    )  # fmt: skip
+    if gold is None:
+        return built, 0, len(built)
+    columns = [c for c in gold.column_names if c in built.column_names]
+    return concatenate_datasets([gold.select_columns(columns), built.select_columns(columns)]), gold_count, len(built)
+
+
+def unlabelled_description(unlabelled: Unlabelled, data_args: DataArguments) -> str:
+    """How the teacher built its triplets, for the card."""
+    negatives = f"negatives from ranks [{data_args.skip_top}, {data_args.sample_from})"
+    if unlabelled.documents is None:
+        return f"corpus mode: {data_args.positives_per_query} nearest neighbour(s) as positives, {negatives}"
+    filters = [
+        f"score >= {data_args.min_positive_score}" if data_args.min_positive_score is not None else "",
+        f"lead over the first negative rank >= {data_args.min_positive_margin}"
+        if data_args.min_positive_margin is not None
+        else "",
+    ]
+    kept = " and ".join(f for f in filters if f)
+    return (
+        f"query-corpus mode: the teacher's top {data_args.positives_per_query} document(s) of "
+        f"{len(unlabelled.documents)} as positives{f' (where {kept})' if kept else ''}, {negatives}"
+    )
+
+
+def corpus_note(gold: int, built: int, unlabelled: Unlabelled | None, data_args: DataArguments) -> str:
+    """The card's sentence on the share of teacher-built triplets ('' without them)."""
+    if not built or unlabelled is None:
+        return ""
+    return (
+        f" Plus {built} triplets the teacher built from the unlabelled texts of {unlabelled.source} "
+        f"({unlabelled_description(unlabelled, data_args)}; no gold label): "
+        f"{gold / (gold + built):.0%} gold, {built / (gold + built):.0%} teacher-built."
+    )

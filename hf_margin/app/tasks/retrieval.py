@@ -1,0 +1,128 @@
+"""The retrieval task as a builder: distil a teacher for search over one corpus in BEIR layout (the shipped
+SciFact copy by default). The teacher ranks the corpus for unlabelled queries (query–corpus mode); gold pairs of
+a qrels split may be added. Retrieval on the evaluation split (MRR@10, nDCG@10, Recall@10/@100) is reported
+before, after and for the teacher; no evaluation query is ever a training query."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from datasets import Dataset
+
+from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
+from hf_margin.app.tasks.common import (
+    TaskData,
+    Unlabelled,
+    add_teacher_built,
+    checked_model_path,
+    corpus_note,
+    load_miner,
+    load_teacher,
+    mine_split,
+    require_bi_encoder_miner,
+    score_split,
+    unlabelled_description,
+    user_evaluators,
+)
+from hf_margin.config import MarginDistillConfig
+from hf_margin.evaluation import RetrievalEvaluator
+from hf_margin.retrieval import RetrievalData, load_beir
+from hf_margin.sources import load_corpus
+
+logger = logging.getLogger(__name__)
+
+SHIPPED_SCIFACT = Path(__file__).parents[1] / "data" / "scifact"  # SciFact in BEIR layout (licence inside)
+UNLABELLED_QUERIES = "unlabelled.txt"  # the default queries of a BEIR folder: unlabelled, none an evaluation query
+
+
+def retrieval_folder(data_args: DataArguments) -> Path:
+    """The task's BEIR folder: ``data_dir`` or the shipped SciFact."""
+    folder = Path(data_args.data_dir) if data_args.data_dir else SHIPPED_SCIFACT
+    if not (folder / "corpus.jsonl").is_file():
+        raise UserError(f"retrieval task: {folder} has no corpus.jsonl (data_dir must be a folder in BEIR layout)")
+    return folder
+
+
+def gold_pairs(data: RetrievalData) -> Dataset:
+    """(query, positive) rows of every relevant judgement (grade > 0), documents as the corpus spells them."""
+    rows = [(data.queries[q], data.corpus[d]) for q, judged in data.qrels.items() for d, g in judged.items() if g > 0]
+    return Dataset.from_dict({"query": [q for q, _ in rows], "positive": [p for _, p in rows]})
+
+
+def build_retrieval_task(
+    model_args: ModelArguments, data_args: DataArguments, eval_args: EvalArguments, args: MarginDistillConfig
+) -> TaskData:
+    """Triplets from unlabelled queries ranked by the teacher (plus ``gold_split``'s pairs when set), evaluated
+    on ``ir_split`` (and ``dev_split`` during training); everything read and checked before a model loads."""
+    if not args.student_kind.is_bi_encoder:
+        raise UserError("the retrieval task searches a corpus by embeddings: it needs a bi-encoder student")
+    folder = retrieval_folder(data_args)
+    query_file = data_args.query_file or folder / UNLABELLED_QUERIES
+    if not Path(query_file).is_file():
+        raise UserError(
+            f"retrieval task: no {UNLABELLED_QUERIES} in {folder}: name the training queries with --query_file"
+        )
+    documents = load_corpus(data_args.corpus_file or folder / "corpus.jsonl")
+    unlabelled = Unlabelled(load_corpus(query_file), documents, source=str(query_file))
+    test = load_beir(folder, split=eval_args.ir_split)
+    trained_on = set(unlabelled.queries)
+    gold = None
+    if data_args.gold_split:
+        gold = gold_pairs(load_beir(folder, split=data_args.gold_split))
+        trained_on.update(gold["query"])
+    leaked = [q for q in test.queries.values() if q.strip() in trained_on]
+    if leaked:
+        raise UserError(
+            f"retrieval task: {len(leaked)} evaluation queries of qrels/{eval_args.ir_split}.tsv are training queries "
+            f"(e.g. {leaked[0][:60]!r}): remove them from {query_file} or pick another ir_split"
+        )
+    name = folder.name
+    final = {name: RetrievalEvaluator(test, name=name)}
+    final[name].source = str(folder)
+    during = dict(user_evaluators(eval_args, args))
+    if data_args.dev_split:
+        during[f"{name}_dev"] = RetrievalEvaluator(load_beir(folder, split=data_args.dev_split), name=f"{name}_dev")
+    teacher_ref = model_args.teacher or DEFAULT_TEACHER
+    require_bi_encoder_miner(model_args, data_args, teacher_ref)
+    checked_model_path(model_args.student or teacher_ref, "student")
+
+    teacher = load_teacher(model_args, teacher_ref)
+    miner = functools.cache(lambda: load_miner(model_args, data_args, teacher))
+    if gold is not None:
+        gold = mine_split(gold, documents, miner(), data_args, fresh=data_args.fresh_negatives_per_epoch)
+        if args.needs_teacher:
+            gold = score_split(gold, teacher, data_args, fresh=data_args.fresh_negatives_per_epoch)
+    train, gold_count, built_count = add_teacher_built(gold, unlabelled, data_args, miner, teacher, args.needs_teacher)
+    labels = (
+        f"{gold_count} gold triplets (the relevant documents of qrels/{data_args.gold_split}.tsv, negatives mined from "
+        f"the corpus ranks [{data_args.skip_top}, {data_args.sample_from})). "
+        if gold is not None
+        else ""
+    )
+    return TaskData(
+        train=train,
+        validation=None,
+        teacher=teacher,
+        teacher_ref=teacher_ref,
+        train_evaluators=during,
+        final_evaluators={**final, **user_evaluators(eval_args, args)},
+        dataset=str(folder) if data_args.data_dir else "BeIR/scifact",
+        description=(
+            f"{name} in BEIR layout, {len(documents)} documents. {labels}"
+            + (
+                corpus_note(gold_count, built_count, unlabelled, data_args).strip()
+                if gold is not None
+                else f"{built_count} triplets the teacher built from the {len(unlabelled.queries)} unlabelled queries "
+                f"of {Path(query_file).name} ({unlabelled_description(unlabelled, data_args)}); no gold label."
+            )
+        ),
+        info={
+            "source": str(folder),
+            "format": "retrieval",
+            "train_triplets": len(train),
+            "gold_triplets": gold_count,
+            "corpus_triplets": built_count,
+        },
+    )
