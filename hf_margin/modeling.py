@@ -321,6 +321,15 @@ def write_sentence_transformers_files(
         path.write_text(json.dumps(content, indent=2) + "\n")
 
 
+def saved_prompts(path: str | os.PathLike) -> dict[str, str]:
+    """The sentence-transformers ``prompts`` saved beside a student (``{}`` when there are none or no file)."""
+    config = Path(path) / "config_sentence_transformers.json"
+    try:
+        return dict(json.loads(config.read_text()).get("prompts") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 def save_student(
     model: PreTrainedModel,
     output_dir: str | os.PathLike,

@@ -277,7 +277,7 @@ def test_shipped_recipes_train_the_adaptive_arm_the_committed_grid_chooses():
         [(options, scaling)] = methods.families(setting)[family].values()
         model_args, data_args, _, args = parse_recipe(recipe)
         assert {key: getattr(args, key) for key in options} == options, (setting, family)
-        assert data_args.teacher_margin_scaling == scaling, (setting, family)
+        assert data_args.margin_scaling(model_args.teacher_type) == scaling, (setting, family)
         if setting == "cross":
             assert args.learning_rate == final[(setting, family, 2)][0]["lr"]
             assert (args.num_train_epochs, args.per_device_train_batch_size, args.warmup_steps) == (1, 32, 30)

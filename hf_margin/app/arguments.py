@@ -173,14 +173,22 @@ class DataArguments:
     )
     max_train_examples: int | None = field(default=None, metadata={"help": "Use at most this many training triplets."})
     teacher_margin_scaling: str = field(
-        default="none",
+        default="auto",
         metadata={
             "help": "One global rescaling of the teacher margins before training, with the train split's mean and "
-            "std: 'none', 'zscore' (mean 0, std 1) or 'student' (z-score, then the student's own margin mean and "
-            "std before training).",
-            "choices": list(SCALINGS),
+            "std: 'none', 'zscore' (mean 0, std 1), 'student' (z-score, then the student's own margin mean and "
+            "std before training) or 'auto' (default): 'student' for a cross-encoder teacher, whose logits are "
+            "not on the student's cosine scale, else 'none' (BENCHMARKS.md section 8).",
+            "choices": ["auto", *SCALINGS],
         },
     )
+
+    def margin_scaling(self, teacher_type: str) -> str:
+        """``teacher_margin_scaling`` with 'auto' resolved for a teacher of ``teacher_type``."""
+        if self.teacher_margin_scaling != "auto":
+            return self.teacher_margin_scaling
+        return "student" if teacher_type == "cross-encoder" else "none"
+
     cache_dir: str | None = field(
         default=None,
         metadata={"help": "Cache of mined negatives and teacher margins; default $HF_DATASETS_CACHE/hf_margin."},
@@ -292,6 +300,13 @@ class EvalArguments:
         },
     )
     ir_split: str = field(default="test", metadata={"help": "The qrels split of ir_eval_dir."})
+    eval_teacher: bool = field(
+        default=True,
+        metadata={
+            "help": "Evaluate the teacher too (its row of the summary and card); false saves its corpus "
+            "embedding on a rerun. Its encoding speed is measured either way."
+        },  # fmt: skip
+    )
 
 
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, EvalArguments, MarginDistillConfig)
@@ -364,10 +379,25 @@ class RecipeParser(HfArgumentParser):
 UNSET_VALUES = ("none", "null")
 
 
+def _optional_fields(dataclasses: tuple[type, ...]) -> set[str]:
+    """Options that may be None: a None default or an optional annotation (``float | None``). The annotations are
+    read from the classes: HfArgumentParser rewrites ``Field.type`` (``float | None`` becomes ``float``)."""
+    optional = set()
+    for cls in dataclasses:
+        annotations: dict[str, Any] = {}
+        for base in reversed(cls.__mro__):
+            annotations.update(vars(base).get("__annotations__", {}))
+        for f in fields(cls):
+            hint = str(annotations.get(f.name, ""))
+            if f.init and (f.default is None or "None" in hint or "Optional" in hint):
+                optional.add(f.name)
+    return optional
+
+
 def _take_unset_options(overrides: list[str], dataclasses: tuple[type, ...]) -> tuple[list[str], set[str]]:
-    """Split ``--key none`` (or ``null``) off the overrides for options whose default is None: those are unset,
-    a recipe's value included (e.g. ``--overshoot_width none`` over the default recipe's 0)."""
-    unsettable = {f.name for cls in dataclasses for f in fields(cls) if f.init and f.default is None}
+    """Split ``--key none`` (or ``null``) off the overrides for options that may be None (optional types): those
+    are unset, a recipe's value and a default included (e.g. ``--overshoot_width none`` over the default 0.25)."""
+    unsettable = _optional_fields(dataclasses)
     kept, unset = [], set()
     i = 0
     while i < len(overrides):
@@ -387,15 +417,20 @@ def parse_recipe(
     dataclasses: tuple[type, ...] = RECIPE_DATACLASSES,
 ) -> tuple:
     """Parse a recipe YAML into ``dataclasses`` (default: model, data, evaluation and training arguments);
-    ``overrides`` (``--key value`` flags) win over the file; ``--key none`` unsets an option whose default is
-    None. Without a recipe, ``output_dir`` defaults to ``outputs/hf-margin``."""
+    ``overrides`` (``--key value`` flags) win over the file; ``--key none`` (or ``key: null`` in the file) sets an
+    optional option to None, whatever its default. Without a recipe, ``output_dir`` is ``outputs/hf-margin``."""
     parser = RecipeParser(dataclasses)
     values: dict[str, Any] = read_recipe(recipe, dataclasses) if recipe is not None else {}
     overrides, unset = _take_unset_options(list(overrides or []), dataclasses)
+    unset |= {k for k, v in values.items() if v is None and k in _optional_fields(dataclasses)}  # `key: null`
     values = {k: v for k, v in values.items() if k not in unset}
     if "--output_dir" not in overrides:
         values.setdefault("output_dir", "outputs/hf-margin")
     parsed = tuple(parser.parse_args_into_dataclasses(args=_to_argv(values) + overrides))
+    for obj in parsed:  # an unset option is None even where its default is not (overshoot_width: 0.25)
+        for key in unset:
+            if key in getattr(obj, "__dataclass_fields__", {}):
+                setattr(obj, key, None)
     training = parsed[-1]
     if getattr(training, "run_name", "") is None:  # name the run after its output folder (logs, card, summary)
         training.run_name = Path(training.output_dir).name

@@ -4,6 +4,7 @@ under ``output_dir``."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -27,7 +28,7 @@ from hf_margin.formats import normalize_dataset
 from hf_margin.fresh_negatives import FreshNegatives
 from hf_margin.margin_scaling import scale_teacher_margins
 from hf_margin.margins import attach_teacher_margins
-from hf_margin.modeling import StudentKind
+from hf_margin.modeling import StudentKind, saved_prompts
 from hf_margin.sources import load_data_file
 from hf_margin.throughput import encoding_throughput, speed_summary
 
@@ -187,6 +188,7 @@ def run_train(
         )
     will_evaluate = (
         data_args.task == "stsb"
+        or data_args.dev_split
         or data_args.validation_file
         or (data_args.dataset_name and data_args.validation_split)
         or eval_args.sts_eval_file
@@ -200,7 +202,7 @@ def run_train(
     task = build_task(model_args, data_args, eval_args, args)
     kind: StudentKind = args.student_kind
     rows: dict[str, dict[str, dict[str, float]]] = {}
-    if task.teacher is not None and state.is_main_process:  # once, on the main process
+    if task.teacher is not None and state.is_main_process and eval_args.eval_teacher:  # once, on the main process
         rows["teacher"] = run_evaluators(task.final_evaluators, task.teacher)
     speed_texts = texts_for_speed(task.final_evaluators)
     teacher_speed = (
@@ -225,7 +227,9 @@ def run_train(
     triplets = {"train": task.train, **({"validation": task.validation} if task.validation is not None else {})}
     scaling: dict[str, float] = {}
     if args.needs_teacher:
-        triplets, scaling = scale_teacher_margins(triplets, data_args.teacher_margin_scaling, student, tokenizer, args)
+        triplets, scaling = scale_teacher_margins(
+            triplets, data_args.margin_scaling(model_args.teacher_type), student, tokenizer, args
+        )
     train = triplets["train"]
     if data_args.fresh_negatives_per_epoch:  # the band is tokenised once; each epoch picks from it
         train = FreshNegatives(train, data_args.num_negatives, seed=args.seed)
@@ -319,7 +323,15 @@ def run_evaluate(
             load_stsb(data_args.data_dir)["test"], "stsb_test", duplicates=args.student_kind.is_bi_encoder
         )
     kind = args.student_kind
-    model = _load("student", reference, lambda p: kind.load(p, trust_remote_code=model_args.trust_remote_code))
+    saved = saved_prompts(reference) if kind.is_bi_encoder and not kind.prompts else {}
+    if saved:  # read queries and documents as the student was trained to (its saved prompts)
+        logger.info("Using the student's saved prompts %s", saved)
+        kind = dataclasses.replace(kind, query_prompt=saved.get("query", ""), document_prompt=saved.get("document", ""))
+    model = _load(
+        "student",
+        reference,
+        lambda p: kind.load(p, layers=model_args.student_layers, trust_remote_code=model_args.trust_remote_code),
+    )
     tokenizer = _load("student", reference, lambda p: AutoTokenizer.from_pretrained(p))
     result = run_evaluators(evaluators, kind.scorer(model, tokenizer, device=PartialState().device))
     if PartialState().is_main_process:

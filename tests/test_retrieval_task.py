@@ -1,0 +1,95 @@
+"""The retrieval task and query–corpus mode end to end through `hf-margin train` on tiny models: a BEIR folder,
+unlabelled queries ranked by the teacher, metrics before / after / teacher with encoding speed, and the refusals
+that must come before any model loads."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from hf_margin.app.cli import main
+
+from .conftest import TOPICS, write_tiny_teacher
+from .test_pipeline import TRAIN
+
+
+def write_beir(folder: Path, seed: int = 0) -> tuple[Path, list[str]]:
+    """A BEIR folder of 48 topic documents and 6 judged test queries, and 12 unlabelled training queries."""
+    rng = random.Random(seed)
+    names = list(TOPICS)
+    docs = {f"d{i}": " ".join(rng.sample(TOPICS[names[i % 6]], 4)) for i in range(48)}
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in docs.items()))
+    tests = {f"q{i}": " ".join(rng.sample(TOPICS[names[i]], 2)) for i in range(6)}
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in tests.items()))
+    qrels = [f"q{i}\td{i + 6 * j}\t1" for i in range(6) for j in range(2)]
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    unlabelled = [" ".join(rng.sample(TOPICS[names[i % 6]], 3)) for i in range(12)]
+    unlabelled = [q for q in dict.fromkeys(unlabelled) if q not in tests.values()]
+    (folder / "unlabelled.txt").write_text("\n".join(unlabelled) + "\n")
+    return folder, list(tests.values())
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> Path:
+    return write_tiny_teacher(tmp_path_factory.mktemp("models") / "teacher")
+
+
+MINING = ["--num_negatives", "2", "--skip_top", "1", "--sample_from", "8", "--student_layers", "0"]
+
+
+def test_retrieval_task_trains_on_unlabelled_queries_and_reports_quality_and_speed(tmp_path, teacher_dir):
+    folder, _ = write_beir(tmp_path / "beir")
+    out = tmp_path / "out"
+    argv = ["train", *TRAIN, *MINING, "--task", "retrieval", "--data_dir", str(folder), "--teacher", str(teacher_dir)]
+    argv += ["--query_max_length", "6", "--max_length", "16", "--output_dir", str(out), "--cache_dir", str(tmp_path)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    figures = metrics["evaluation"]["beir"]
+    assert set(figures["ndcg@10"]) == {"before", "after", "teacher"}
+    assert metrics["data"]["format"] == "retrieval" and metrics["data"]["gold_triplets"] == 0
+    assert metrics["data"]["corpus_triplets"] == len((folder / "unlabelled.txt").read_text().split("\n")) - 1
+    speed = metrics["speed"]
+    assert speed["student"]["texts"] == speed["teacher"]["texts"] == 48 and speed["speedup"] > 0
+    assert speed["student"]["max_length"] == 16 and speed["student"]["threads"] >= 1
+    kept = metrics["quality_kept"]["beir"]["ndcg@10"]
+    assert kept == pytest.approx(100 * figures["ndcg@10"]["after"] / figures["ndcg@10"]["teacher"])
+    card = (out / "README.md").read_text()
+    assert "**Speed**" in card and "texts/s" in card and "query-corpus mode" in card
+
+
+def test_own_queries_and_corpus_train_without_labels(tmp_path, teacher_dir):
+    """--query_file with --corpus_file and no train file: the task is your data, every triplet teacher-built."""
+    folder, _ = write_beir(tmp_path / "beir")
+    out = tmp_path / "out"
+    argv = ["train", *TRAIN, *MINING, "--query_file", str(folder / "unlabelled.txt"), "--corpus_file"]
+    argv += [str(folder / "corpus.jsonl"), "--teacher", str(teacher_dir), "--ir_eval_dir", str(folder)]
+    assert main([*argv, "--output_dir", str(out), "--cache_dir", str(tmp_path)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["format"] == "query-corpus" and metrics["data"]["corpus_triplets"] > 0
+    assert "ndcg@10" in metrics["evaluation"]["ir"]
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--query_file", "Q"], "needs the documents to rank: add --corpus_file"),
+        (["--task", "retrieval", "--data_dir", "B", "--query_file", "LEAK"], "evaluation queries of qrels/test.tsv"),
+        (["--task", "retrieval", "--data_dir", "B", "--train_file", "Q"], "drop train_file"),
+        (["--task", "retrieval", "--data_dir", "B", "--student_type", "cross-encoder"], "needs a bi-encoder"),
+        (["--query_file", "Q", "--corpus_file", "C", "--unlabelled_file", "Q"], "not both"),
+    ],
+)
+def test_bad_retrieval_options_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, options, fragment):
+    import hf_margin.app.tasks.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "load_teacher", lambda *a, **k: pytest.fail("a model was loaded first"))
+    folder, tests = write_beir(tmp_path / "beir")
+    (tmp_path / "leak.txt").write_text(f"{tests[0]}\nsun1 sun2 sun3\n")
+    names = {"Q": folder / "unlabelled.txt", "C": folder / "corpus.jsonl", "B": folder, "LEAK": tmp_path / "leak.txt"}
+    argv = ["train", *TRAIN, *[str(names.get(o, o)) for o in options], "--output_dir", str(tmp_path / "x")]
+    assert main(argv) == 2
+    assert fragment in capsys.readouterr().err
