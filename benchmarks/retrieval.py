@@ -2,7 +2,7 @@
 installed it, the mpnet) teacher, with no labels (query-corpus mode on the unlabelled claims) or with the 919
 labelled train pairs added; nDCG@10 / MRR@10 / Recall@100 on the 300 test claims beside the student's and
 teacher's encoding speed, from each run's own metrics.json. Each run is `hf-margin train
-recipes/scifact-distil.yaml` plus the arm's options, in its own process; finished (arm, seed) pairs are skipped.
+recipes/scifact-distil.yaml` plus the arm's options, in its own process; finished (arm, options, seed) runs are skipped.
 
     python benchmarks/retrieval.py --arms minilm-2l-nolabel minilm-2l-gold --seeds 42 43 44
     python benchmarks/retrieval.py --report
@@ -56,6 +56,7 @@ def run_arm(arm: str, seed: int, extra: list[str], cache_dir: str | None) -> dic
     table = metrics["evaluation"]["scifact"]
     return {
         "arm": arm,
+        "variant": " ".join(extra),
         "seed": seed,
         "options": ARMS[arm] + extra,
         "figures": {m: table[m] for m in ("ndcg@10", "mrr@10", "recall@100") if m in table},
@@ -72,7 +73,7 @@ def report(records: list[dict[str, Any]]) -> str:
     and the encoding speed-up."""
     arms: dict[str, list[dict[str, Any]]] = {}
     for r in records:
-        arms.setdefault(r["arm"], []).append(r)
+        arms.setdefault(f"{r['arm']} {r.get('variant', '')}".strip(), []).append(r)
     lines = [
         "| arm | seeds | nDCG@10 before | nDCG@10 after | MRR@10 after | Recall@100 after | teacher nDCG@10 | "
         "student / teacher texts/s | speed-up |",
@@ -85,10 +86,11 @@ def report(records: list[dict[str, Any]]) -> str:
     for arm, runs in arms.items():
         f = [r["figures"] for r in runs]
         s = runs[-1]["speed"]
+        teacher = next((x["ndcg@10"]["teacher"] for x in f if "teacher" in x["ndcg@10"]), float("nan"))
         lines.append(
             f"| {arm} | {', '.join(str(r['seed']) for r in runs)} | {f[0]['ndcg@10']['before']:.2f} | "
             f"{spread([x['ndcg@10']['after'] for x in f])} | {spread([x['mrr@10']['after'] for x in f])} | "
-            f"{spread([x['recall@100']['after'] for x in f])} | {f[0]['ndcg@10'].get('teacher', float('nan')):.2f} | "
+            f"{spread([x['recall@100']['after'] for x in f])} | {teacher:.2f} | "
             f"{s['student']['texts_per_s']:.1f} / {s['teacher']['texts_per_s']:.1f} | {s['speedup']:.2f}x |"
         )
     return "\n".join(lines)
@@ -106,10 +108,11 @@ def main() -> None:
     if opts.report:
         print(report(read_jsonl(opts.out)))
         return
-    done = {(r["arm"], r["seed"]) for r in read_jsonl(opts.out)}
+    variant = " ".join(opts.extra)
+    done = {(r["arm"], r.get("variant", ""), r["seed"]) for r in read_jsonl(opts.out)}
     for arm in opts.arms:
         for seed in opts.seeds:
-            if (arm, seed) in done:
+            if (arm, variant, seed) in done:
                 continue
             record = run_arm(arm, seed, opts.extra, opts.cache_dir)
             append_jsonl(opts.out, record)

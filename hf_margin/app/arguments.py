@@ -127,6 +127,15 @@ class DataArguments:
             "labelled data when there is some. The retrieval task defaults it to its folder's unlabelled.txt."
         },
     )
+    query_generator: str | None = field(
+        default=None,
+        metadata={
+            "help": "Query-corpus mode without a query log: a seq2seq checkpoint (Hub id or folder, e.g. a doc2query "
+            "T5) writes queries_per_document queries for each corpus_file document (sampled, cached); they join "
+            "query_file's queries, if any, and go through the same ranking."
+        },
+    )
+    queries_per_document: int = field(default=3, metadata={"help": "query_generator: queries written per document."})
     min_positive_score: float | None = field(
         default=None,
         metadata={
@@ -204,7 +213,7 @@ class DataArguments:
             raise UserError("give train_file or dataset_name, not both")
         chosen = self.task
         if self.task == "auto":
-            self.task = "data" if own or self.query_file else "stsb"
+            self.task = "data" if own or self.query_file or self.query_generator else "stsb"
         if self.query_file and self.unlabelled_file and self.unlabelled_file != "stsb:train":
             raise UserError(
                 "give query_file (queries ranked against corpus_file) or unlabelled_file (each text a query of the "
@@ -212,11 +221,15 @@ class DataArguments:
             )
         if self.query_file and self.task == "stsb":
             raise UserError("query_file ranks a corpus for each query: use it with task data or retrieval")
-        if self.query_file and self.task == "data" and not self.corpus_file:
+        if (self.query_file or self.query_generator) and self.task == "data" and not self.corpus_file:
             raise UserError(
-                f"query_file {self.query_file} needs the documents to rank: add --corpus_file (one text per line, "
-                "jsonl with 'text', or a BEIR corpus.jsonl)"
+                f"{'query_file ' + self.query_file if self.query_file else 'query_generator'} needs the documents to "
+                "rank: add --corpus_file (one text per line, jsonl with 'text', or a BEIR corpus.jsonl)"
             )
+        if self.query_generator and self.task == "stsb":
+            raise UserError("query_generator writes queries for a corpus: use it with task data or retrieval")
+        if self.queries_per_document < 1:
+            raise UserError(f"queries_per_document must be >= 1; got {self.queries_per_document}")
         if self.task == "retrieval":
             if own:
                 raise UserError(
@@ -244,7 +257,7 @@ class DataArguments:
                 "--unlabelled_file FILE adds corpus mode on your own texts"
             )
             self.unlabelled_file = None
-        if self.task == "data" and not own and not self.unlabelled_file and not self.query_file:
+        if self.task == "data" and not (own or self.unlabelled_file or self.query_file or self.query_generator):
             raise UserError(
                 "task 'data' needs --train_file FILE, --dataset_name NAME, --unlabelled_file FILE or --query_file FILE"
             )

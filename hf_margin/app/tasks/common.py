@@ -173,6 +173,28 @@ class Unlabelled:
         return "corpus mode" if self.documents is None else "query-corpus mode"
 
 
+def with_generated_queries(unlabelled: Unlabelled, data_args: DataArguments) -> Unlabelled:
+    """``unlabelled`` plus the queries ``query_generator`` writes for its documents (cached); as it is without one."""
+    if not data_args.query_generator:
+        return unlabelled
+    from hf_margin.query_generation import generate_queries
+
+    generated = generate_queries(
+        unlabelled.documents,
+        checked_model_path(data_args.query_generator, "query generator"),
+        queries_per_document=data_args.queries_per_document,
+        cache_dir=data_args.cache_dir,
+    )["query"]
+    source = f"{unlabelled.source} + " if unlabelled.queries else ""
+    logger.info("%d queries written by %s for %d documents", len(generated), data_args.query_generator,
+                len(unlabelled.documents))  # fmt: skip
+    return Unlabelled(
+        list(dict.fromkeys([*unlabelled.queries, *generated])),
+        unlabelled.documents,
+        source=f"{source}queries written by {data_args.query_generator}",
+    )
+
+
 def build_unlabelled(unlabelled: Unlabelled, miner: BiEncoderScorer, data_args: DataArguments) -> Dataset:
     """Triplets the miner builds from ``unlabelled`` (cached), with the recipe's mining options."""
     common = {

@@ -24,6 +24,7 @@ from hf_margin.app.tasks.common import (
     score_split,
     unlabelled_description,
     user_evaluators,
+    with_generated_queries,
 )
 from hf_margin.config import MarginDistillConfig
 from hf_margin.formats import SCORE_COLUMNS, DataFormat, normalize_dataset
@@ -35,10 +36,10 @@ logger = logging.getLogger(__name__)
 def read_unlabelled(data_args: DataArguments) -> Unlabelled | None:
     """The unlabelled text of corpus mode (``unlabelled_file``) or query–corpus mode (``query_file`` with
     ``corpus_file``), read and checked before any model loads; None without either."""
-    if data_args.query_file:
-        return Unlabelled(
-            load_corpus(data_args.query_file), load_corpus(data_args.corpus_file), source=data_args.query_file
-        )
+    if data_args.query_file or data_args.query_generator:
+        queries = load_corpus(data_args.query_file) if data_args.query_file else []
+        unlabelled = Unlabelled(queries, load_corpus(data_args.corpus_file), source=data_args.query_file or "")
+        return with_generated_queries(unlabelled, data_args)
     if data_args.unlabelled_file:
         return Unlabelled(load_corpus(data_args.unlabelled_file), source=data_args.unlabelled_file)
     return None

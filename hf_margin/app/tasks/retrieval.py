@@ -25,6 +25,7 @@ from hf_margin.app.tasks.common import (
     score_split,
     unlabelled_description,
     user_evaluators,
+    with_generated_queries,
 )
 from hf_margin.config import MarginDistillConfig
 from hf_margin.evaluation import RetrievalEvaluator
@@ -78,6 +79,10 @@ def build_retrieval_task(
             f"retrieval task: {len(leaked)} evaluation queries of qrels/{eval_args.ir_split}.tsv are training queries "
             f"(e.g. {leaked[0][:60]!r}): remove them from {query_file} or pick another ir_split"
         )
+    if data_args.query_generator:  # written queries never repeat an evaluation query either
+        unlabelled = with_generated_queries(unlabelled, data_args)
+        evaluation = {q.strip() for q in test.queries.values()}
+        unlabelled.queries = [q for q in unlabelled.queries if q not in evaluation]
     name = folder.name
     final = {name: RetrievalEvaluator(test, name=name)}
     final[name].source = str(folder)
