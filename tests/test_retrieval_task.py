@@ -93,3 +93,46 @@ def test_bad_retrieval_options_are_refused_before_any_model_loads(tmp_path, caps
     argv = ["train", *TRAIN, *[str(names.get(o, o)) for o in options], "--output_dir", str(tmp_path / "x")]
     assert main(argv) == 2
     assert fragment in capsys.readouterr().err
+
+
+def write_other_family_teacher(folder: Path) -> Path:
+    """A teacher of another family than the student: its own tokenizer (another vocabulary, other ids) and width."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    words = [w for ws in TOPICS.values() for w in ws][::-1] + [f"extra{i}" for i in range(10)]
+    vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<s>", "</s>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    config = BertConfig(vocab_size=len(vocab), hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
+                        intermediate_size=96, max_position_embeddings=64, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(3)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_teacher_of_another_family_distils_into_the_student_with_gold_pairs_mixed_in(tmp_path, teacher_dir):
+    """Teacher and student differ in tokenizer, vocabulary and width: only scores cross over. Gold pairs of a
+    qrels split (gold_split) join the teacher-built triplets, and the shares are stated."""
+    folder, _ = write_beir(tmp_path / "beir")
+    (folder / "queries-train.jsonl").write_text(
+        "".join(json.dumps({"_id": f"t{i}", "text": f"{w}1 {w}2 {w}3"}) + "\n" for i, w in enumerate(TOPICS))
+    )
+    (folder / "qrels" / "train.tsv").write_text("".join(f"t{i}\td{i}\t1\n" for i in range(6)))
+    teacher = write_other_family_teacher(tmp_path / "other-teacher")
+    out = tmp_path / "out"
+    argv = ["train", *TRAIN, *MINING, "--task", "retrieval", "--data_dir", str(folder), "--gold_split", "train"]
+    argv += ["--teacher", str(teacher), "--student", str(teacher_dir), "--output_dir", str(out)]
+    assert main([*argv, "--cache_dir", str(tmp_path / "cache")]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["data"]["gold_triplets"], metrics["data"]["corpus_triplets"]) == (6, 12)
+    assert set(metrics["evaluation"]["beir"]["recall@100"]) == {"before", "after", "teacher"}
+    assert "% gold" in (out / "README.md").read_text()

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from hf_margin.app.arguments import DataArguments, EvalArguments, ModelArguments, UserError
 from hf_margin.app.stsb import load_stsb, stsb_evaluators
 from hf_margin.app.tasks import TaskData, build_task
-from hf_margin.app.tasks.common import Evaluator, _load, checked_model_path, load_teacher, user_evaluators
+from hf_margin.app.tasks.common import Evaluator, checked_model_path, load_checked, load_teacher, user_evaluators
 from hf_margin.config import MarginDistillConfig
 from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvaluator
 from hf_margin.formats import normalize_dataset
@@ -50,7 +50,7 @@ def run_evaluators(evaluators: dict[str, Evaluator], scorer: Any) -> dict[str, d
     return out
 
 
-SUMMARY_METRICS = ("spearman", "pearson", "mrr@10", "ndcg@10", "recall@10")
+SUMMARY_METRICS = ("spearman", "pearson", "mrr@10", "ndcg@10", "recall@10", "recall@100")
 
 
 def summary_lines(table: dict[str, dict[str, dict[str, float]]]) -> list[str]:
@@ -212,12 +212,12 @@ def run_train(
     gc.collect()
 
     student_ref = model_args.student or task.teacher_ref
-    student = _load(
+    student = load_checked(
         "student",
         student_ref,
         lambda p: kind.load(p, layers=model_args.student_layers, trust_remote_code=model_args.trust_remote_code),
     )
-    tokenizer = _load(
+    tokenizer = load_checked(
         "student",
         student_ref,
         lambda p: AutoTokenizer.from_pretrained(p, trust_remote_code=model_args.trust_remote_code),
@@ -327,12 +327,12 @@ def run_evaluate(
     if saved:  # read queries and documents as the student was trained to (its saved prompts)
         logger.info("Using the student's saved prompts %s", saved)
         kind = dataclasses.replace(kind, query_prompt=saved.get("query", ""), document_prompt=saved.get("document", ""))
-    model = _load(
+    model = load_checked(
         "student",
         reference,
         lambda p: kind.load(p, layers=model_args.student_layers, trust_remote_code=model_args.trust_remote_code),
     )
-    tokenizer = _load("student", reference, lambda p: AutoTokenizer.from_pretrained(p))
+    tokenizer = load_checked("student", reference, lambda p: AutoTokenizer.from_pretrained(p))
     result = run_evaluators(evaluators, kind.scorer(model, tokenizer, device=PartialState().device))
     if PartialState().is_main_process:
         print(json.dumps({"model": reference, **result}, indent=2))

@@ -51,7 +51,7 @@ def checked_model_path(reference: str, role: str) -> str:
     return resolved
 
 
-def _load(role: str, reference: str, loader: Callable[[str], Any]) -> Any:
+def load_checked(role: str, reference: str, loader: Callable[[str], Any]) -> Any:
     path = checked_model_path(reference, role)
     try:
         return loader(path)
@@ -64,12 +64,12 @@ def load_teacher(model_args: ModelArguments, reference: str | None = None) -> Bi
     reference = reference or model_args.teacher or DEFAULT_TEACHER
     common = {"trust_remote_code": model_args.trust_remote_code, "batch_size": model_args.teacher_batch_size}
     if model_args.teacher_type == "cross-encoder":
-        return _load(
+        return load_checked(
             "teacher",
             reference,
             lambda p: CrossEncoderScorer.from_pretrained(p, apply_sigmoid=model_args.teacher_sigmoid, **common),
         )
-    return _load(
+    return load_checked(
         "teacher",
         reference,
         lambda p: BiEncoderScorer.from_pretrained(
@@ -88,7 +88,7 @@ def require_bi_encoder_miner(model_args: ModelArguments, data_args: DataArgument
 def load_miner(model_args: ModelArguments, data_args: DataArguments, teacher: Any) -> BiEncoderScorer:
     """The bi-encoder that mines negatives: ``miner``, else the teacher when it is a bi-encoder."""
     if data_args.miner is not None:
-        return _load(
+        return load_checked(
             "miner",
             data_args.miner,
             lambda p: BiEncoderScorer.from_pretrained(p, batch_size=model_args.teacher_batch_size),
