@@ -66,7 +66,7 @@ def summary_lines(table: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
-SPEED_TEXTS = 128  # texts embedded to measure encoding speed (documents of the retrieval corpus where there is one)
+SPEED_TEXTS = 256  # texts embedded to measure encoding speed (documents of the retrieval corpus where there is one)
 
 
 def texts_for_speed(evaluators: dict[str, Evaluator], n: int = SPEED_TEXTS) -> list[str]:
