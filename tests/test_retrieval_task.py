@@ -136,3 +136,17 @@ def test_a_teacher_of_another_family_distils_into_the_student_with_gold_pairs_mi
     assert (metrics["data"]["gold_triplets"], metrics["data"]["corpus_triplets"]) == (6, 12)
     assert set(metrics["evaluation"]["beir"]["recall@100"]) == {"before", "after", "teacher"}
     assert "% gold" in (out / "README.md").read_text()
+
+
+def test_evaluate_prints_speed_and_honours_student_layers(tmp_path, teacher_dir, capsys):
+    """`hf-margin evaluate --student_layers 0` evaluates the 1-layer cut it asks for (it used to evaluate every
+    layer), and prints the student's encoding speed beside the figures."""
+    folder, _ = write_beir(tmp_path / "beir")
+    shown = {}
+    for layers in ([], ["--student_layers", "0"]):
+        capsys.readouterr()
+        assert main(["evaluate", "--student", str(teacher_dir), "--ir_eval_dir", str(folder), *layers]) == 0
+        shown[len(layers)] = json.loads(capsys.readouterr().out)
+    whole, cut = shown[0], shown[2]
+    assert whole["ir"] != cut["ir"]
+    assert cut["speed"]["texts"] == 48 and cut["speed"]["texts_per_s"] > 0 and cut["speed"]["batch_size"] == 32

@@ -312,7 +312,7 @@ def run_evaluate(
 ) -> dict[str, dict[str, float]]:
     """Evaluate a saved student (``--student``, default ``output_dir``): on ``--sts_eval_file``, ``--ir_eval_dir``
     and held-out triplets (``--validation_file``: margin agreement with the teacher) when given, else on the
-    STS-B test split (Spearman, Pearson, duplicate retrieval)."""
+    STS-B test split (Spearman, Pearson, duplicate retrieval); prints its encoding speed (texts/s) beside them."""
     reference = model_args.student or args.output_dir
     checked_model_path(reference, "student")
     evaluators = user_evaluators(eval_args, args)
@@ -333,9 +333,11 @@ def run_evaluate(
         lambda p: kind.load(p, layers=model_args.student_layers, trust_remote_code=model_args.trust_remote_code),
     )
     tokenizer = load_checked("student", reference, lambda p: AutoTokenizer.from_pretrained(p))
-    result = run_evaluators(evaluators, kind.scorer(model, tokenizer, device=PartialState().device))
+    scorer = kind.scorer(model, tokenizer, device=PartialState().device)
+    result = run_evaluators(evaluators, scorer)
     if PartialState().is_main_process:
-        print(json.dumps({"model": reference, **result}, indent=2))
+        speed = encoding_throughput(scorer, texts_for_speed(evaluators))
+        print(json.dumps({"model": reference, **result, **({"speed": speed} if speed else {})}, indent=2))
     return result
 
 
