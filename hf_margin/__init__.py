@@ -25,8 +25,9 @@ from hf_margin.losses import (
 )
 from hf_margin.margins import attach_band_margins, attach_teacher_margins
 from hf_margin.metrics import compute_margin_metrics, margin_agreement
-from hf_margin.mining import build_corpus_triplets, mine_hard_negatives
+from hf_margin.mining import build_corpus_triplets, build_query_corpus_triplets, mine_hard_negatives
 from hf_margin.modeling import StudentKind, encode, keep_layers, load_student, save_student
+from hf_margin.query_generation import generate_queries
 from hf_margin.scoring import (
     BiEncoderScorer,
     BiEncoderTeacher,
@@ -34,11 +35,15 @@ from hf_margin.scoring import (
     CrossEncoderTeacher,
     TeacherScorer,
 )
+from hf_margin.throughput import encoding_throughput
 from hf_margin.trainer import MarginDistillTrainer
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "build_query_corpus_triplets",
+    "encoding_throughput",
+    "generate_queries",
     "LOSS_REGISTRY",
     "AdaptiveDifferenceLoss",
     "BiEncoderScorer",
