@@ -150,3 +150,34 @@ def test_evaluate_prints_speed_and_honours_student_layers(tmp_path, teacher_dir,
     whole, cut = shown[0], shown[2]
     assert whole["ir"] != cut["ir"]
     assert cut["speed"]["texts"] == 48 and cut["speed"]["texts_per_s"] > 0 and cut["speed"]["batch_size"] == 32
+
+
+class CountingEvaluator:
+    calls = 0
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self, scorer) -> dict[str, float]:
+        CountingEvaluator.calls += 1
+        return {"ndcg@10": self.value}
+
+
+class FixedTeacher:
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+
+
+def test_teacher_figures_are_cached_by_teacher_and_evaluation(tmp_path):
+    """The teacher's evaluation costs a whole corpus embedding: a rerun reads its figures from the cache, and
+    another teacher or another evaluation set computes them anew."""
+    from hf_margin.app.pipeline import teacher_results
+
+    CountingEvaluator.calls = 0
+    first = teacher_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("a"), str(tmp_path))
+    again = teacher_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("a"), str(tmp_path))
+    assert first == again == {"ir": {"ndcg@10": 1.0}} and CountingEvaluator.calls == 1
+    teacher_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("b"), str(tmp_path))
+    teacher_results({"ir": CountingEvaluator(2.0)}, FixedTeacher("a"), str(tmp_path))
+    assert CountingEvaluator.calls == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tmp")]

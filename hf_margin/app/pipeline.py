@@ -11,11 +11,13 @@ import logging
 import os
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import PartialState
 from datasets import Dataset
+from datasets.fingerprint import Hasher
 from transformers import AutoTokenizer
 
 from hf_margin.app.arguments import DataArguments, EvalArguments, ModelArguments, UserError
@@ -27,7 +29,7 @@ from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvalua
 from hf_margin.formats import normalize_dataset
 from hf_margin.fresh_negatives import FreshNegatives
 from hf_margin.margin_scaling import scale_teacher_margins
-from hf_margin.margins import attach_teacher_margins
+from hf_margin.margins import attach_teacher_margins, default_cache_dir
 from hf_margin.modeling import StudentKind, saved_prompts
 from hf_margin.sources import load_data_file
 from hf_margin.throughput import encoding_throughput, speed_summary
@@ -48,6 +50,26 @@ def run_evaluators(evaluators: dict[str, Evaluator], scorer: Any) -> dict[str, d
         except ValueError as exc:
             logger.info("%s skipped: %s", name, exc)
     return out
+
+
+def teacher_results(evaluators: dict[str, Evaluator], teacher: Any, cache_dir: str | None) -> dict[str, Any]:
+    """:func:`run_evaluators` for the teacher, remembered in the cache by the teacher's and the evaluators'
+    fingerprints: the teacher's figures never change, so a rerun does not embed the evaluation corpus again."""
+    key = Hasher.hash([teacher.fingerprint, {name: Hasher.hash(e) for name, e in sorted(evaluators.items())}])
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = path / f"teacher-evaluation-{key}.json"
+    try:
+        results = json.loads(path.read_text())
+        logger.info("Teacher figures from the cache (%s)", path)
+        return results
+    except (OSError, ValueError):
+        pass
+    results = run_evaluators(evaluators, teacher)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")  # written whole, then renamed: never half a file
+    tmp.write_text(json.dumps(results))
+    os.replace(tmp, path)
+    return results
 
 
 SUMMARY_METRICS = ("spearman", "pearson", "mrr@10", "ndcg@10", "recall@10", "recall@100")
@@ -203,7 +225,7 @@ def run_train(
     kind: StudentKind = args.student_kind
     rows: dict[str, dict[str, dict[str, float]]] = {}
     if task.teacher is not None and state.is_main_process and eval_args.eval_teacher:  # once, on the main process
-        rows["teacher"] = run_evaluators(task.final_evaluators, task.teacher)
+        rows["teacher"] = teacher_results(task.final_evaluators, task.teacher, data_args.cache_dir)
     speed_texts = texts_for_speed(task.final_evaluators)
     teacher_speed = (
         encoding_throughput(task.teacher, speed_texts) if task.teacher is not None and state.is_main_process else None
