@@ -68,12 +68,19 @@ def build_retrieval_task(
     documents = load_corpus(data_args.corpus_file or folder / "corpus.jsonl")
     unlabelled = Unlabelled(load_corpus(query_file), documents, source=str(query_file))
     test = load_beir(folder, split=eval_args.ir_split)
-    trained_on = set(unlabelled.queries)
+    evaluation = {q.strip() for q in test.queries.values()}
     gold = None
-    if data_args.gold_split:
+    if data_args.gold_split:  # a judged query whose text is also an evaluation query is left out (SciFact has 2)
         gold = gold_pairs(load_beir(folder, split=data_args.gold_split))
-        trained_on.update(gold["query"])
-    leaked = [q for q in test.queries.values() if q.strip() in trained_on]
+        kept = gold.filter(lambda row: row["query"].strip() not in evaluation)
+        if len(kept) < len(gold):
+            logger.warning(
+                "qrels/%s.tsv: %d pairs left out, their queries are also evaluation queries of qrels/%s.tsv",
+                data_args.gold_split, len(gold) - len(kept), eval_args.ir_split,
+            )  # fmt: skip
+        gold = kept
+    queries = set(unlabelled.queries)
+    leaked = [q for q in test.queries.values() if q.strip() in queries]
     if leaked:
         raise UserError(
             f"retrieval task: {len(leaked)} evaluation queries of qrels/{eval_args.ir_split}.tsv are training queries "
@@ -81,7 +88,6 @@ def build_retrieval_task(
         )
     if data_args.query_generator:  # written queries never repeat an evaluation query either
         unlabelled = with_generated_queries(unlabelled, data_args)
-        evaluation = {q.strip() for q in test.queries.values()}
         unlabelled.queries = [q for q in unlabelled.queries if q not in evaluation]
     name = folder.name
     final = {name: RetrievalEvaluator(test, name=name)}
