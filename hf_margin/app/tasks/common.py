@@ -18,6 +18,7 @@ from hf_margin.config import MarginDistillConfig
 from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator
 from hf_margin.margins import attach_band_margins, attach_teacher_margins
 from hf_margin.mining import build_corpus_triplets, build_query_corpus_triplets, mine_hard_negatives
+from hf_margin.query_generation import generate_queries
 from hf_margin.resolve import packaged_model_path, resolve_model
 from hf_margin.scoring import BiEncoderScorer, CrossEncoderScorer
 
@@ -177,8 +178,6 @@ def with_generated_queries(unlabelled: Unlabelled, data_args: DataArguments) -> 
     """``unlabelled`` plus the queries ``query_generator`` writes for its documents (cached); as it is without one."""
     if not data_args.query_generator:
         return unlabelled
-    from hf_margin.query_generation import generate_queries
-
     generated = generate_queries(
         unlabelled.documents,
         checked_model_path(data_args.query_generator, "query generator"),
