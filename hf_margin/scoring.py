@@ -312,11 +312,8 @@ class BiEncoderScorer(_TransformersScorer):
             index = {t: i for i, t in enumerate(unique)}
             emb = self.embed(unique)
             q, d = emb[[index[t] for t in queries]], emb[[index[t] for t in documents]]
-        else:
-            q_unique, d_unique = list(dict.fromkeys(queries)), list(dict.fromkeys(documents))
-            q_index, d_index = {t: i for i, t in enumerate(q_unique)}, {t: i for i, t in enumerate(d_unique)}
-            q = self.embed(q_unique, role="query")[[q_index[t] for t in queries]]
-            d = self.embed(d_unique, role="document")[[d_index[t] for t in documents]]
+        else:  # rows come back in the given order, repeats included
+            q, d = self.embed(queries, role="query"), self.embed(documents, role="document")
         return similarity(q, d, self.similarity_fn).numpy()
 
 

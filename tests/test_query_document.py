@@ -68,6 +68,11 @@ def test_scorer_reads_queries_with_the_query_prompt(tokenizer, bi_encoder):
         scorer.embed(texts), embed_one_by_one(bi_encoder, tokenizer, [DOCUMENT_PROMPT + t for t in texts])
     )
     assert scorer.options()["query_prompt"] == QUERY_PROMPT  # part of the fingerprint: caches do not mix
+    pairs = (["sun1 sun2", "sea3 car4 dog5", "sun1 sun2"], ["sea3 car4 dog5", "sun1 sun2", "sun1 sun2"])
+    q = embed_one_by_one(bi_encoder, tokenizer, [QUERY_PROMPT + t for t in pairs[0]])
+    d = embed_one_by_one(bi_encoder, tokenizer, [DOCUMENT_PROMPT + t for t in pairs[1]])
+    want = torch.nn.functional.cosine_similarity(q, d, dim=-1).numpy()
+    assert abs(scorer.score_pairs(*pairs) - want).max() < 1e-5  # each side in its own role, in the pairs' order
 
 
 def test_prompts_survive_a_save_and_load_in_sentence_transformers(tmp_path, tokenizer, bi_encoder):
