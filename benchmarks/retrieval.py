@@ -61,7 +61,7 @@ def run_arm(arm: str, seed: int, extra: list[str], cache_dir: str | None) -> dic
         "options": ARMS[arm] + extra,
         "figures": {m: table[m] for m in ("ndcg@10", "mrr@10", "recall@100") if m in table},
         "speed": metrics["speed"],
-        "data": metrics["data"],
+        "data": {k: (os.path.relpath(v, ROOT) if k == "source" else v) for k, v in metrics["data"].items()},
         "wall_s": wall,
         "machine": machine(),
         "clean_tree": tree_is_clean(),
