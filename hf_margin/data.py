@@ -8,6 +8,7 @@ it also has ``teacher_margins``, one float per negative.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -34,6 +35,18 @@ _VALIDATION_BATCH = 1024
 
 class DataValidationError(ValueError):
     """Raised for bad training data; the message names the column, the first bad row and the fix."""
+
+
+LINE_FILES = {".jsonl": 1, ".ndjson": 1, ".csv": 2, ".tsv": 2}  # suffix: line of row 0 (after a CSV header)
+
+
+def row_location(row: int, source: str | None = None) -> str:
+    """Where row ``row`` (0-based, as ``dataset[row]``) is, as its user counts: ``"train.jsonl, line 13"`` in a
+    line-based file (JSON Lines, or CSV/TSV after the header line), else ``"[source, ]row 12"``."""
+    first_line = LINE_FILES.get(os.path.splitext(source)[1].lower()) if source else None
+    if first_line is not None:
+        return f"{source}, line {row + first_line}"
+    return f"{source}, row {row}" if source else f"row {row}"
 
 
 def negatives_column(column_names: Iterable[str]) -> str:

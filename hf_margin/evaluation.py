@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hf_margin.data import DataValidationError
+from hf_margin.data import DataValidationError, row_location
 from hf_margin.metrics import margin_agreement, sts_correlation
 from hf_margin.retrieval import RetrievalData, evaluate_retrieval, load_beir
 
@@ -55,9 +55,11 @@ class StsEvaluator:
         for row, (a, b, g) in enumerate(zip(s1, s2, gold)):
             for column, text in (("sentence1", a), ("sentence2", b)):
                 if not isinstance(text, str) or not text.strip():
-                    raise DataValidationError(f"{where}row {row}, column '{column}': {text!r} is not a non-empty text")
+                    raise DataValidationError(
+                        f"{row_location(row, source)}, column '{column}': {text!r} is not a non-empty text"
+                    )
             if not isinstance(g, (int, float)) or not np.isfinite(g):
-                raise DataValidationError(f"{where}row {row}, column 'score': {g!r} is not a finite number")
+                raise DataValidationError(f"{row_location(row, source)}, column 'score': {g!r} is not a finite number")
         return cls(s1, s2, [float(g) for g in gold], name=name)
 
     @classmethod

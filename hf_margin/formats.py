@@ -34,7 +34,15 @@ from typing import Any
 import datasets
 from datasets import Dataset
 
-from hf_margin.data import NEGATIVE, NEGATIVES, POSITIVE, QUERY, TEACHER_MARGINS, DataValidationError
+from hf_margin.data import (
+    NEGATIVE,
+    NEGATIVES,
+    POSITIVE,
+    QUERY,
+    TEACHER_MARGINS,
+    DataValidationError,
+    row_location,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +276,7 @@ def _as_list(value: Any, *, scalar_ok: bool) -> list | None:
 
 
 class _Validator:
-    """Row checks whose messages name the user's column, the 0-based row and the source file."""
+    """Row checks whose messages name the user's column and where the row is (a line of a line-based file)."""
 
     def __init__(self, layout: _Layout, renamed: Mapping[str, str], source: str | None) -> None:
         self.layout = layout
@@ -282,8 +290,7 @@ class _Validator:
         return f"'{column}'"
 
     def error(self, row: int, column: str, problem: str, fix: str, item: str | None = None) -> DataValidationError:
-        where = f"{self.source}, " if self.source else ""
-        where += f"row {row}, column {self.name(column)}" + (f", {item}" if item else "")
+        where = f"{row_location(row, self.source)}, column {self.name(column)}" + (f", {item}" if item else "")
         return DataValidationError(f"{where}: {problem}. {fix} ({self.title} format).")
 
     def text(self, row: int, column: str, value: Any, item: str | None = None) -> None:
@@ -481,8 +488,8 @@ def normalize_dataset(
     """Validate ``dataset`` and return it in the canonical columns, with the format that was recognised.
 
     ``column_map`` (``{user column: known name}``) is applied first. Every row is checked (in batches) before
-    anything is converted; errors name the user's column, the 0-based row and ``source`` (a file name) when
-    given. The conversion is one cached, batched ``datasets.map`` with explicit ``Features``; FlagEmbedding
+    anything is converted; errors name the user's column and the row (its line in a JSON Lines or CSV ``source``).
+    The conversion is one cached, batched ``datasets.map`` with explicit ``Features``; FlagEmbedding
     rows with several positives become one row per positive. Columns outside the format are dropped (logged).
 
     Raises:

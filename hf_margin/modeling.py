@@ -274,6 +274,37 @@ def load_student(
     return model
 
 
+def unused_pooler_state(model: nn.Module) -> dict[str, Tensor]:
+    """Zero weights for the pooler head a bi-encoder student was loaded without, keyed as the checkpoint keys them.
+
+    A student is trained without its ``pooler`` (pooling is mean or CLS over ``last_hidden_state``). Saved without
+    it, every ``AutoModel.from_pretrained`` of the student would print transformers' load report ("pooler.dense.weight
+    MISSING … newly initialized"), which reads as a broken model. Saving a zero pooler (``pooler_output`` = tanh(0)
+    = 0: visibly unused) loads silently and byte-identically in every run. Empty for a model that has its pooler,
+    or whose class has no ``add_pooling_layer`` switch.
+    """
+    if getattr(model, "pooler", "absent") is not None or not isinstance(model, PreTrainedModel):
+        return {}
+    try:
+        with torch.device("meta"):
+            full = type(model)(model.config, add_pooling_layer=True)
+    except TypeError:  # no pooler switch
+        return {}
+    pooler = getattr(full, "pooler", None)
+    if pooler is None:
+        return {}
+    prefix = f"{model.base_model_prefix}.pooler." if model is not model.base_model else "pooler."
+    return {prefix + k: torch.zeros(v.shape, dtype=v.dtype) for k, v in pooler.state_dict().items()}
+
+
+def state_dict_for_saving(model: nn.Module, state_dict: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """``state_dict`` (default: the model's) plus :func:`unused_pooler_state` where the pooler was left out."""
+    state = dict(model.state_dict() if state_dict is None else state_dict)
+    for key, value in unused_pooler_state(model).items():
+        state.setdefault(key, value)
+    return state
+
+
 def write_sentence_transformers_files(
     output_dir: str | os.PathLike,
     *,
@@ -341,8 +372,9 @@ def save_student(
     similarity_fn: str = "cosine",
     max_length: int = 128,
 ) -> None:
-    """Save a student in safetensors (``save_pretrained``); a bi-encoder also gets the sentence-transformers files."""
-    model.save_pretrained(output_dir, safe_serialization=True)
+    """Save a student in safetensors (``save_pretrained``, with a zero pooler where it was loaded without one: see
+    :func:`unused_pooler_state`); a bi-encoder also gets the sentence-transformers files."""
+    model.save_pretrained(output_dir, state_dict=state_dict_for_saving(model), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
     StudentKind(student_type, pooling, similarity_fn, normalize, max_length).save_extras(model, output_dir)

@@ -28,6 +28,7 @@ from hf_margin.fresh_negatives import FreshNegatives
 from hf_margin.losses import LOSS_REGISTRY
 from hf_margin.margins import BAND_MARGINS
 from hf_margin.metrics import compute_margin_metrics
+from hf_margin.modeling import state_dict_for_saving, unused_pooler_state
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +290,11 @@ class MarginDistillTrainer(Trainer):
     # ---- saving ------------------------------------------------------------------------------------
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save with ``save_pretrained`` (safetensors); a bi-encoder also gets the sentence-transformers files."""
+        """Save with ``save_pretrained`` (safetensors, with a zero pooler where the student has none, so that it loads
+        without a "MISSING" report); a bi-encoder also gets the sentence-transformers files."""
+        model = self.accelerator.unwrap_model(self.model)
+        if isinstance(model, PreTrainedModel) and unused_pooler_state(model):
+            state_dict = state_dict_for_saving(model, state_dict)
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
             output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -98,6 +98,20 @@ def test_help_shows_hf_margins_options_first_grouped_and_trainer_behind_help_all
     assert "--adam_beta1" in full and full.index("--train_file") < full.index("--adam_beta1")
 
 
+def test_evaluate_help_lists_only_what_evaluate_reads(capsys):
+    """Guards `evaluate --help` listing every loss and training option, none of which evaluate reads."""
+    from hf_margin.app.arguments import EVALUATE_OPTIONS
+
+    assert main(["evaluate", "--help"]) == 0
+    out = capsys.readouterr().out
+    for names in EVALUATE_OPTIONS.values():
+        assert all(f"--{name}" in out for name in names)
+    for training_only in ("--loss", "--overshoot_width", "--learning_rate", "--train_file", "--num_negatives"):
+        assert training_only not in out
+    assert main(["evaluate", "--help-all"]) == 0
+    assert "--learning_rate" in capsys.readouterr().out
+
+
 def one_line_error(capsys, argv: list[str], *fragments: str) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -138,7 +152,7 @@ def test_bad_column_is_one_line_naming_file_row_and_column(capsys, tmp_path):
     data = tmp_path / "bad.jsonl"
     rows = [{"query": "sun1", "pos": ["sun2"], "neg": ["sea1"]}, {"query": "sun3", "pos": ["  "], "neg": ["sea2"]}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    one_line_error(capsys, ["train", "--train_file", str(data)], "bad.jsonl", "row 1", "'pos'", "whitespace-only")
+    one_line_error(capsys, ["train", "--train_file", str(data)], "bad.jsonl, line 2", "'pos'", "whitespace-only")
 
 
 def test_debug_shows_the_traceback(tmp_path):

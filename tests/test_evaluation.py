@@ -35,7 +35,7 @@ def test_sts_evaluator_equals_scipy_on_the_scores():
 
 def test_sts_rows_are_checked_with_row_and_column():
     data = Dataset.from_dict({"sentence1": ["a", " "], "sentence2": ["b", "c"], "score": [1.0, 2.0]})
-    with pytest.raises(DataValidationError, match="f.csv: row 1, column 'sentence1'"):
+    with pytest.raises(DataValidationError, match="f.csv, line 3, column 'sentence1'"):
         StsEvaluator.from_dataset(data, source="f.csv")
     with pytest.raises(DataValidationError, match="missing \\['score'\\]"):
         StsEvaluator.from_dataset(data.remove_columns("score"))

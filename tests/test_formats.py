@@ -422,11 +422,14 @@ def test_label_length_must_match_negative_columns():
 
 
 def test_source_file_prefixes_the_location():
-    """Guards the 'train.jsonl, row 12, column 'neg': ...' location so users can open the file at the right line."""
+    """Guards the 'train.jsonl, line 13, column 'neg': ...' location: the file's line, counted from 1 as an editor
+    counts it (the row was once reported 0-based, 'row 12', one line above the bad one)."""
     data = {"query": [f"q{i}" for i in range(14)], "pos": [["p"]] * 14, "neg": [["n", "m"]] * 14}
     data["neg"] = [list(x) for x in data["neg"]]
     data["neg"][12] = ["n", " "]
-    refused(data, "train.jsonl, row 12, column 'neg', item 1: found a whitespace-only", source="train.jsonl")
+    refused(data, "train.jsonl, line 13, column 'neg', item 1: found a whitespace-only", source="train.jsonl")
+    refused(data, "pairs.csv, line 14, column 'neg'", source="pairs.csv")  # line 1 is the header
+    refused(data, "user/set:train, row 12, column 'neg'", source="user/set:train")  # not line-based: dataset[12]
 
 
 def test_row_index_counts_across_validation_batches():
@@ -518,13 +521,13 @@ def test_jsonl_list_columns_round_trip(tmp_path):
 
 
 def test_jsonl_bad_row_is_named_with_the_file(tmp_path):
-    """Guards that a bad row in a loaded jsonl is reported with the file name and the 0-based line index."""
+    """Guards that a bad row in a loaded jsonl is reported with the file name and its line (the third line: 3)."""
     path = tmp_path / "train.jsonl"
     rows = [{"query": f"q{i}", "positive": "p", "negatives": ["n"]} for i in range(3)]
     rows[2]["negatives"] = []
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     loaded = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(DataValidationError, match=r"train\.jsonl, row 2, column 'negatives': found an empty"):
+    with pytest.raises(DataValidationError, match=r"train\.jsonl, line 3, column 'negatives': found an empty"):
         normalize_dataset(loaded, source=path.name)
 
 

@@ -316,3 +316,25 @@ def test_loaded_student_uses_sdpa_attention(bi_encoder, tmp_path):
     softmax(QK)V."""
     bi_encoder.save_pretrained(tmp_path / "ckpt")
     assert load_student(str(tmp_path / "ckpt")).config._attn_implementation == "sdpa"
+
+
+def test_saved_student_loads_without_a_missing_pooler_report(tmp_path, scored, tokenizer, bi_encoder, capfd):
+    """A student is trained without its pooler head; saved by the trainer or by `save_student`, it loads in
+    `AutoModel` and `SentenceTransformer` with no missing weight and no load report, its (unused) pooler zero."""
+    from sentence_transformers import SentenceTransformer
+
+    from hf_margin import save_student
+
+    assert bi_encoder.pooler is None
+    trainer = MarginDistillTrainer(bi_encoder, config(tmp_path), train_dataset=scored(8), processing_class=tokenizer)
+    trainer.save_model(str(tmp_path / "by_trainer"))
+    save_student(bi_encoder, tmp_path / "by_function", tokenizer=tokenizer)
+    capfd.readouterr()
+    for name in ("by_trainer", "by_function"):
+        model, info = AutoModel.from_pretrained(tmp_path / name, output_loading_info=True)
+        assert not info["missing_keys"]
+        assert not info["unexpected_keys"]
+        assert model.pooler.dense.weight.abs().sum().item() == 0.0
+        SentenceTransformer(str(tmp_path / name), device="cpu")
+    printed = capfd.readouterr()
+    assert "MISSING" not in printed.out + printed.err and "newly initialized" not in printed.out + printed.err

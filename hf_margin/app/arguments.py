@@ -338,6 +338,22 @@ STUDENT_FIELDS = (
     "forward_chunk_size",
 )
 
+# What `evaluate` reads, by help group: its --help lists these only (every option is still accepted, so that one
+# recipe serves train and evaluate).
+EVALUATE_OPTIONS = {
+    "which model": ("student", "student_layers", "trust_remote_code", "output_dir"),
+    "what to evaluate on (none: the STS-B test split)": (
+        "sts_eval_file",
+        "ir_eval_dir",
+        "ir_split",
+        "validation_file",
+        "column_map",
+        "data_dir",
+    ),
+    "teacher (only for --validation_file triplets without margins)": ("teacher", "teacher_type", "cache_dir"),
+    "how the student reads and scores (as trained; saved prompts are read)": STUDENT_FIELDS[:-1],  # not chunking
+}
+
 
 def _to_argv(config: dict[str, Any]) -> list[str]:
     argv = []

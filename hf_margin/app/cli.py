@@ -69,9 +69,12 @@ def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, argv
 
 
-def _help_parser(dataclasses: tuple[type, ...], everything: bool) -> argparse.ArgumentParser:
+def _help_parser(
+    dataclasses: tuple[type, ...], everything: bool, only: dict[str, tuple[str, ...]] | None = None
+) -> argparse.ArgumentParser:
     """A parser for display only: hf-margin's options grouped (model, data, evaluation, loss, student), then
-    the Trainer's (a few common ones, or all with ``everything``)."""
+    the Trainer's (a few common ones, or all with ``everything``); ``only`` (group title: options) shows those
+    groups alone."""
     from hf_margin.app.arguments import LOSS_FIELDS, STUDENT_FIELDS, RecipeParser
 
     full = RecipeParser(dataclasses)
@@ -86,6 +89,10 @@ def _help_parser(dataclasses: tuple[type, ...], everything: bool) -> argparse.Ar
                 g._group_actions.append(by_dest[name])
                 seen.add(name)
 
+    if only is not None:
+        for title, names in only.items():
+            group(title, names)
+        return shown
     for cls in dataclasses[:-1]:
         group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})", cls.__dataclass_fields__)
     config = dataclasses[-1]
@@ -106,7 +113,10 @@ def _help_parser(dataclasses: tuple[type, ...], everything: bool) -> argparse.Ar
 def print_command_help(command: str, dataclasses: tuple[type, ...], everything: bool) -> None:
     print(f"usage: hf-margin {command} [RECIPE.yaml] [--option value ...] [--debug]\n\n{COMMANDS[command]}\n")
     print("Any option may come from the recipe YAML (option: value); the command line wins.\n")
-    print(_help_parser(dataclasses, everything).format_help().split("\n", 2)[-1])
+    from hf_margin.app.arguments import EVALUATE_OPTIONS
+
+    only = EVALUATE_OPTIONS if command == "evaluate" and not everything else None
+    print(_help_parser(dataclasses, everything, only).format_help().split("\n", 2)[-1])
 
 
 def check_options(command: str, options: list[str], dataclasses: tuple[type, ...]) -> None:
