@@ -361,6 +361,35 @@ def saved_prompts(path: str | os.PathLike) -> dict[str, str]:
         return {}
 
 
+def saved_student_kind(path: str | os.PathLike) -> StudentKind:
+    """How a bi-encoder saved with the sentence-transformers files reads and scores texts: pooling, L2
+    normalisation, similarity, ``max_seq_length`` and prompts, as :func:`write_sentence_transformers_files`
+    wrote them (a file that is absent keeps :class:`StudentKind`'s default)."""
+    folder = Path(path)
+
+    def read(name: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads((folder / name).read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError):
+        modules = []
+    pooling = "cls" if read("1_Pooling/config.json").get("pooling_mode_cls_token") else "mean"
+    prompts = saved_prompts(folder)
+    return StudentKind(
+        "bi-encoder",
+        pooling=pooling,
+        similarity="dot" if read("config_sentence_transformers.json").get("similarity_fn_name") == "dot" else "cosine",
+        normalize=any(m.get("type", "").endswith("Normalize") for m in modules),
+        max_length=int(read("sentence_bert_config.json").get("max_seq_length") or StudentKind.max_length),
+        query_prompt=prompts.get("query", ""),
+        document_prompt=prompts.get("document", ""),
+    )
+
+
 def save_student(
     model: PreTrainedModel,
     output_dir: str | os.PathLike,
@@ -474,7 +503,7 @@ class StudentKind:
         """A :mod:`hf_margin.scoring` scorer of plain texts with this model (on the model's own device)."""
         from hf_margin.scoring import BiEncoderScorer, CrossEncoderScorer
 
-        kwargs.setdefault("device", next(model.parameters()).device)
+        kwargs.setdefault("device", next(iter((*model.parameters(), *model.buffers()))).device)
         kwargs.setdefault("max_length", self.max_length)
         kwargs.setdefault("show_progress", False)
         if self.is_bi_encoder:

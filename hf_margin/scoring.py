@@ -82,7 +82,8 @@ class _TransformersScorer:
         show_progress: bool = True,
     ) -> None:
         self.device = torch.device(device) if device is not None else PartialState().device
-        self.model = model if next(model.parameters()).device == self.device else model.to(self.device)
+        weight = next(iter((*model.parameters(), *model.buffers())))  # an ONNX encoder holds a buffer only
+        self.model = model if weight.device == self.device else model.to(self.device)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length

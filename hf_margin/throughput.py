@@ -43,13 +43,14 @@ def _timed(scorer: Any, texts: list[str], role: str) -> dict[str, Any]:
         torch.cuda.synchronize(scorer.device)
     seconds = time.perf_counter() - start
     scorer.clear_memo()
+    model = scorer.model  # a transformers model (its dtype), or an ONNX encoder ("onnx-int8")
     return {
         "texts_per_s": len(texts) / seconds,
         "texts": len(texts),
         "seconds": seconds,
         "max_length": scorer.role_settings(role)[1],
         "device": str(scorer.device),
-        "dtype": str(next(scorer.model.parameters()).dtype).removeprefix("torch."),
+        "dtype": str(getattr(model, "dtype", None) or next(model.parameters()).dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
     }
 

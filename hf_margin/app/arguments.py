@@ -313,6 +313,14 @@ class EvalArguments:
         },
     )
     ir_split: str = field(default="test", metadata={"help": "The qrels split of ir_eval_dir."})
+    backend: str = field(
+        default="torch",
+        metadata={
+            "help": "evaluate: run the student in PyTorch, or the ONNX model `hf-margin export` wrote (onnx: "
+            "onnx/model.onnx; onnx-int8: onnx/model_qint8.onnx) through onnxruntime on the CPU.",
+            "choices": ["torch", "onnx", "onnx-int8"],
+        },
+    )
     eval_teacher: bool = field(
         default=True,
         metadata={
@@ -341,7 +349,7 @@ STUDENT_FIELDS = (
 # What `evaluate` reads, by help group: its --help lists these only (every option is still accepted, so that one
 # recipe serves train and evaluate).
 EVALUATE_OPTIONS = {
-    "which model": ("student", "student_layers", "trust_remote_code", "output_dir"),
+    "which model": ("student", "student_layers", "backend", "trust_remote_code", "output_dir"),
     "what to evaluate on (none: the STS-B test split)": (
         "sts_eval_file",
         "ir_eval_dir",

@@ -21,6 +21,8 @@ COMMANDS = {
     "training_curves.png and README.md (model card) under output_dir.",
     "evaluate": "Evaluate a saved student (--student DIR, default output_dir) on --sts_eval_file and/or --ir_eval_dir, "
     "or on STS-B test (Spearman, Pearson, duplicate retrieval) when neither is given.",
+    "export": "Export a saved student to ONNX (--quantize int8 for dynamic int8) into DIR/onnx/ and compare it with "
+    "the PyTorch student: cosine agreement and texts/s (hf-margin export DIR --help).",
     "score-teacher": "Only build the training set: mine negatives and attach teacher margins (cached).",
     "train-teacher": "Fine-tune a cross-encoder teacher (one logit on the joined pair) on STS-B gold scores with the "
     "plain transformers.Trainer; save it with metrics.json and a model card under output_dir.",
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in rest
     rest = [t for t in rest if t != "--debug"]
     rest = [p for t in rest for p in (t.split("=", 1) if t.startswith("--accelerate-config=") else [t])]
+    if command == "export":  # a folder and two flags: its own small parser
+        return _run_export(rest, debug)
     recipe, options = split_recipe(rest)
     from hf_margin.app.arguments import RECIPE_DATACLASSES, UserError, parse_recipe
     from hf_margin.app.teacher_training import TEACHER_DATACLASSES
@@ -197,11 +201,27 @@ def main(argv: list[str] | None = None) -> int:
         {"score-teacher": run_score_teacher, "train": run_train, "evaluate": run_evaluate}[command](*parsed)
         return 0
     except _user_errors() as exc:
-        if debug:
-            raise
-        message = str(exc).strip().splitlines()
-        print(f"hf-margin {command}: error: {message[0] if message else type(exc).__name__}", file=sys.stderr)
-        return 2
+        return _user_error(command, exc, debug)
+
+
+def _user_error(command: str, exc: BaseException, debug: bool) -> int:
+    """One line on stderr and exit status 2 (the traceback with ``--debug``)."""
+    if debug:
+        raise exc
+    message = str(exc).strip().splitlines()
+    print(f"hf-margin {command}: error: {message[0] if message else type(exc).__name__}", file=sys.stderr)
+    return 2
+
+
+def _run_export(argv: list[str], debug: bool) -> int:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        from hf_margin.app.export import run_export
+
+        run_export(argv)
+        return 0
+    except (*_user_errors(), ImportError) as exc:  # ImportError: onnx/onnxruntime not installed (says how)
+        return _user_error("export", exc, debug)
 
 
 if __name__ == "__main__":

@@ -349,11 +349,14 @@ def run_evaluate(
     if saved:  # read queries and documents as the student was trained to (its saved prompts)
         logger.info("Using the student's saved prompts %s", saved)
         kind = dataclasses.replace(kind, query_prompt=saved.get("query", ""), document_prompt=saved.get("document", ""))
-    model = load_checked(
-        "student",
-        reference,
-        lambda p: kind.load(p, layers=model_args.student_layers, trust_remote_code=model_args.trust_remote_code),
-    )
+    if eval_args.backend != "torch":
+        model = onnx_model(reference, eval_args.backend, model_args)
+    else:
+        model = load_checked(
+            "student",
+            reference,
+            lambda p: kind.load(p, layers=model_args.student_layers, trust_remote_code=model_args.trust_remote_code),
+        )
     tokenizer = load_checked("student", reference, lambda p: AutoTokenizer.from_pretrained(p))
     scorer = kind.scorer(model, tokenizer, device=PartialState().device)
     result = run_evaluators(evaluators, scorer)
@@ -361,6 +364,19 @@ def run_evaluate(
         speed = encoding_throughput(scorer, texts_for_speed(evaluators))
         print(json.dumps({"model": reference, **result, **({"speed": speed} if speed else {})}, indent=2))
     return result
+
+
+def onnx_model(reference: str, backend: str, model_args: ModelArguments) -> torch.nn.Module:
+    """The ONNX file `hf-margin export` wrote for ``backend`` (``onnx`` or ``onnx-int8``), as a model scorers run."""
+    from hf_margin.export import FP32_FILE, INT8_FILE, ONNX_FOLDER, OnnxTransformer
+
+    path = Path(reference) / ONNX_FOLDER / (INT8_FILE if backend == "onnx-int8" else FP32_FILE)
+    if not path.is_file():
+        quantize = " --quantize int8" if backend == "onnx-int8" else ""
+        raise UserError(f"--backend {backend}: no {path}; write it first: hf-margin export {reference}{quantize}")
+    if model_args.student_layers:
+        raise UserError("--backend onnx runs the exported model whole: --student_layers applies to PyTorch only")
+    return OnnxTransformer(path)
 
 
 def held_out_triplets(model_args: ModelArguments, data_args: DataArguments) -> Dataset:

@@ -1,0 +1,95 @@
+"""``hf-margin export DIR [--quantize int8]``: write a saved student as ONNX (fp32, and int8 when asked) into
+``DIR/onnx/``, then check it against the PyTorch student in the same process: the cosine of each text's two
+embeddings and the encoding speed (texts/s) of each, on the same texts, batches and threads. The figures are
+printed and kept in ``DIR/onnx/export.json``. ``hf-margin evaluate --student DIR --backend onnx-int8`` then gives
+its quality on any evaluation set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from hf_margin.app.arguments import UserError
+from hf_margin.app.tasks.retrieval import SHIPPED_SCIFACT
+from hf_margin.modeling import load_student, saved_student_kind
+from hf_margin.sources import load_corpus
+from hf_margin.throughput import encoding_throughput
+from hf_margin.trainer import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+CHECK_TEXTS = 256
+REPORT = "export.json"
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-margin export",
+        description="Export a saved student to ONNX (DIR/onnx/model.onnx; --quantize int8 adds model_qint8.onnx) "
+        "and compare it with the PyTorch student: cosine agreement and texts/s on the same texts and threads.",
+    )
+    parser.add_argument("student", help="A student saved by hf-margin (transformers + sentence-transformers files).")
+    parser.add_argument("--format", default="onnx", choices=["onnx"], help="Export format (onnx).")
+    parser.add_argument("--quantize", choices=["int8"], default=None, help="Also write a dynamic int8 model.")
+    parser.add_argument(
+        "--texts",
+        default=None,
+        help=f"Texts of the check (a .txt file, one per line, or a corpus .jsonl); default: the first {CHECK_TEXTS} "
+        "SciFact abstracts shipped with hf-margin.",
+    )
+    parser.add_argument("--max_texts", type=int, default=CHECK_TEXTS, help="How many texts the check embeds.")
+    return parser
+
+
+def check_texts(path: str | None, n: int) -> list[str]:
+    return load_corpus(path if path else SHIPPED_SCIFACT / "corpus.jsonl")[:n]
+
+
+def run_export(argv: list[str]) -> dict[str, Any]:
+    """Export, check and report (see the module docstring); returns what ``export.json`` holds."""
+    from hf_margin.export import OnnxTransformer, export_onnx
+
+    options = export_parser().parse_args(argv)
+    folder = Path(options.student)
+    if not (folder / "config.json").is_file() or not (folder / "modules.json").is_file():
+        raise UserError(
+            f"{folder}: not a saved hf-margin student (it needs config.json and modules.json); give the output_dir "
+            "of hf-margin train"
+        )
+    if saved_student_kind(folder).name != "bi-encoder":
+        raise UserError(f"{folder}: only bi-encoder students are exported")
+    texts = check_texts(options.texts, options.max_texts)  # read before the export: a bad file costs nothing
+    files = [export_onnx(folder)]
+    if options.quantize:
+        files.append(export_onnx(folder, quantize=options.quantize))
+    kind = saved_student_kind(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch_scorer = kind.scorer(load_student(folder).eval(), tokenizer, device="cpu")
+    reference = torch_scorer.embed(texts)
+    speed = {"pytorch": encoding_throughput(torch_scorer, texts)}
+    agreement = {}
+    for path in files:
+        scorer = kind.scorer(OnnxTransformer(path), tokenizer, device="cpu")
+        embeddings = scorer.embed(texts)
+        cosine = torch.nn.functional.cosine_similarity(embeddings, reference, dim=-1)
+        name = str(path.relative_to(folder))
+        agreement[name] = {"min_cosine": cosine.min().item(), "mean_cosine": cosine.mean().item()}
+        speed[name] = encoding_throughput(scorer, texts)
+    base = speed["pytorch"]["texts_per_s"]
+    report = {
+        "student": str(folder),
+        "files": [str(p.relative_to(folder)) for p in files],
+        "texts": len(texts),
+        "agreement_with_pytorch": agreement,
+        "speed": speed,
+        "speedup_over_pytorch": {k: v["texts_per_s"] / base for k, v in speed.items() if k != "pytorch"},
+    }
+    write_json_atomic(folder / "onnx" / REPORT, report)
+    print(json.dumps(report, indent=2))
+    return report
