@@ -154,6 +154,23 @@ def test_evaluate_prints_speed_and_honours_student_layers(tmp_path, teacher_dir,
     assert cut["speed"]["texts"] == 48 and cut["speed"]["texts_per_s"] > 0 and cut["speed"]["batch_size"] == 32
 
 
+def test_evaluate_with_a_teacher_reports_its_figures_speed_and_the_share_kept(tmp_path, teacher_dir, capsys):
+    """`evaluate --teacher T` puts the student beside its teacher: the teacher's figures on the same set, both
+    speeds on the same texts, the speed-up, and the share of each figure the student keeps."""
+    folder, _ = write_beir(tmp_path / "beir")
+    argv = ["evaluate", "--student", str(teacher_dir), "--student_layers", "0", "--ir_eval_dir", str(folder)]
+    assert main([*argv, "--teacher", str(teacher_dir), "--cache_dir", str(tmp_path / "cache")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    student, teacher = shown["ir"], shown["teacher"]["ir"]
+    assert student != teacher  # one layer against two
+    for metric in ("ndcg@10", "mrr@10"):
+        assert shown["quality_kept"]["ir"][metric] == pytest.approx(100 * student[metric] / teacher[metric])
+    assert shown["teacher_speed"]["texts"] == shown["speed"]["texts"] == 48
+    assert shown["speedup"] == pytest.approx(shown["speed"]["texts_per_s"] / shown["teacher_speed"]["texts_per_s"])
+    assert main([*argv, "--teacher", str(teacher_dir), "--eval_teacher", "false"]) == 0
+    assert "teacher" not in json.loads(capsys.readouterr().out)
+
+
 class CountingEvaluator:
     calls = 0
 

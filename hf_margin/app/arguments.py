@@ -358,7 +358,12 @@ EVALUATE_OPTIONS = {
         "column_map",
         "data_dir",
     ),
-    "teacher (only for --validation_file triplets without margins)": ("teacher", "teacher_type", "cache_dir"),
+    "teacher (compared with: its figures, speed and the share the student keeps; also scores --validation_file)": (
+        "teacher",
+        "teacher_type",
+        "eval_teacher",
+        "cache_dir",
+    ),
     "how the student reads and scores (as trained; saved prompts are read)": STUDENT_FIELDS[:-1],  # not chunking
 }
 

@@ -361,9 +361,34 @@ def run_evaluate(
     scorer = kind.scorer(model, tokenizer, device=PartialState().device)
     result = run_evaluators(evaluators, scorer)
     if PartialState().is_main_process:
-        speed = encoding_throughput(scorer, texts_for_speed(evaluators))
-        print(json.dumps({"model": reference, **result, **({"speed": speed} if speed else {})}, indent=2))
+        texts = texts_for_speed(evaluators)
+        speed = encoding_throughput(scorer, texts)
+        shown: dict[str, Any] = {"model": reference, **result, **({"speed": speed} if speed else {})}
+        if model_args.teacher and eval_args.eval_teacher:  # the comparison a student exists for
+            shown.update(teacher_comparison(model_args, data_args, evaluators, result, speed, texts))
+        print(json.dumps(shown, indent=2))
     return result
+
+
+def teacher_comparison(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    evaluators: dict[str, Evaluator],
+    result: dict[str, dict[str, float]],
+    speed: dict[str, Any] | None,
+    texts: list[str],
+) -> dict[str, Any]:
+    """The teacher's figures on the same evaluators (cached), its speed on the same texts, the student's speed-up
+    over it and the share of its quality the student keeps."""
+    teacher = load_teacher(model_args)
+    figures = teacher_results(evaluators, teacher, data_args.cache_dir)
+    teacher_speed = encoding_throughput(teacher, texts)
+    return {
+        "teacher": {"model": model_args.teacher, **figures},
+        "teacher_speed": teacher_speed,
+        "speedup": speed_summary(speed, teacher_speed)["speedup"],
+        "quality_kept": quality_kept(_table({"after": result, "teacher": figures})),
+    }
 
 
 def onnx_model(reference: str, backend: str, model_args: ModelArguments) -> torch.nn.Module:
