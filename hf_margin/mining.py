@@ -15,6 +15,7 @@ from hf_margin.cache import CacheEntry
 from hf_margin.data import DataValidationError
 from hf_margin.margins import BAND, default_cache_dir
 from hf_margin.scoring import BiEncoderScorer
+from hf_margin.search import SearchIndex, SearchOptions, choose_search
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def mine_hard_negatives(
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
     keep_band: bool = False,
+    search: SearchOptions | None = None,
 ) -> Dataset:
     """Add a ``negatives`` column: for each query, ``num_negatives`` corpus texts sampled from the miner's
     ranks ``[skip_top, sample_from)`` (the very top are skipped: they are often unlabelled positives).
@@ -40,7 +42,8 @@ def mine_hard_negatives(
     named by the pairs', corpus', miner's and options' fingerprint: a second run does not embed anything.
     ``keep_band`` also keeps a ``band`` column: every candidate of those ranks (exact duplicates once), the pool
     that :class:`~hf_margin.fresh_negatives.FreshNegatives` redraws negatives from each epoch; ``negatives`` is
-    the same sample as without it.
+    the same sample as without it. ``search`` picks the nearest-neighbour search (:class:`~hf_margin.search.
+    SearchOptions`; default ``"auto"``: exact below 200,000 corpus texts, FAISS above when it is installed).
     """
     if not 0 <= skip_top < sample_from:
         raise ValueError(f"need 0 <= skip_top < sample_from; got skip_top={skip_top}, sample_from={sample_from}")
@@ -52,6 +55,10 @@ def mine_hard_negatives(
     options = {"n": num_negatives, "skip": skip_top, "from": sample_from, "seed": seed}
     if keep_band:  # only then: the caches of runs without a band keep their names
         options["band"] = True
+    search = search or SearchOptions()
+    searcher, reason = choose_search(len(corpus), search)
+    if searcher == "faiss":  # only then: exact searches keep their caches' names
+        options["search"] = search.fingerprint()
     fingerprint = Hasher.hash(
         ["hard-negatives", MINING_VERSION, pairs._fingerprint, Hasher.hash(corpus), miner.fingerprint, options]
     )
@@ -60,14 +67,23 @@ def mine_hard_negatives(
     for q, p in zip(pairs["query"], pairs["positive"]):
         positives_of.setdefault(q, set()).add(p)
     corpus_embeddings: list[torch.Tensor] = []  # filled on first call: a cached run never embeds
+    index: list[SearchIndex] = []  # FAISS only, built once on first call
 
     def mine(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         if not corpus_embeddings:
             logger.info("Embedding %d corpus texts to mine hard negatives", len(corpus))
             corpus_embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
+            if searcher == "faiss":
+                index.append(SearchIndex(corpus_embeddings[0], search))
+            else:
+                logger.info("Nearest-neighbour search: %s", reason)
         corpus_emb = corpus_embeddings[0]
         queries = torch.nn.functional.normalize(miner.embed(batch["query"]), dim=-1)  # memoised by the miner
-        ranked = (queries @ corpus_emb.T).topk(min(sample_from + 8, len(corpus)), dim=-1).indices.tolist()
+        depth = min(sample_from + 8, len(corpus))
+        if index:
+            ranked = [[j for j in row if j >= 0] for row in index[0].search(queries, k=depth)[1].tolist()]
+        else:  # torch.topk as ever: its choice among tied scores decides which negatives are drawn
+            ranked = (queries @ corpus_emb.T).topk(depth, dim=-1).indices.tolist()
         out: dict[str, list] = {"negatives": [], **({BAND: []} if keep_band else {})}
         for q, row, idx in zip(batch["query"], ranked, indices):
             banned = positives_of.get(q, set()) | {q}
@@ -109,6 +125,7 @@ def build_corpus_triplets(
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
     keep_band: bool = False,
+    search: SearchOptions | None = None,
 ) -> Dataset:
     """Corpus mode: a training set built from unlabelled texts by the miner (usually the teacher).
 
@@ -116,8 +133,10 @@ def build_corpus_triplets(
     nearest neighbours among the other distinct texts (the query itself and its exact duplicates removed).
     Positives are ranks ``[0, positives_per_query)``; negatives are ``num_negatives`` texts sampled from ranks
     ``[skip_top, sample_from)``, never a positive. One row per (query, positive), columns ``query``, ``positive``,
-    ``negatives``. The search runs in chunks (``retrieval.exact_search``): memory holds the ``(N, H)`` embeddings
-    and one block of scores, never ``N × N``. Cached by the texts', miner's and options' fingerprint.
+    ``negatives``. The exact search runs in chunks (``retrieval.exact_search``): memory holds the ``(N, H)``
+    embeddings and one block of scores, never ``N × N``; ``search`` (:class:`~hf_margin.search.SearchOptions`,
+    default ``"auto"``) switches large corpora to a FAISS index. Cached by the texts', miner's and options'
+    fingerprint.
     ``keep_band`` also keeps a ``band`` column: every candidate of those ranks that is not a positive (the pool
     the negatives are sampled from), for :class:`~hf_margin.fresh_negatives.FreshNegatives`.
     """
@@ -136,6 +155,7 @@ def build_corpus_triplets(
         seed=seed,
         cache_dir=cache_dir,
         keep_band=keep_band,
+        search=search,
     )
 
 
@@ -154,6 +174,7 @@ def build_query_corpus_triplets(
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
     keep_band: bool = False,
+    search: SearchOptions | None = None,
 ) -> Dataset:
     """Query–corpus mode: pseudo-labelled triplets from unlabelled queries and a corpus of documents.
 
@@ -165,7 +186,8 @@ def build_query_corpus_triplets(
     it must lead the document at rank ``max(skip_top, positives_per_query)`` (the first negative candidate) by at
     least that; a query left with no positive is dropped. Columns ``query``, ``positive``, ``negatives`` (and
     ``band`` with ``keep_band``), one row per (query, positive); cached by the texts', miner's and options'
-    fingerprint, so a second run embeds nothing.
+    fingerprint, so a second run embeds nothing. ``search`` picks the nearest-neighbour search
+    (:class:`~hf_margin.search.SearchOptions`; default ``"auto"``: exact below 200,000 documents).
     """
     return _triplets_from_rankings(
         _distinct(queries),
@@ -183,6 +205,7 @@ def build_query_corpus_triplets(
         seed=seed,
         cache_dir=cache_dir,
         keep_band=keep_band,
+        search=search,
     )
 
 
@@ -216,11 +239,10 @@ def _triplets_from_rankings(
     seed: int,
     cache_dir: str | os.PathLike | None,
     keep_band: bool,
+    search: SearchOptions | None = None,
 ) -> Dataset:
     """The shared builder of corpus and query–corpus modes (``queries is documents``: corpus mode, where a text
     is never its own neighbour)."""
-    from hf_margin.retrieval import exact_search
-
     symmetric = queries is documents
     if positives_per_query < 1 or num_negatives < 1:
         raise ValueError("positives_per_query and num_negatives must be >= 1")
@@ -248,10 +270,14 @@ def _triplets_from_rankings(
         options["min_score"] = min_positive_score
     if min_positive_margin is not None:
         options["min_margin"] = min_positive_margin
+    search = search or SearchOptions()
+    if choose_search(len(documents), search)[0] == "faiss":  # only then: exact searches keep their caches' names
+        options["search"] = search.fingerprint()
     hashed = [Hasher.hash(queries)] if symmetric else [Hasher.hash(queries), Hasher.hash(documents)]
     fingerprint = Hasher.hash([kind, MINING_VERSION, *hashed, chosen, miner.fingerprint, options])
     doc_index = {t: j for j, t in enumerate(documents)}
     embeddings: dict[str, torch.Tensor] = {}  # filled on first call: a cached run never embeds
+    index: list[SearchIndex] = []
     dropped = [0]
     margin_rank = max(skip_top, positives_per_query)
 
@@ -262,6 +288,7 @@ def _triplets_from_rankings(
             if not symmetric:
                 logger.info("Embedding %d queries", len(queries))
                 embeddings["queries"] = _normalized_embeddings(miner, queries, "query")
+            index.append(SearchIndex(embeddings["documents"], search))
         docs = embeddings["documents"]
         idx = batch["index"]
         query_emb = docs[idx] if symmetric else embeddings["queries"][idx]
@@ -269,7 +296,7 @@ def _triplets_from_rankings(
             exclude = [[i] for i in idx]
         else:  # a query is never its own document
             exclude = [[doc_index[queries[i]]] if queries[i] in doc_index else [] for i in idx]
-        scores, ranked = exact_search(query_emb, docs, k=sample_from, similarity="dot", exclude=exclude)
+        scores, ranked = index[0].search(query_emb, k=sample_from, exclude=exclude)
         rows: dict[str, list] = {"query": [], "positive": [], "negatives": [], **({BAND: []} if keep_band else {})}
         for i, row, row_scores in zip(idx, ranked.tolist(), scores.tolist()):
             kept = [(j, s) for j, s in zip(row, row_scores) if j >= 0]

@@ -92,10 +92,11 @@ def test_help_shows_hf_margins_options_first_grouped_and_trainer_behind_help_all
     order = [short.index(h) for h in ("ModelArguments", "DataArguments", "EvalArguments", "loss (", "common Trainer")]
     assert order == sorted(order)
     assert "--train_file" in short and "--ir_eval_dir" in short and "--learning_rate" in short
-    assert "--adam_beta1" not in short and len(short.splitlines()) < 300
+    assert "--adam_beta1" not in short
     assert main(["train", "--help-all"]) == 0
     full = capsys.readouterr().out
     assert "--adam_beta1" in full and full.index("--train_file") < full.index("--adam_beta1")
+    assert len(short.splitlines()) < 0.5 * len(full.splitlines())  # the Trainer's ~200 options stay behind --help-all
 
 
 def test_evaluate_help_lists_only_what_evaluate_reads(capsys):

@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 from hf_margin.config import MarginDistillConfig
 from hf_margin.losses import LOSS_REGISTRY
 from hf_margin.margin_scaling import SCALINGS
+from hf_margin.search import SEARCH_INDEXES, SEARCHES, SearchOptions
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,29 @@ class DataArguments:
     miner: str | None = field(
         default=None, metadata={"help": "Bi-encoder used to mine negatives; default: the teacher if it is one."}
     )
+    search: str = field(
+        default="auto",
+        metadata={
+            "help": "Nearest-neighbour search of mining and corpus / query-corpus mode: 'exact' (every query "
+            "against every text), 'faiss' (an index, needs pip install faiss-cpu) or 'auto': faiss above 200,000 "
+            "texts when it is installed, else exact.",
+            "choices": list(SEARCHES),
+        },
+    )
+    search_index: str = field(
+        default="flat",
+        metadata={
+            "help": "The FAISS index: 'flat' (exact), 'ivf' (inverted lists, see nprobe), 'hnsw' (a graph, see "
+            "ef_search) or 'ivfpq' (compressed inverted lists). Candidates are re-scored exactly.",
+            "choices": list(SEARCH_INDEXES),
+        },
+    )
+    nprobe: int = field(default=16, metadata={"help": "FAISS ivf / ivfpq: lists searched per query (more: recall)."})
+    ef_search: int = field(default=128, metadata={"help": "FAISS hnsw: search breadth (more: recall, slower)."})
+    search_check: int = field(
+        default=0,
+        metadata={"help": "FAISS: also search this many sampled queries exactly and log the index's recall@k."},
+    )
     max_train_examples: int | None = field(default=None, metadata={"help": "Use at most this many training triplets."})
     teacher_margin_scaling: str = field(
         default="auto",
@@ -191,6 +215,16 @@ class DataArguments:
             "choices": ["auto", *SCALINGS],
         },
     )
+
+    def search_options(self) -> SearchOptions:
+        """The nearest-neighbour search of mining (:class:`~hf_margin.search.SearchOptions`) these options ask for."""
+        return SearchOptions(
+            search=self.search,
+            index=self.search_index,
+            nprobe=self.nprobe,
+            ef_search=self.ef_search,
+            check_queries=self.search_check,
+        )
 
     def margin_scaling(self, teacher_type: str) -> str:
         """``teacher_margin_scaling`` with 'auto' resolved for a teacher of ``teacher_type``."""
@@ -270,6 +304,14 @@ class DataArguments:
             )
         if self.num_negatives < 1:
             raise UserError(f"num_negatives must be >= 1; got {self.num_negatives}")
+        if self.search not in SEARCHES or self.search_index not in SEARCH_INDEXES:
+            raise UserError(
+                f"search must be one of {list(SEARCHES)} and search_index one of {list(SEARCH_INDEXES)}; got "
+                f"{self.search!r} and {self.search_index!r}"
+            )
+        for name, least in (("nprobe", 1), ("ef_search", 1), ("search_check", 0)):
+            if getattr(self, name) < least:
+                raise UserError(f"{name} must be >= {least}; got {getattr(self, name)}")
         if not 0 <= self.skip_top < self.sample_from or self.sample_from - self.skip_top < self.num_negatives:
             raise UserError(
                 f"mining samples num_negatives={self.num_negatives} from ranks [skip_top={self.skip_top}, "

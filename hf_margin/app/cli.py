@@ -80,7 +80,10 @@ def _help_parser(
     from hf_margin.app.arguments import LOSS_FIELDS, STUDENT_FIELDS, RecipeParser
 
     full = RecipeParser(dataclasses)
-    by_dest = {a.dest: a for a in full._actions if a.dest != "help"}
+    by_dest: dict[str, argparse.Action] = {}
+    for action in full._actions:  # the first of a dest: --eval_teacher, not the --no_eval_teacher added after it
+        if action.dest != "help":
+            by_dest.setdefault(action.dest, action)
     shown = argparse.ArgumentParser(prog="", add_help=False, formatter_class=argparse.HelpFormatter)
     seen: set[str] = set()
 

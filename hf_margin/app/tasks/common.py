@@ -147,6 +147,7 @@ def mine_split(split: Dataset, texts: list[str], miner: BiEncoderScorer, data_ar
         sample_from=data_args.sample_from,
         cache_dir=data_args.cache_dir,
         keep_band=fresh,
+        search=data_args.search_options(),
     )
 
 
@@ -204,6 +205,7 @@ def build_unlabelled(unlabelled: Unlabelled, miner: BiEncoderScorer, data_args: 
         "max_queries": data_args.max_queries,
         "cache_dir": data_args.cache_dir,
         "keep_band": data_args.fresh_negatives_per_epoch,
+        "search": data_args.search_options(),
     }
     if unlabelled.documents is None:
         return build_corpus_triplets(unlabelled.queries, miner, **common)
