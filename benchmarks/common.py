@@ -13,8 +13,8 @@ import torch
 
 from hf_margin.app.arguments import parse_recipe
 from hf_margin.app.tasks.stsb import build_triplets
-from hf_margin.modeling import load_student
-from hf_margin.resolve import resolve_model
+from hf_margin.models.modeling import load_student
+from hf_margin.models.resolve import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -115,7 +115,7 @@ def peer_trainer(model_args, args, data, *, callbacks=None, **st_overrides):
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from sentence_transformers.util import pairwise_cos_sim
 
-    from hf_margin.modeling import keep_layers
+    from hf_margin.models.modeling import keep_layers
 
     transformer = Transformer(resolve_model(model_args.teacher), max_seq_length=args.max_length)
     keep_layers(transformer.auto_model, model_args.student_layers)

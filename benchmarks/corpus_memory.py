@@ -41,8 +41,8 @@ import json, random, resource, sys, tempfile, time
 import torch
 from hf_margin import BiEncoderTeacher
 from hf_margin.app.stsb import load_stsb, unique_sentences
-from hf_margin.mining import build_corpus_triplets
-from hf_margin.resolve import resolve_model
+from hf_margin.data.mining import build_corpus_triplets
+from hf_margin.models.resolve import resolve_model
 
 n, stub, stage = int(sys.argv[1]), sys.argv[2] == "stub", sys.argv[3]
 max_queries = int(sys.argv[4]) if sys.argv[4] != "all" else None

@@ -26,7 +26,7 @@ from benchmarks.quality import finish
 from hf_margin import MarginDistillTrainer
 from hf_margin.app.arguments import parse_recipe
 from hf_margin.app.tasks.stsb import build_triplets
-from hf_margin.margin_scaling import scale_teacher_margins
+from hf_margin.data.margin_scaling import scale_teacher_margins
 
 OUT = RESULTS / "cross_arch.jsonl"
 RECIPE = ROOT / "recipes" / "stsb-cross-encoder-adaptive.yaml"

@@ -75,7 +75,7 @@ def build_sets(positives: list[int], work: Path, dry_run: bool, scalings: set[st
     from hf_margin.app.stsb import load_stsb, unique_sentences
     from hf_margin.app.tasks.common import Unlabelled, add_teacher_built, load_miner, load_teacher
     from hf_margin.app.tasks.stsb import build_triplets
-    from hf_margin.margin_scaling import scale_teacher_margins
+    from hf_margin.data.margin_scaling import scale_teacher_margins
 
     model_args, data_args, _, args = recipe("same")  # gold triplets only; the corpus sets are built below
     splits = load_stsb(None)

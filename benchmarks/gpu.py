@@ -42,8 +42,8 @@ def setting(dry_run: bool):
     if not dry_run:
         return default_setting()
     from hf_margin.app.arguments import parse_recipe
-    from hf_margin.formats import normalize_dataset
-    from hf_margin.sources import load_data_file
+    from hf_margin.data.formats import normalize_dataset
+    from hf_margin.data.sources import load_data_file
 
     model_args, data_args, _, args = parse_recipe(RECIPE, ["--student_layers", "0"])
     triplets, _ = normalize_dataset(load_data_file(EXAMPLES / "flag-scored.jsonl"))

@@ -126,7 +126,7 @@ def prepare(settings: list[str], layer_counts: list[int], work: Path, dry_run: b
     """Save each setting's (scaled) training triplets and its STS-B dev/test to ``work``; returns their paths."""
     from benchmarks.common import fresh_student
     from hf_margin.app.tasks.stsb import build_triplets
-    from hf_margin.margin_scaling import scale_teacher_margins
+    from hf_margin.data.margin_scaling import scale_teacher_margins
 
     paths: dict[str, Any] = {}
     for setting in settings:
@@ -155,8 +155,8 @@ def prepare(settings: list[str], layer_counts: list[int], work: Path, dry_run: b
 def _dry_run_data():
     """A few pre-scored example rows and 40 STS-B pairs per split: enough to run every code path on a CPU."""
     from hf_margin.app.stsb import load_stsb
-    from hf_margin.formats import normalize_dataset
-    from hf_margin.sources import load_data_file
+    from hf_margin.data.formats import normalize_dataset
+    from hf_margin.data.sources import load_data_file
 
     triplets, _ = normalize_dataset(load_data_file(ROOT / "recipes" / "examples" / "flag-scored.jsonl"))
     stsb = load_stsb(None)
@@ -180,7 +180,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.common import bench_args, fresh_student
     from hf_margin import MarginDistillTrainer
     from hf_margin.app.stsb import stsb_evaluators
-    from hf_margin.modeling import StudentKind
+    from hf_margin.models.kind import StudentKind
 
     setting, layers = job["setting"], job["layers"]
     model_args, _, _, args = recipe(setting)

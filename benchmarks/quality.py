@@ -30,8 +30,8 @@ from benchmarks.common import (
     read_jsonl,
 )
 from hf_margin import MarginDistillTrainer
-from hf_margin.evaluation import StsEvaluator
-from hf_margin.modeling import StudentKind
+from hf_margin.evaluation.evaluators import StsEvaluator
+from hf_margin.models.kind import StudentKind
 
 OUT = RESULTS / "quality.jsonl"
 ARMS = {

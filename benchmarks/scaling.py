@@ -26,7 +26,7 @@ from benchmarks.common import (
     timing_cross_encoder,
 )
 from hf_margin import BiEncoderTeacher, MarginDistillTrainer, attach_teacher_margins
-from hf_margin.resolve import resolve_model
+from hf_margin.models.resolve import resolve_model
 
 OUT = RESULTS / "scaling.jsonl"
 

@@ -40,8 +40,8 @@ def main() -> None:
 
     from hf_margin.app.arguments import parse_recipe
     from hf_margin.app.stsb import load_stsb, stsb_evaluators
-    from hf_margin.modeling import load_student
-    from hf_margin.resolve import resolve_model
+    from hf_margin.models.modeling import load_student
+    from hf_margin.models.resolve import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=2, help="Layers the student keeps.")

@@ -15,7 +15,7 @@ import time
 
 from benchmarks.common import RESULTS, ROOT, append_jsonl, default_setting, machine, timing_cross_encoder
 from hf_margin import BiEncoderTeacher, attach_teacher_margins
-from hf_margin.resolve import resolve_model
+from hf_margin.models.resolve import resolve_model
 
 OUT = RESULTS / "teacher_cache.jsonl"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -25,7 +25,7 @@ import resource, sys, json
 from datasets import load_from_disk
 from benchmarks.common import benchmark_recipe, fresh_student
 from hf_margin import BiEncoderTeacher, MarginDistillTrainer
-from hf_margin.resolve import resolve_model
+from hf_margin.models.resolve import resolve_model
 mode, data_dir, out = sys.argv[1:4]
 model_args, _, _, args = benchmark_recipe()
 train = load_from_disk(data_dir)  # scored triplets, saved by the parent: no teacher needed to get them

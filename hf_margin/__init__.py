@@ -1,42 +1,64 @@
 """hf-margin: distil a similarity teacher into a smaller student with an adaptive difference (margin) loss.
 
-The core library (this package outside ``hf_margin.app``): losses, data, formats, scoring, margins, mining,
-modeling, config, trainer, evaluation, card and metrics. ``hf_margin.app`` holds the ``hf-margin`` command.
+The core library (this package outside ``hf_margin.app``) is grouped by concept: ``hf_margin.data`` (the training
+data: columns, formats, sources, mining, teacher margins, caches), ``hf_margin.models`` (students and teachers:
+loading, kinds, scorers, offline resolution, ONNX export), ``hf_margin.training`` (losses, config, trainer),
+``hf_margin.evaluation`` (evaluators, retrieval, metrics, throughput) and ``hf_margin.reporting`` (model card,
+training curves). ``hf_margin.app`` holds the ``hf-margin`` command. The public names are re-exported here.
 """
 
 from __future__ import annotations
 
-from hf_margin.config import MarginDistillConfig
-from hf_margin.data import DataValidationError, MarginDistillCollator, tokenize_triplets, validate_triplets
-from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvaluator
-from hf_margin.formats import DataFormat, detect_format, normalize_dataset
-from hf_margin.fresh_negatives import FreshNegatives
-from hf_margin.losses import (
+from hf_margin.data import (
+    DataFormat,
+    DataValidationError,
+    FreshNegatives,
+    MarginDistillCollator,
+    attach_band_margins,
+    attach_teacher_margins,
+    build_corpus_triplets,
+    build_query_corpus_triplets,
+    detect_format,
+    generate_queries,
+    mine_hard_negatives,
+    normalize_dataset,
+    tokenize_triplets,
+    validate_triplets,
+)
+from hf_margin.evaluation import (
+    RetrievalEvaluator,
+    StsEvaluator,
+    TripletEvaluator,
+    compute_margin_metrics,
+    encoding_throughput,
+    margin_agreement,
+)
+from hf_margin.models import (
+    BiEncoderScorer,
+    BiEncoderTeacher,
+    CrossEncoderScorer,
+    CrossEncoderTeacher,
+    StudentKind,
+    TeacherScorer,
+    encode,
+    keep_layers,
+    load_student,
+    save_student,
+)
+from hf_margin.training import (
     LOSS_REGISTRY,
     AdaptiveDifferenceLoss,
     LabelHingeLoss,
     ListwiseKLLoss,
     LossSpec,
+    MarginDistillConfig,
+    MarginDistillTrainer,
     MarginMSELoss,
     adaptive_difference_loss,
     label_hinge_loss,
     listwise_kl_loss,
     margin_mse_loss,
 )
-from hf_margin.margins import attach_band_margins, attach_teacher_margins
-from hf_margin.metrics import compute_margin_metrics, margin_agreement
-from hf_margin.mining import build_corpus_triplets, build_query_corpus_triplets, mine_hard_negatives
-from hf_margin.modeling import StudentKind, encode, keep_layers, load_student, save_student
-from hf_margin.query_generation import generate_queries
-from hf_margin.scoring import (
-    BiEncoderScorer,
-    BiEncoderTeacher,
-    CrossEncoderScorer,
-    CrossEncoderTeacher,
-    TeacherScorer,
-)
-from hf_margin.throughput import encoding_throughput
-from hf_margin.trainer import MarginDistillTrainer
 
 __version__ = "0.2.0"
 

@@ -24,8 +24,8 @@ from datasets import Dataset
 
 from hf_margin import BiEncoderScorer, mine_hard_negatives
 from hf_margin.app.stsb import load_stsb
-from hf_margin.resolve import resolve_model
-from hf_margin.retrieval import duplicate_retrieval_data
+from hf_margin.evaluation.retrieval import duplicate_retrieval_data
+from hf_margin.models.resolve import resolve_model
 
 OUT = Path(__file__).resolve().parents[1] / "recipes" / "examples"
 ROWS = 400

@@ -14,8 +14,8 @@ from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerFast
 
-from hf_margin.modeling import encode
-from hf_margin.scoring import BiEncoderScorer
+from hf_margin.models.modeling import encode
+from hf_margin.models.scoring import BiEncoderScorer
 
 TOPICS = {name: [f"{name}{i}" for i in range(8)] for name in ("sun", "sea", "car", "dog", "tea", "map")}
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]

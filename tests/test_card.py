@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hf_margin import MarginDistillConfig
-from hf_margin.card import build_model_card
+from hf_margin.reporting.card import build_model_card
 
 
 def args(**kwargs) -> MarginDistillConfig:
@@ -36,3 +36,13 @@ def test_model_index_from_results_and_from_history():
     card = build_model_card(args(), {"dataset": "mine.jsonl"}, log_history=history)
     assert [(r.dataset_type, r.metric_type) for r in card.data.eval_results] == [("mine.jsonl", "sts_spearman")]
     assert "61.00" in card.text
+
+
+def test_card_names_the_package_version():
+    """The card reads the version from the installed distribution (importing the package root from the card would
+    close an import cycle through the trainer): it must be hf_margin.__version__."""
+    import hf_margin
+    from hf_margin.reporting.card import hf_margin_version
+
+    assert hf_margin_version() == hf_margin.__version__
+    assert f"hf-margin {hf_margin.__version__}," in build_model_card(args(), {"teacher": "t"}).text

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
-from hf_margin.data import (
+from hf_margin.data.columns import (
     BI_ENCODER_COLUMNS,
     CROSS_ENCODER_COLUMNS,
     DataValidationError,
@@ -17,7 +17,7 @@ from hf_margin.data import (
     tokenize_triplets,
     validate_triplets,
 )
-from hf_margin.modeling import encode, student_scores
+from hf_margin.models.modeling import encode, student_scores
 
 from .conftest import make_triplets
 

@@ -7,9 +7,9 @@ import pytest
 from datasets import Dataset
 from scipy.stats import pearsonr, spearmanr
 
-from hf_margin.data import DataValidationError
-from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvaluator
-from hf_margin.retrieval import RetrievalData
+from hf_margin.data.columns import DataValidationError
+from hf_margin.evaluation.evaluators import RetrievalEvaluator, StsEvaluator, TripletEvaluator
+from hf_margin.evaluation.retrieval import RetrievalData
 
 
 class TableScorer:

@@ -10,8 +10,8 @@ import torch
 
 from hf_margin import save_student
 from hf_margin.app.cli import main
-from hf_margin.export import INT8_FILE, OnnxTransformer, export_onnx
-from hf_margin.modeling import saved_student_kind
+from hf_margin.models.export import INT8_FILE, OnnxTransformer, export_onnx
+from hf_margin.models.kind import saved_student_kind
 
 from .conftest import make_tokenizer, sharpen
 from .test_retrieval_task import write_beir

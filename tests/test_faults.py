@@ -19,10 +19,10 @@ from transformers import BertModel
 
 from hf_margin import attach_teacher_margins
 from hf_margin.app.cli import main
-from hf_margin.data import DataValidationError, validate_triplets
-from hf_margin.formats import normalize_dataset
-from hf_margin.scoring import BiEncoderScorer, CrossEncoderScorer
-from hf_margin.sources import load_data_file
+from hf_margin.data.columns import DataValidationError, validate_triplets
+from hf_margin.data.formats import normalize_dataset
+from hf_margin.data.sources import load_data_file
+from hf_margin.models.scoring import BiEncoderScorer, CrossEncoderScorer
 
 from .conftest import TopicTeacher, make_tokenizer, make_triplets, tiny_config, write_tiny_teacher
 
@@ -44,7 +44,7 @@ def checkpoint_without_pooler(folder: Path) -> Path:
 
 FINGERPRINT_SCRIPT = """
 import sys, torch
-from hf_margin.scoring import BiEncoderScorer
+from hf_margin.models.scoring import BiEncoderScorer
 torch.manual_seed(int(sys.argv[2]))  # a random pooler would differ between these processes
 print(BiEncoderScorer.from_pretrained(sys.argv[1], device="cpu").fingerprint)
 """
@@ -186,7 +186,7 @@ def test_damaged_cache_is_reported_deleted_and_recomputed(tmp_path, caplog, dama
     else:
         (cache_file.parent / "checksum.json").unlink()
     teacher = TopicTeacher()
-    with caplog.at_level(logging.WARNING, logger="hf_margin.cache"):
+    with caplog.at_level(logging.WARNING, logger="hf_margin.data.cache"):
         healed = attach_teacher_margins(data, teacher, cache_dir=tmp_path / "cache")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(cache_file) in warnings[0] and "recomputed" in warnings[0]

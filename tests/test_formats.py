@@ -11,8 +11,8 @@ import datasets
 import pytest
 from datasets import Dataset
 
-from hf_margin.data import DataValidationError
-from hf_margin.formats import SCORE_COLUMNS, DataFormat, detect_format, normalize_dataset
+from hf_margin.data.columns import DataValidationError
+from hf_margin.data.formats import SCORE_COLUMNS, DataFormat, detect_format, normalize_dataset
 
 # Scores are binary fractions, so float32 holds them (and their differences) exactly and rows compare with ==.
 FLAG = {
@@ -494,7 +494,7 @@ def test_empty_dataset_is_refused():
 
 def test_extra_columns_are_dropped_with_a_warning(caplog):
     """Guards the documented choice: only canonical columns are returned, and the dropped ones are logged."""
-    with caplog.at_level(logging.WARNING, logger="hf_margin.formats"):
+    with caplog.at_level(logging.WARNING, logger="hf_margin.data.formats"):
         out, _ = normalize({"query": ["q"], "positive": ["p"], "id": [7], "source": ["web"]})
     assert out.column_names == ["query", "positive"]
     assert "['id', 'source']" in caplog.text

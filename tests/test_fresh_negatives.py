@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader
 
 from hf_margin import MarginDistillConfig, MarginDistillTrainer
 from hf_margin.app.cli import main
-from hf_margin.fresh_negatives import FreshNegatives
-from hf_margin.margin_scaling import scale_teacher_margins
-from hf_margin.margins import BAND, BAND_MARGINS, attach_band_margins
-from hf_margin.mining import build_corpus_triplets, mine_hard_negatives
-from hf_margin.scoring import CrossEncoderScorer
+from hf_margin.data.fresh_negatives import FreshNegatives
+from hf_margin.data.margin_scaling import scale_teacher_margins
+from hf_margin.data.margins import BAND, BAND_MARGINS, attach_band_margins
+from hf_margin.data.mining import build_corpus_triplets, mine_hard_negatives
+from hf_margin.models.scoring import CrossEncoderScorer
 
 from .conftest import TOPICS, TopicTeacher, make_tokenizer, sharpen, teacher_for, tiny_config, write_tiny_stsb
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hf_margin.losses import (
+from hf_margin.training.losses import (
     AdaptiveDifferenceLoss,
     LabelHingeLoss,
     ListwiseKLLoss,

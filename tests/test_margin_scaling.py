@@ -9,13 +9,13 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hf_margin.margin_scaling import (
+from hf_margin.data.margin_scaling import (
     scale_teacher_margins,
     standardize_teacher_margins,
     student_margin_statistics,
     teacher_margin_statistics,
 )
-from hf_margin.modeling import StudentKind
+from hf_margin.models.kind import StudentKind
 
 from .conftest import embed_one_by_one, make_triplets
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hf_margin.data import DataValidationError
-from hf_margin.margins import TEACHER_COLUMNS, attach_teacher_margins, margins_fingerprint
-from hf_margin.scoring import CrossEncoderTeacher
+from hf_margin.data.columns import DataValidationError
+from hf_margin.data.margins import TEACHER_COLUMNS, attach_teacher_margins, margins_fingerprint
+from hf_margin.models.scoring import CrossEncoderTeacher
 
 from .conftest import TopicTeacher, make_triplets, perturbed, teacher_for, topic_histogram
 

@@ -7,8 +7,8 @@ import torch
 from datasets import Dataset
 from transformers import BertModel
 
-from hf_margin.mining import mine_hard_negatives
-from hf_margin.scoring import BiEncoderTeacher
+from hf_margin.data.mining import mine_hard_negatives
+from hf_margin.models.scoring import BiEncoderTeacher
 
 from .conftest import TOPICS, make_tokenizer, sharpen, tiny_config
 
@@ -51,7 +51,7 @@ def test_corpus_mode_positives_are_the_miners_nearest_neighbours_and_the_cache_h
     [skip_top, sample_from) and never repeat the positive, and a rerun reads the cache without embedding."""
     import torch.nn.functional as F
 
-    from hf_margin.mining import build_corpus_triplets
+    from hf_margin.data.mining import build_corpus_triplets
 
     sharpen(tiny_miner.model)  # similarities well apart: no near-tie between a chunked and a full matmul
     words = [w for ws in TOPICS.values() for w in ws]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib.axes
 
-from hf_margin.plotting import plot_training_curves
+from hf_margin.reporting.plotting import plot_training_curves
 
 
 def test_nothing_logged_is_explained_on_the_plot(tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_margin.data import DataValidationError
-from hf_margin.mining import build_query_corpus_triplets
+from hf_margin.data.columns import DataValidationError
+from hf_margin.data.mining import build_query_corpus_triplets
 
 from .conftest import topic_histogram
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from hf_margin import MarginDistillConfig, MarginDistillTrainer, attach_teacher_margins
-from hf_margin.data import MarginDistillCollator, tokenize_triplets
-from hf_margin.modeling import student_scores
-from hf_margin.scoring import BiEncoderScorer
+from hf_margin.data.columns import MarginDistillCollator, tokenize_triplets
+from hf_margin.models.modeling import student_scores
+from hf_margin.models.scoring import BiEncoderScorer
 
 from .conftest import TopicTeacher, embed_one_by_one, make_triplets
 

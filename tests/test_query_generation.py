@@ -9,7 +9,7 @@ import pytest
 from transformers import T5Config, T5ForConditionalGeneration
 
 from hf_margin.app.cli import main
-from hf_margin.query_generation import generate_queries
+from hf_margin.data.query_generation import generate_queries
 
 from .conftest import make_tokenizer, write_tiny_teacher
 from .test_pipeline import TRAIN

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hf_margin.resolve import packaged_model_path, resolve_model
+from hf_margin.models.resolve import packaged_model_path, resolve_model
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -47,7 +47,7 @@ def _split_zip(tmp_path, parts: int = 3) -> tuple[list, bytes]:
 def test_split_zip_model_is_joined_unpacked_once_and_left_whole(tmp_path, monkeypatch):
     """Guards the mpnet route: the volumes joined in order unpack to the model folder (no desktop.ini), a second
     call reuses it without reading the volumes, and missing packages give None (the Hub id is kept)."""
-    import hf_margin.resolve as resolve
+    import hf_margin.models.resolve as resolve
 
     volumes, weights = _split_zip(tmp_path)
     model = resolve.SplitZipModel(("part-1", "part-2", "part-3"), "tiny-model")
@@ -69,7 +69,7 @@ def test_mpnet_volumes_are_missing_without_the_extra_packages():
     where `make mpnet` ran)."""
     import importlib.metadata
 
-    import hf_margin.resolve as resolve
+    import hf_margin.models.resolve as resolve
 
     mpnet = resolve.SPLIT_ZIP_MODELS["sentence-transformers/all-mpnet-base-v2"]
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_margin.retrieval import (
+from hf_margin.evaluation.retrieval import (
     BeirFormatError,
     RetrievalData,
     duplicate_retrieval_data,

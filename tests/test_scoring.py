@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_margin.scoring import CrossEncoderTeacher, EmbeddingMemo, eval_mode, weights_fingerprint
+from hf_margin.models.scoring import CrossEncoderTeacher, EmbeddingMemo, eval_mode, weights_fingerprint
 
 from .conftest import embed_one_by_one, perturbed, teacher_for
 

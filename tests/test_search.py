@@ -13,9 +13,9 @@ from datasets import Dataset
 from datasets.fingerprint import Hasher
 
 from hf_margin.app.arguments import DataArguments, UserError
-from hf_margin.mining import MINING_VERSION, build_query_corpus_triplets, mine_hard_negatives
-from hf_margin.retrieval import exact_search
-from hf_margin.search import SearchIndex, SearchOptions, choose_search, recall_at_k, search_top_k
+from hf_margin.data.mining import MINING_VERSION, build_query_corpus_triplets, mine_hard_negatives
+from hf_margin.data.search import SearchIndex, SearchOptions, choose_search, recall_at_k, search_top_k
+from hf_margin.evaluation.retrieval import exact_search
 
 from .test_query_corpus import DOCUMENTS, OPTIONS, TopicMiner
 
@@ -83,7 +83,7 @@ def test_a_low_nprobe_loses_neighbours_and_the_check_measures_it(faiss, data, ex
     """check_queries searches that many queries exactly too; on all 50 it is the recall of the whole search."""
     queries, corpus = data
     searcher = SearchIndex(corpus, faiss_options("ivf", nprobe=1, check_queries=50))
-    with caplog.at_level(logging.INFO, logger="hf_margin.search"):
+    with caplog.at_level(logging.INFO, logger="hf_margin.data.search"):
         _, indices = searcher.search(queries, k=K)
     recall = recall_at_k(indices, exact[1], K)
     assert recall < 0.5  # 1 list of 51 probed: measured 0.160
@@ -135,7 +135,7 @@ def test_ties_are_broken_by_the_lower_corpus_index_like_the_exact_search(faiss):
 
 def test_auto_searches_exactly_below_the_threshold_and_with_faiss_above(faiss, data, exact, caplog):
     queries, corpus = data
-    with caplog.at_level(logging.INFO, logger="hf_margin.search"):
+    with caplog.at_level(logging.INFO, logger="hf_margin.data.search"):
         small = SearchIndex(corpus, SearchOptions(auto_threshold=2000))
         large = SearchIndex(corpus, SearchOptions(auto_threshold=1999, index="hnsw"))
     assert (small.kind, large.kind) == ("exact", "faiss")
@@ -148,7 +148,7 @@ def test_auto_searches_exactly_below_the_threshold_and_with_faiss_above(faiss, d
 
 
 def test_without_faiss_auto_stays_exact_and_faiss_asks_for_the_package(monkeypatch):
-    import hf_margin.search as search
+    import hf_margin.data.search as search
 
     monkeypatch.setattr(search, "_import_faiss", lambda: None)
     kind, reason = choose_search(300_000, SearchOptions())

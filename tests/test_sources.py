@@ -7,8 +7,8 @@ import json
 import pytest
 from datasets import Dataset
 
-from hf_margin.data import DataValidationError
-from hf_margin.sources import load_corpus, load_data_file, load_named_dataset
+from hf_margin.data.columns import DataValidationError
+from hf_margin.data.sources import load_corpus, load_data_file, load_named_dataset
 
 ROWS = [{"query": "a b", "positive": "c", "negatives": ["d", "e"]}, {"query": "f", "positive": "g", "negatives": ["h"]}]
 

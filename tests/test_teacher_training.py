@@ -15,8 +15,8 @@ from hf_margin.app.arguments import dump_recipe, parse_recipe
 from hf_margin.app.cli import main
 from hf_margin.app.stsb import read_sts_file
 from hf_margin.app.teacher_training import TEACHER_DATACLASSES
-from hf_margin.metrics import sts_correlation
-from hf_margin.scoring import CrossEncoderTeacher
+from hf_margin.evaluation.metrics import sts_correlation
+from hf_margin.models.scoring import CrossEncoderTeacher
 
 from .conftest import write_tiny_stsb, write_tiny_teacher
 

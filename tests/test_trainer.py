@@ -241,8 +241,8 @@ def test_config_parses_from_command_line_and_dict(tmp_path):
 def test_length_chunked_forward_matches_one_padded_pass(tokenizer, bi_encoder, cross_encoder, student_type):
     """Length-sorted chunks (less padding) must give the same scores and gradients as one padded pass, in the
     original row order."""
-    from hf_margin.data import MarginDistillCollator, tokenize_triplets
-    from hf_margin.modeling import student_scores
+    from hf_margin.data.columns import MarginDistillCollator, tokenize_triplets
+    from hf_margin.models.modeling import student_scores
 
     model = bi_encoder if student_type == "bi-encoder" else cross_encoder
     data = tokenize_triplets(make_triplets(6, ragged=True, seed=4), tokenizer, student_type=student_type)
@@ -291,7 +291,7 @@ def test_python_route_writes_card_metrics_and_curves_on_save(tmp_path, scored, t
 def test_gpu_defaults_turn_on_bf16_and_loader_workers_without_overriding_the_recipe(tmp_path, monkeypatch):
     """On a CUDA GPU the recipes' plain settings become bf16 + 2 persistent loader workers; an explicit fp16 or a
     worker count the user set is kept, and a CPU run is left as the Trainer has it."""
-    from hf_margin.config import GPU_LOADER_WORKERS
+    from hf_margin.training.config import GPU_LOADER_WORKERS
 
     cpu = config(tmp_path)
     assert not cpu.bf16 and cpu.dataloader_num_workers == 0

@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from hf_margin.config import MarginDistillConfig
-from hf_margin.losses import LOSS_REGISTRY
-from hf_margin.margin_scaling import SCALINGS
-from hf_margin.search import SEARCH_INDEXES, SEARCHES, SearchOptions
+from hf_margin.data.margin_scaling import SCALINGS
+from hf_margin.data.search import SEARCH_INDEXES, SEARCHES, SearchOptions
+from hf_margin.training.config import MarginDistillConfig
+from hf_margin.training.losses import LOSS_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,8 @@ class DataArguments:
     )
 
     def search_options(self) -> SearchOptions:
-        """The nearest-neighbour search of mining (:class:`~hf_margin.search.SearchOptions`) these options ask for."""
+        """The nearest-neighbour search of mining (:class:`~hf_margin.data.search.SearchOptions`) these options
+        ask for."""
         return SearchOptions(
             search=self.search,
             index=self.search_index,

@@ -15,6 +15,10 @@ import difflib
 import logging
 import sys
 
+# The application modules (arguments, pipeline, teacher training, launch, export), datasets/transformers and the
+# error classes are imported inside the functions that use them, to keep the command's start-up light (help, a
+# refused option, a relaunch); none of them imports this module, so no import cycle hides behind them.
+
 COMMANDS = {
     "train": "Distil the teacher into the student: build the training set (your data, or the STS-B task by default), "
     "score it with the teacher (cached), train, evaluate before/after/teacher, and save the model, metrics.json, "
@@ -141,8 +145,8 @@ def check_options(command: str, options: list[str], dataclasses: tuple[type, ...
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hf_margin.app.arguments import UserError
-    from hf_margin.data import DataValidationError
-    from hf_margin.retrieval import BeirFormatError
+    from hf_margin.data.columns import DataValidationError
+    from hf_margin.evaluation.retrieval import BeirFormatError
 
     return (UserError, DataValidationError, BeirFormatError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 

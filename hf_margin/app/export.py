@@ -17,10 +17,12 @@ from transformers import AutoTokenizer
 
 from hf_margin.app.arguments import UserError
 from hf_margin.app.tasks.retrieval import SHIPPED_SCIFACT
-from hf_margin.modeling import load_student, saved_student_kind
-from hf_margin.sources import load_corpus
-from hf_margin.throughput import encoding_throughput
-from hf_margin.trainer import write_json_atomic
+from hf_margin.data.sources import load_corpus
+from hf_margin.evaluation.throughput import encoding_throughput
+from hf_margin.models.export import OnnxTransformer, export_onnx
+from hf_margin.models.kind import saved_student_kind
+from hf_margin.models.modeling import load_student
+from hf_margin.training.trainer import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ def check_texts(path: str | None, n: int) -> list[str]:
 
 def run_export(argv: list[str]) -> dict[str, Any]:
     """Export, check and report (see the module docstring); returns what ``export.json`` holds."""
-    from hf_margin.export import OnnxTransformer, export_onnx
-
     options = export_parser().parse_args(argv)
     folder = Path(options.student)
     if not (folder / "config.json").is_file() or not (folder / "modules.json").is_file():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from hf_margin.app.arguments import UserError
+
 CONFIG_DIR = Path(__file__).parent / "accelerate_configs"  # the shipped recipes/accelerate, as package data
 
 
@@ -55,6 +57,7 @@ def validate_accelerate_config(path: str | os.PathLike) -> str:
     """
     from unittest import mock
 
+    # accelerate's launcher, imported only when a config is checked: keeps the CLI's start-up light
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
     from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
@@ -90,8 +93,6 @@ def relaunch(config: str, argv: list[str]) -> int:
     try:
         validate_accelerate_config(path)
     except ValueError as exc:  # refused here, once, instead of by every worker after the launch
-        from hf_margin.app.arguments import UserError
-
         raise UserError(f"Accelerate config {config} is refused by accelerate launch: {exc}") from exc
     env = dict(os.environ)
     if Path(config).stem == "multi-cpu":

@@ -24,15 +24,18 @@ from hf_margin.app.arguments import DataArguments, EvalArguments, ModelArguments
 from hf_margin.app.stsb import load_stsb, stsb_evaluators
 from hf_margin.app.tasks import TaskData, build_task
 from hf_margin.app.tasks.common import Evaluator, checked_model_path, load_checked, load_teacher, user_evaluators
-from hf_margin.config import MarginDistillConfig
-from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator, TripletEvaluator
-from hf_margin.formats import normalize_dataset
-from hf_margin.fresh_negatives import FreshNegatives
-from hf_margin.margin_scaling import scale_teacher_margins
-from hf_margin.margins import attach_teacher_margins, default_cache_dir
-from hf_margin.modeling import StudentKind, saved_prompts
-from hf_margin.sources import load_data_file
-from hf_margin.throughput import encoding_throughput, speed_summary
+from hf_margin.data.formats import normalize_dataset
+from hf_margin.data.fresh_negatives import FreshNegatives
+from hf_margin.data.margin_scaling import scale_teacher_margins
+from hf_margin.data.margins import attach_teacher_margins, default_cache_dir
+from hf_margin.data.sources import load_data_file
+from hf_margin.evaluation.evaluators import RetrievalEvaluator, StsEvaluator, TripletEvaluator
+from hf_margin.evaluation.throughput import encoding_throughput, speed_summary
+from hf_margin.models.export import FP32_FILE, INT8_FILE, ONNX_FOLDER, OnnxTransformer
+from hf_margin.models.kind import StudentKind
+from hf_margin.models.modeling import saved_prompts
+from hf_margin.training.config import MarginDistillConfig
+from hf_margin.training.trainer import MarginDistillTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +201,6 @@ def run_train(
 ) -> dict[str, Any]:
     """Build the task (cached), evaluate the teacher, train, evaluate before/after; write model, metrics.json,
     training_curves.png and the model card (the trainer writes them when it saves)."""
-    from hf_margin.trainer import MarginDistillTrainer
-
     start = time.perf_counter()
     state = PartialState()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -393,8 +394,6 @@ def teacher_comparison(
 
 def onnx_model(reference: str, backend: str, model_args: ModelArguments) -> torch.nn.Module:
     """The ONNX file `hf-margin export` wrote for ``backend`` (``onnx`` or ``onnx-int8``), as a model scorers run."""
-    from hf_margin.export import FP32_FILE, INT8_FILE, ONNX_FOLDER, OnnxTransformer
-
     path = Path(reference) / ONNX_FOLDER / (INT8_FILE if backend == "onnx-int8" else FP32_FILE)
     if not path.is_file():
         quantize = " --quantize int8" if backend == "onnx-int8" else ""

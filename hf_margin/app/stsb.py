@@ -11,8 +11,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator
-from hf_margin.retrieval import duplicate_retrieval_data
+from hf_margin.evaluation.evaluators import RetrievalEvaluator, StsEvaluator
+from hf_margin.evaluation.retrieval import duplicate_retrieval_data
 
 logger = logging.getLogger(__name__)
 

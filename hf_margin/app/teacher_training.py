@@ -27,10 +27,11 @@ from transformers import (
 )
 
 from hf_margin.app.stsb import HUB_DATASET, load_stsb
-from hf_margin.evaluation import StsEvaluator
-from hf_margin.metrics import sts_correlation
-from hf_margin.resolve import resolve_model
-from hf_margin.scoring import CrossEncoderScorer
+from hf_margin.evaluation.evaluators import StsEvaluator
+from hf_margin.evaluation.metrics import sts_correlation
+from hf_margin.models.resolve import resolve_model
+from hf_margin.models.scoring import CrossEncoderScorer
+from hf_margin.training.trainer import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +91,6 @@ def load_cross_encoder_base(path: str, *, trust_remote_code: bool = False) -> Pr
 
 def run_train_teacher(teacher_args: CrossEncoderTeacherArguments, args: TrainingArguments) -> dict[str, Any]:
     """Fine-tune the cross-encoder teacher, score STS-B dev and test pairs with it, save it with a model card."""
-    from hf_margin.trainer import write_json_atomic
-
     start = time.perf_counter()
     splits = load_stsb(teacher_args.data_dir)
     path = resolve_model(teacher_args.base_model)

@@ -16,7 +16,7 @@ from hf_margin.app.tasks.common import TaskData
 from hf_margin.app.tasks.own_data import build_user_task
 from hf_margin.app.tasks.retrieval import build_retrieval_task
 from hf_margin.app.tasks.stsb import build_stsb_task
-from hf_margin.config import MarginDistillConfig
+from hf_margin.training.config import MarginDistillConfig
 
 BUILDERS = {"stsb": build_stsb_task, "data": build_user_task, "retrieval": build_retrieval_task}
 

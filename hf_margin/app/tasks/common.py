@@ -14,13 +14,13 @@ from datasets import Dataset, concatenate_datasets
 from huggingface_hub import constants
 
 from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
-from hf_margin.config import MarginDistillConfig
-from hf_margin.evaluation import RetrievalEvaluator, StsEvaluator
-from hf_margin.margins import attach_band_margins, attach_teacher_margins
-from hf_margin.mining import build_corpus_triplets, build_query_corpus_triplets, mine_hard_negatives
-from hf_margin.query_generation import generate_queries
-from hf_margin.resolve import packaged_model_path, resolve_model
-from hf_margin.scoring import BiEncoderScorer, CrossEncoderScorer
+from hf_margin.data.margins import attach_band_margins, attach_teacher_margins
+from hf_margin.data.mining import build_corpus_triplets, build_query_corpus_triplets, mine_hard_negatives
+from hf_margin.data.query_generation import generate_queries
+from hf_margin.evaluation.evaluators import RetrievalEvaluator, StsEvaluator
+from hf_margin.models.resolve import packaged_model_path, resolve_model
+from hf_margin.models.scoring import BiEncoderScorer, CrossEncoderScorer
+from hf_margin.training.config import MarginDistillConfig
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from hf_margin.app.tasks.common import (
     user_evaluators,
     with_generated_queries,
 )
-from hf_margin.config import MarginDistillConfig
-from hf_margin.formats import SCORE_COLUMNS, DataFormat, normalize_dataset
-from hf_margin.sources import load_corpus, load_data_file, load_named_dataset
+from hf_margin.data.formats import SCORE_COLUMNS, DataFormat, normalize_dataset
+from hf_margin.data.sources import load_corpus, load_data_file, load_named_dataset
+from hf_margin.training.config import MarginDistillConfig
 
 logger = logging.getLogger(__name__)
 

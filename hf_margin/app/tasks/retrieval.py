@@ -27,10 +27,10 @@ from hf_margin.app.tasks.common import (
     user_evaluators,
     with_generated_queries,
 )
-from hf_margin.config import MarginDistillConfig
-from hf_margin.evaluation import RetrievalEvaluator
-from hf_margin.retrieval import RetrievalData, load_beir
-from hf_margin.sources import load_corpus
+from hf_margin.data.sources import load_corpus
+from hf_margin.evaluation.evaluators import RetrievalEvaluator
+from hf_margin.evaluation.retrieval import RetrievalData, load_beir
+from hf_margin.training.config import MarginDistillConfig
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from hf_margin.app.tasks.common import (
     score_split,
     user_evaluators,
 )
-from hf_margin.config import MarginDistillConfig
-from hf_margin.scoring import BiEncoderScorer
-from hf_margin.sources import load_corpus
+from hf_margin.data.sources import load_corpus
+from hf_margin.models.scoring import BiEncoderScorer
+from hf_margin.training.config import MarginDistillConfig
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hf_margin.metrics import load_metric
+from hf_margin.evaluation.metrics import load_metric
 
 __all__ = [
     "BeirFormatError",

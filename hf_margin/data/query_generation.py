@@ -11,9 +11,9 @@ import torch
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from hf_margin.cache import CacheEntry
-from hf_margin.margins import default_cache_dir
-from hf_margin.scoring import weights_fingerprint
+from hf_margin.data.cache import CacheEntry
+from hf_margin.data.margins import default_cache_dir
+from hf_margin.models.scoring import weights_fingerprint
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from hf_margin.losses import ACTIVATIONS, LOSS_REGISTRY, TEACHER_ACTIVATIONS, LossSpec
-from hf_margin.modeling import POOLINGS, SIMILARITIES, STUDENT_TYPES, StudentKind
+from hf_margin.models.kind import StudentKind
+from hf_margin.models.modeling import POOLINGS, SIMILARITIES, STUDENT_TYPES
+from hf_margin.training.losses import ACTIVATIONS, LOSS_REGISTRY, TEACHER_ACTIVATIONS, LossSpec
 
 LOSSES: tuple[str, ...] = tuple(LOSS_REGISTRY)
 # The library's defaults are the best measured settings (BENCHMARKS.md sections 8 and 9): the adaptive family's

@@ -1,6 +1,6 @@
 """Evaluators: score a model on the user's held-out data, during training, at the end and in ``hf-margin evaluate``.
 
-An evaluator is called with a scorer (:mod:`hf_margin.scoring`; ``StudentKind.scorer(model, tokenizer)`` makes
+An evaluator is called with a scorer (:mod:`hf_margin.models.scoring`; ``StudentKind.scorer(model, tokenizer)`` makes
 one for a student, a teacher is one) and returns ``{metric: value}``. :class:`~hf_margin.MarginDistillTrainer`
 runs its ``evaluators`` at every evaluation and logs them as ``eval_{name}_{metric}``.
 
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from hf_margin.data import DataValidationError, row_location
-from hf_margin.metrics import margin_agreement, sts_correlation
-from hf_margin.retrieval import RetrievalData, evaluate_retrieval, load_beir
+from hf_margin.data.columns import DataValidationError, row_location
+from hf_margin.data.sources import load_data_file
+from hf_margin.evaluation.metrics import margin_agreement, sts_correlation
+from hf_margin.evaluation.retrieval import RetrievalData, evaluate_retrieval, load_beir
 
 
 @dataclass
@@ -65,8 +66,6 @@ class StsEvaluator:
     @classmethod
     def from_file(cls, path: str | os.PathLike, name: str = "sts") -> StsEvaluator:
         """From a csv/tsv/jsonl/json/parquet file with ``sentence1``, ``sentence2``, ``score``."""
-        from hf_margin.sources import load_data_file
-
         return cls.from_dataset(load_data_file(path), name=name, source=str(path))
 
     def __call__(self, scorer: Any) -> dict[str, float]:

@@ -1,10 +1,10 @@
 """The cached teacher-margin columns: :func:`attach_teacher_margins` and :func:`attach_band_margins`.
 
 They score every (query, positive) and (query, negative) pair once with a teacher (any
-:class:`~hf_margin.scoring.TeacherScorer`), in a ``datasets.map`` whose fingerprint names the data, the
+:class:`~hf_margin.models.scoring.TeacherScorer`), in a ``datasets.map`` whose fingerprint names the data, the
 teacher and the scoring code, so a second run reads the cache and never calls the teacher.
 :func:`attach_band_margins` scores each row's whole candidate ``band`` (kept by mining with ``keep_band``), so
-negatives redrawn every epoch (:class:`~hf_margin.fresh_negatives.FreshNegatives`) come with their margins.
+negatives redrawn every epoch (:class:`~hf_margin.data.fresh_negatives.FreshNegatives`) come with their margins.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
-from hf_margin.cache import CacheEntry
-from hf_margin.data import (
+from hf_margin.data.cache import CacheEntry
+from hf_margin.data.columns import (
     NEGATIVES,
     POSITIVE,
     QUERY,
@@ -35,7 +35,7 @@ from hf_margin.data import (
     negatives_of,
     validate_triplets,
 )
-from hf_margin.scoring import TeacherScorer
+from hf_margin.models.scoring import TeacherScorer
 
 logger = logging.getLogger(__name__)
 

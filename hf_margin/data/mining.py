@@ -11,11 +11,11 @@ import torch
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from hf_margin.cache import CacheEntry
-from hf_margin.data import DataValidationError
-from hf_margin.margins import BAND, default_cache_dir
-from hf_margin.scoring import BiEncoderScorer
-from hf_margin.search import SearchIndex, SearchOptions, choose_search
+from hf_margin.data.cache import CacheEntry
+from hf_margin.data.columns import DataValidationError
+from hf_margin.data.margins import BAND, default_cache_dir
+from hf_margin.data.search import SearchIndex, SearchOptions, choose_search
+from hf_margin.models.scoring import BiEncoderScorer
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ def mine_hard_negatives(
     Texts equal to the query or to any of its positives are never negatives. The result is cached in a file
     named by the pairs', corpus', miner's and options' fingerprint: a second run does not embed anything.
     ``keep_band`` also keeps a ``band`` column: every candidate of those ranks (exact duplicates once), the pool
-    that :class:`~hf_margin.fresh_negatives.FreshNegatives` redraws negatives from each epoch; ``negatives`` is
-    the same sample as without it. ``search`` picks the nearest-neighbour search (:class:`~hf_margin.search.
+    that :class:`~hf_margin.data.fresh_negatives.FreshNegatives` redraws negatives from each epoch; ``negatives`` is
+    the same sample as without it. ``search`` picks the nearest-neighbour search (:class:`~hf_margin.data.search.
     SearchOptions`; default ``"auto"``: exact below 200,000 corpus texts, FAISS above when it is installed).
     """
     if not 0 <= skip_top < sample_from:
@@ -134,11 +134,11 @@ def build_corpus_triplets(
     Positives are ranks ``[0, positives_per_query)``; negatives are ``num_negatives`` texts sampled from ranks
     ``[skip_top, sample_from)``, never a positive. One row per (query, positive), columns ``query``, ``positive``,
     ``negatives``. The exact search runs in chunks (``retrieval.exact_search``): memory holds the ``(N, H)``
-    embeddings and one block of scores, never ``N × N``; ``search`` (:class:`~hf_margin.search.SearchOptions`,
+    embeddings and one block of scores, never ``N × N``; ``search`` (:class:`~hf_margin.data.search.SearchOptions`,
     default ``"auto"``) switches large corpora to a FAISS index. Cached by the texts', miner's and options'
     fingerprint.
     ``keep_band`` also keeps a ``band`` column: every candidate of those ranks that is not a positive (the pool
-    the negatives are sampled from), for :class:`~hf_margin.fresh_negatives.FreshNegatives`.
+    the negatives are sampled from), for :class:`~hf_margin.data.fresh_negatives.FreshNegatives`.
     """
     corpus = _distinct(texts)
     return _triplets_from_rankings(
@@ -187,7 +187,7 @@ def build_query_corpus_triplets(
     least that; a query left with no positive is dropped. Columns ``query``, ``positive``, ``negatives`` (and
     ``band`` with ``keep_band``), one row per (query, positive); cached by the texts', miner's and options'
     fingerprint, so a second run embeds nothing. ``search`` picks the nearest-neighbour search
-    (:class:`~hf_margin.search.SearchOptions`; default ``"auto"``: exact below 200,000 documents).
+    (:class:`~hf_margin.data.search.SearchOptions`; default ``"auto"``: exact below 200,000 documents).
     """
     return _triplets_from_rankings(
         _distinct(queries),

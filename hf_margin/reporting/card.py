@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 from typing import Any
 
+import accelerate
+import datasets
+import torch
+import transformers
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hf_margin.config import MarginDistillConfig
+from hf_margin.training.config import MarginDistillConfig
 
 TEMPLATE = """---
 {{ card_data }}
@@ -97,16 +102,20 @@ score = model(**tokenizer("A man is playing a guitar.", "Someone plays an instru
 """
 
 
+def hf_margin_version() -> str:
+    """The version of the installed hf-margin distribution (pyproject.toml's, as ``hf_margin.__version__``).
+
+    Read from the package metadata rather than from ``hf_margin`` itself: the package root imports the trainer,
+    which writes this card, so importing the root here would close an import cycle."""
+    try:
+        return importlib.metadata.version("hf-margin")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+        return "unknown"
+
+
 def _versions() -> str:
-    import accelerate
-    import datasets
-    import torch
-    import transformers
-
-    import hf_margin
-
     parts = {
-        "hf-margin": hf_margin.__version__,
+        "hf-margin": hf_margin_version(),
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "accelerate": accelerate.__version__,

@@ -2,9 +2,9 @@
 cached candidate band, with the band's cached teacher margins, so no teacher runs during training.
 
 The band (``band``: the miner's candidates of ranks ``[skip_top, sample_from)``, without the query, its
-positives and duplicates) comes from :func:`~hf_margin.mining.mine_hard_negatives` or
-:func:`~hf_margin.mining.build_corpus_triplets` with ``keep_band=True``; its margins (``band_margins``) from
-:func:`~hf_margin.margins.attach_band_margins`, in one cached teacher pass. :class:`FreshNegatives` holds the
+positives and duplicates) comes from :func:`~hf_margin.data.mining.mine_hard_negatives` or
+:func:`~hf_margin.data.mining.build_corpus_triplets` with ``keep_band=True``; its margins (``band_margins``) from
+:func:`~hf_margin.data.margins.attach_band_margins`, in one cached teacher pass. :class:`FreshNegatives` holds the
 band as the row's negatives (tokenised once by the trainer) and picks a subset per item.
 
 The pick is a pure function of ``(seed, epoch, row)`` (:func:`draw_negatives`): the same on every process of a
@@ -26,7 +26,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
 
-from hf_margin.data import (
+from hf_margin.data.columns import (
     NEGATIVES,
     POSITIVE,
     QUERY,
@@ -35,7 +35,7 @@ from hf_margin.data import (
     tokenize_triplets,
     validate_triplets,
 )
-from hf_margin.margins import BAND, BAND_MARGINS, list_lengths
+from hf_margin.data.margins import BAND, BAND_MARGINS, list_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class FreshNegatives(torch.utils.data.Dataset):
     """Training rows whose negatives are redrawn from their cached band every epoch.
 
     ``dataset`` holds ``query``, ``positive``, ``band`` (list of texts) and, for a loss that reads the teacher,
-    ``band_margins`` (one per candidate; :func:`~hf_margin.margins.attach_band_margins`). Item ``(epoch, row)``
+    ``band_margins`` (one per candidate; :func:`~hf_margin.data.margins.attach_band_margins`). Item ``(epoch, row)``
     is the row with ``negatives`` ``(n,)`` and ``teacher_margins`` ``(n,)`` (or, once :meth:`tokenized`, the
     tokenised negatives) at the positions :func:`draw_negatives` picks, ``n = min(num_negatives, K)``; an int
     key uses the epoch last given to :meth:`set_epoch` in this process. :class:`~hf_margin.MarginDistillTrainer`

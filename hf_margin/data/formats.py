@@ -34,7 +34,7 @@ from typing import Any
 import datasets
 from datasets import Dataset
 
-from hf_margin.data import (
+from hf_margin.data.columns import (
     NEGATIVE,
     NEGATIVES,
     POSITIVE,

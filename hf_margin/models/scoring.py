@@ -22,7 +22,7 @@ from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from hf_margin.modeling import encode, load_student, loading_whole, similarity
+from hf_margin.models.modeling import encode, load_student, loading_whole, similarity
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-from hf_margin.data import TEACHER_MARGINS
-from hf_margin.margins import BAND_MARGINS
+from hf_margin.data.columns import TEACHER_MARGINS
+from hf_margin.data.margins import BAND_MARGINS
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ from datasets import Dataset
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer
 
-from hf_margin.config import MarginDistillConfig
-from hf_margin.data import (
+from hf_margin.data.columns import (
     POSITIVE,
     QUERY,
     TEACHER_MARGINS,
@@ -24,11 +23,14 @@ from hf_margin.data import (
     tokenize_triplets,
     validate_triplets,
 )
-from hf_margin.fresh_negatives import FreshNegatives
-from hf_margin.losses import LOSS_REGISTRY
-from hf_margin.margins import BAND_MARGINS
-from hf_margin.metrics import compute_margin_metrics
-from hf_margin.modeling import state_dict_for_saving, unused_pooler_state
+from hf_margin.data.fresh_negatives import FreshNegatives
+from hf_margin.data.margins import BAND_MARGINS
+from hf_margin.evaluation.metrics import compute_margin_metrics
+from hf_margin.models.modeling import state_dict_for_saving, unused_pooler_state
+from hf_margin.reporting.card import build_model_card
+from hf_margin.reporting.plotting import plot_training_curves
+from hf_margin.training.config import MarginDistillConfig
+from hf_margin.training.losses import LOSS_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class MarginDistillTrainer(Trainer):
     The loss of a micro-batch is its sum over real negatives divided by the count over the whole
     accumulated (and, across processes, gathered) batch, so gradient accumulation gives the large batch's update.
 
-    A :class:`~hf_margin.fresh_negatives.FreshNegatives` train dataset draws each row's negatives anew every
+    A :class:`~hf_margin.data.fresh_negatives.FreshNegatives` train dataset draws each row's negatives anew every
     epoch from its cached band (with the band's cached teacher margins).
     """
 
@@ -96,10 +98,10 @@ class MarginDistillTrainer(Trainer):
         )
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         # name -> evaluator(scorer) -> {metric: value}: run at every evaluation with a scorer of the student
-        # (hf_margin.evaluation: StsEvaluator, RetrievalEvaluator), logged as eval_{name}_{metric}.
+        # (hf_margin.evaluation.evaluators: StsEvaluator, RetrievalEvaluator), logged as eval_{name}_{metric}.
         self.evaluators = dict(evaluators or {})
         # What the model card reports beyond the Trainer's state (teacher, data, evaluation table, model-index
-        # results); see `hf_margin.card.build_model_card`. The application fills it; the Python route may too.
+        # results); see `hf_margin.reporting.card.build_model_card`. The application fills it; the Python route may too.
         self.card_info: dict[str, Any] = {}
         # Extra entries of metrics.json (e.g. before/after/teacher tables); written by `save_model`.
         self.results: dict[str, Any] = {}
@@ -144,7 +146,7 @@ class MarginDistillTrainer(Trainer):
         if args.needs_teacher and not dataset.has_margins:
             raise ValueError(
                 f"the {name} dataset's bands have no '{BAND_MARGINS}', which loss='{args.loss}' needs. Run "
-                "hf_margin.margins.attach_band_margins(dataset, teacher) first, or set loss='label_hinge'."
+                "hf_margin.attach_band_margins(dataset, teacher) first, or set loss='label_hinge'."
             )
         if QUERY not in dataset.column_names:  # tokenised already
             return dataset
@@ -331,8 +333,6 @@ class MarginDistillTrainer(Trainer):
 
     def write_artifacts(self, output_dir: str | os.PathLike | None = None) -> None:
         """Write ``metrics.json`` (atomically), ``training_curves.png`` and ``README.md`` into ``output_dir``."""
-        from hf_margin.plotting import plot_training_curves
-
         out = Path(output_dir if output_dir is not None else self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", self.summary_metrics())
@@ -348,8 +348,6 @@ class MarginDistillTrainer(Trainer):
         """Write ``README.md`` (a ``huggingface_hub.ModelCard``) into ``output_dir``; ``push_to_hub`` uploads it."""
         if not self.is_world_process_zero():
             return
-        from hf_margin.card import build_model_card
-
         info = dict(self.card_info)
         for key in ("license", "language", "tags"):  # as Trainer.push_to_hub(**kwargs) passes them on
             if kwargs.get(key) is not None:

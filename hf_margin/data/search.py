@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hf_margin.retrieval import _drop_excluded, exact_search
+from hf_margin.evaluation.retrieval import _drop_excluded, exact_search
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from hf_margin.modeling import load_student
+from hf_margin.models.modeling import load_student
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def export_onnx(
     logger.info("Exported %s to %s (fp32, opset %d, dynamic batch and length)", model_dir, fp32, opset)
     if quantize is None:
         return fp32
+    # onnxruntime is optional (the onnx extra; _require_onnxruntime checked it): imported where it is used
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     int8 = folder / INT8_FILE

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
-from hf_margin.data import DataValidationError
+from hf_margin.data.columns import DataValidationError
 
 logger = logging.getLogger(__name__)
 
