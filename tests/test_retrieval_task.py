@@ -140,6 +140,34 @@ def test_a_teacher_of_another_family_distils_into_the_student_with_gold_pairs_mi
     assert "% gold" in (out / "README.md").read_text()
 
 
+def test_title_queries_join_the_unlabelled_queries_never_an_evaluation_query(tmp_path, teacher_dir, capsys):
+    """`--title_queries N` adds N document titles (of at least 4 words, a fixed sample, none an evaluation query) to
+    the training queries: one more teacher-built triplet per title; a title that repeats a test query is left out."""
+    from hf_margin.app.tasks.retrieval import title_queries
+
+    folder, _ = write_beir(tmp_path / "beir")
+    test_query = "a test claim of five words"
+    queries = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    queries[0]["text"] = test_query
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    rows = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):  # 24 titles of 4+ words, 23 of 2 words, one that repeats the test query
+        row["title"] = test_query if i == 0 else (f"title {i} of a document" if i % 2 else "too short")
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    titles = title_queries(folder / "corpus.jsonl", -1, {test_query})
+    assert len(titles) == 24 and test_query not in titles and all(len(t.split()) >= 4 for t in titles)
+    assert title_queries(folder / "corpus.jsonl", 5, set()) == title_queries(folder / "corpus.jsonl", 5, set())
+    argv = ["score-teacher", *MINING, "--task", "retrieval", "--data_dir", str(folder), "--teacher", str(teacher_dir)]
+    argv += ["--cache_dir", str(tmp_path / "cache")]
+    sizes = {}
+    for count in ("0", "5"):
+        assert main([*argv, "--title_queries", count]) == 0
+        sizes[count] = json.loads(capsys.readouterr().out)["triplets"]["train"]
+    assert sizes["5"] == sizes["0"] + 5
+    assert main(["score-teacher", "--title_queries", "5"]) == 2  # STS-B has no corpus titles
+    assert "use it with --task retrieval" in capsys.readouterr().err
+
+
 def test_evaluate_prints_speed_and_honours_student_layers(tmp_path, teacher_dir, capsys):
     """`hf-margin evaluate --student_layers 0` evaluates the 1-layer cut it asks for (it used to evaluate every
     layer), and prints the student's encoding speed beside the figures."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 from pathlib import Path
 
 from datasets import Dataset
@@ -27,7 +28,7 @@ from hf_margin.app.tasks.common import (
     user_evaluators,
     with_generated_queries,
 )
-from hf_margin.data.sources import load_corpus
+from hf_margin.data.sources import load_corpus, load_data_file
 from hf_margin.evaluation.evaluators import RetrievalEvaluator
 from hf_margin.evaluation.retrieval import RetrievalData, load_beir
 from hf_margin.training.config import MarginDistillConfig
@@ -36,6 +37,20 @@ logger = logging.getLogger(__name__)
 
 SHIPPED_SCIFACT = Path(__file__).parents[1] / "data" / "scifact"  # SciFact in BEIR layout (licence inside)
 UNLABELLED_QUERIES = "unlabelled.txt"  # the default queries of a BEIR folder: unlabelled, none an evaluation query
+TITLE_SAMPLE_SEED = 0  # the titles' sample is fixed: every training seed trains on the same queries
+MIN_TITLE_WORDS = 4
+
+
+def title_queries(corpus_file: str | Path, count: int, evaluation: set[str]) -> list[str]:
+    """``count`` document titles (``-1``: all) of at least 4 words as pseudo-queries: distinct, none an evaluation
+    query, in a fixed seeded order."""
+    data = load_data_file(corpus_file)
+    if "title" not in data.column_names:
+        raise UserError(f"title_queries: {corpus_file} has no 'title' column")
+    titles = [t.strip() for t in data["title"] if isinstance(t, str) and len(t.split()) >= MIN_TITLE_WORDS]
+    titles = [t for t in dict.fromkeys(titles) if t not in evaluation]
+    random.Random(TITLE_SAMPLE_SEED).shuffle(titles)
+    return titles if count < 0 else titles[:count]
 
 
 def retrieval_folder(data_args: DataArguments) -> Path:
@@ -65,10 +80,16 @@ def build_retrieval_task(
         raise UserError(
             f"retrieval task: no {UNLABELLED_QUERIES} in {folder}: name the training queries with --query_file"
         )
-    documents = load_corpus(data_args.corpus_file or folder / "corpus.jsonl")
-    unlabelled = Unlabelled(load_corpus(query_file), documents, source=str(query_file))
+    corpus_file = data_args.corpus_file or folder / "corpus.jsonl"
+    documents = load_corpus(corpus_file)
     test = load_beir(folder, split=eval_args.ir_split)
     evaluation = {q.strip() for q in test.queries.values()}
+    queries, source, named = load_corpus(query_file), str(query_file), Path(query_file).name
+    if data_args.title_queries:
+        titles = title_queries(corpus_file, data_args.title_queries, evaluation)
+        queries = list(dict.fromkeys(queries + titles))
+        source, named = f"{source} and {len(titles)} document titles", f"{named} and {len(titles)} document titles"
+    unlabelled = Unlabelled(queries, documents, source=source)
     gold = None
     if data_args.gold_split:  # a judged query whose text is also an evaluation query is left out (SciFact has 2)
         gold = gold_pairs(load_beir(folder, split=data_args.gold_split))
@@ -126,7 +147,7 @@ def build_retrieval_task(
                 corpus_note(gold_count, built_count, unlabelled, data_args).strip()
                 if gold is not None
                 else f"{built_count} triplets the teacher built from the {len(unlabelled.queries)} unlabelled queries "
-                f"of {Path(query_file).name} ({unlabelled_description(unlabelled, data_args)}); no gold label."
+                f"of {named} ({unlabelled_description(unlabelled, data_args)}); no gold label."
             )
         ),
         info={
