@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, append_jsonl, default_setting, machine
 from hf_margin import BiEncoderTeacher, attach_teacher_margins
-from hf_margin.app.arguments import parse_recipe
+from hf_margin.app.recipes import parse_recipe
 from hf_margin.data.cache import CacheEntry
 from hf_margin.data.margins import TEACHER_COLUMNS
 from hf_margin.models.resolve import resolve_model

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from hf_margin.app.arguments import parse_recipe
+from hf_margin.app.recipes import parse_recipe
 from hf_margin.app.tasks.stsb import build_triplets
 from hf_margin.models.modeling import load_student
 from hf_margin.models.resolve import resolve_model
@@ -89,7 +89,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def bench_args(args, **overrides):
-    """The recipe's training arguments for a benchmark run: no evaluation, logging or saving, plus overrides."""
+    """The recipe's training arguments for a benchmark run: no evaluation, logging or saving, and no rescaling of
+    teacher margins by the trainer (the benchmarks scale each training set once themselves, with
+    ``scale_teacher_margins``, for every arm that trains on it), plus overrides."""
     quiet = {
         "eval_strategy": "no",
         "logging_steps": 10_000,
@@ -97,6 +99,7 @@ def bench_args(args, **overrides):
         "disable_tqdm": True,
         "report_to": "none",
         "save_strategy": "no",
+        "teacher_margin_scaling": "none",
     }
     return args.__class__(**{**args.to_dict(), **quiet, **overrides})
 

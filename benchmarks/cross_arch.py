@@ -24,7 +24,7 @@ import torch
 from benchmarks.common import RESULTS, ROOT, append_jsonl, bench_args, fresh_student, machine, read_jsonl
 from benchmarks.quality import finish
 from hf_margin import MarginDistillTrainer
-from hf_margin.app.arguments import parse_recipe
+from hf_margin.app.recipes import parse_recipe
 from hf_margin.app.tasks.stsb import build_triplets
 from hf_margin.data.margin_scaling import scale_teacher_margins
 

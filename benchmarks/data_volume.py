@@ -72,8 +72,9 @@ def build_sets(positives: list[int], work: Path, dry_run: bool, scalings: set[st
     from datasets import concatenate_datasets
 
     from benchmarks.common import fresh_student
+    from hf_margin.app.loading import load_miner, load_teacher
     from hf_margin.app.stsb import load_stsb, unique_sentences
-    from hf_margin.app.tasks.common import Unlabelled, add_teacher_built, load_miner, load_teacher
+    from hf_margin.app.tasks.common import Unlabelled, add_teacher_built
     from hf_margin.app.tasks.stsb import build_triplets
     from hf_margin.data.margin_scaling import scale_teacher_margins
 

@@ -41,7 +41,7 @@ def setting(dry_run: bool):
 
     if not dry_run:
         return default_setting()
-    from hf_margin.app.arguments import parse_recipe
+    from hf_margin.app.recipes import parse_recipe
     from hf_margin.data.formats import normalize_dataset
     from hf_margin.data.sources import load_data_file
 

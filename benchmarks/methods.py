@@ -63,7 +63,7 @@ BASELINES = (*MSE_FAMILIES, "label_hinge", "listwise_kl")
 def recipe(setting: str) -> tuple:
     """(model_args, data_args, evaluation_args, training_args) of ``setting``'s recipe, gold triplets only, the
     teacher's first 2 layers as the student."""
-    from hf_margin.app.arguments import parse_recipe
+    from hf_margin.app.recipes import parse_recipe
 
     return parse_recipe(RECIPES[setting], [*GOLD_ONLY, *FIRST_TWO_LAYERS])
 

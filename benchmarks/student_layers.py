@@ -38,7 +38,7 @@ def report(records: list[dict[str, Any]]) -> str:
 def main() -> None:
     from transformers import AutoConfig, AutoTokenizer
 
-    from hf_margin.app.arguments import parse_recipe
+    from hf_margin.app.recipes import parse_recipe
     from hf_margin.app.stsb import load_stsb, stsb_evaluators
     from hf_margin.models.modeling import load_student
     from hf_margin.models.resolve import resolve_model

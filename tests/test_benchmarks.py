@@ -159,7 +159,7 @@ def test_method_grid_trains_on_the_gold_triplets_whatever_the_default_recipe_add
     """Guards the grid silently changing data when the default recipe gained corpus mode (`unlabelled_file:
     stsb:train`): a rerun would have mixed 423-step runs into a table of 94-step ones."""
     from benchmarks.methods import RECIPES, recipe
-    from hf_margin.app.arguments import parse_recipe
+    from hf_margin.app.recipes import parse_recipe
 
     assert parse_recipe(RECIPES["same"])[1].unlabelled_file == "stsb:train"
     assert all(recipe(setting)[1].unlabelled_file is None for setting in RECIPES)
@@ -269,7 +269,7 @@ def test_shipped_recipes_train_the_adaptive_arm_the_committed_grid_chooses():
     (gold triplets, first two layers, 1 epoch), also at the grid's chosen learning rate."""
     from benchmarks import methods
     from benchmarks.common import read_jsonl
-    from hf_margin.app.arguments import parse_recipe
+    from hf_margin.app.recipes import parse_recipe
 
     final = methods._final(read_jsonl(methods.OUT))
     for setting, recipe in methods.RECIPES.items():
@@ -277,7 +277,7 @@ def test_shipped_recipes_train_the_adaptive_arm_the_committed_grid_chooses():
         [(options, scaling)] = methods.families(setting)[family].values()
         model_args, data_args, _, args = parse_recipe(recipe)
         assert {key: getattr(args, key) for key in options} == options, (setting, family)
-        assert data_args.margin_scaling(model_args.teacher_type) == scaling, (setting, family)
+        assert args.resolve_teacher_margin_scaling(model_args.teacher_type) == scaling, (setting, family)
         if setting == "cross":
             assert args.learning_rate == final[(setting, family, 2)][0]["lr"]
             assert (args.num_train_epochs, args.per_device_train_batch_size, args.warmup_steps) == (1, 32, 30)

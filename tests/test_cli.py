@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from hf_margin.app import launch
-from hf_margin.app.arguments import UserError, dump_recipe, parse_recipe
+from hf_margin.app.arguments import UserError
 from hf_margin.app.cli import main, split_recipe
+from hf_margin.app.recipes import dump_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +102,7 @@ def test_help_shows_hf_margins_options_first_grouped_and_trainer_behind_help_all
 
 def test_evaluate_help_lists_only_what_evaluate_reads(capsys):
     """Guards `evaluate --help` listing every loss and training option, none of which evaluate reads."""
-    from hf_margin.app.arguments import EVALUATE_OPTIONS
+    from hf_margin.app.help import EVALUATE_OPTIONS
 
     assert main(["evaluate", "--help"]) == 0
     out = capsys.readouterr().out
@@ -216,7 +217,7 @@ def test_processes_that_would_train_alone_are_refused(capsys, monkeypatch):
 
 
 def test_hub_id_without_owner_is_not_taken_for_a_folder(monkeypatch):
-    from hf_margin.app.tasks.common import checked_model_path
+    from hf_margin.app.loading import checked_model_path
 
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="Hub is off"):
@@ -228,7 +229,8 @@ def test_hub_id_without_owner_is_not_taken_for_a_folder(monkeypatch):
 def test_none_unsets_a_recipe_option_whose_default_is_none(tmp_path):
     """Guards the default recipe's `overshoot_width` being impossible to undo from the command line (argparse
     read 'none' as a bad float): `--key none` unsets options whose default is None; other options still refuse it."""
-    from hf_margin.app.arguments import UserError, parse_recipe
+    from hf_margin.app.arguments import UserError
+    from hf_margin.app.recipes import parse_recipe
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("overshoot_width: 0.0\nloss: adaptive\n")
@@ -244,7 +246,8 @@ def test_own_data_beside_the_default_recipe_drops_its_stsb_corpus_with_a_warning
     """Guards `hf-margin train recipes/stsb-adaptive.yaml --train_file mine.jsonl` being refused once the default
     recipe gained corpus mode on STS-B ('stsb:train'): own data replaces the task, the STS-B corpus goes with it
     (said in the log); naming task data together with 'stsb:train' is still an error."""
-    from hf_margin.app.arguments import UserError, parse_recipe
+    from hf_margin.app.arguments import UserError
+    from hf_margin.app.recipes import parse_recipe
 
     recipe = ROOT / "recipes" / "stsb-adaptive.yaml"
     assert parse_recipe(recipe)[1].unlabelled_file == "stsb:train"

@@ -206,6 +206,25 @@ def test_margin_scaling_rescales_the_band_like_the_negatives(tmp_path, miner):
         assert row["teacher_margins"] == pytest.approx([by_text[n] for n in row["negatives"]], abs=1e-6)
 
 
+def test_trainer_scales_the_band_it_draws_from(tmp_path, miner, tokenizer, bi_encoder):
+    """Guards teacher_margin_scaling with fresh negatives in the trainer: the statistics are the band's (every
+    candidate a draw may pick), the band's margins are rescaled once, and the draw per epoch is unchanged."""
+    scored = banded(tmp_path, miner, TopicTeacher())
+    raw = FreshNegatives(scored, 3, seed=0)
+    args = MarginDistillConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True,
+                               teacher_margin_scaling="zscore")  # fmt: skip
+    trainer = MarginDistillTrainer(bi_encoder, args, train_dataset=raw, processing_class=tokenizer)
+    band = torch.tensor([m for row in scored[BAND_MARGINS] for m in row], dtype=torch.float64)
+    mean, std = band.mean().item(), band.std(correction=0).item()
+    assert trainer.margin_scaling_stats["teacher_mean"] == pytest.approx(mean)
+    assert trainer.margin_scaling_stats["teacher_std"] == pytest.approx(std)
+    scaled = trainer.train_dataset
+    assert isinstance(scaled, FreshNegatives) and (scaled.num_negatives, scaled.seed) == (3, 0)
+    for row in range(len(raw)):
+        want = [(m - mean) / std for m in raw[(1, row)]["teacher_margins"]]
+        assert scaled[(1, row)]["teacher_margins"] == pytest.approx(want, abs=1e-5)
+
+
 def test_cli_option_trains_stsb_and_refuses_data_with_its_own_negatives(tmp_path, caplog, capsys, monkeypatch):
     """Guards the user option: `--fresh_negatives_per_epoch true` on the STS-B task trains, logs how many candidates
     per row are cached and says so in the card; pairs mixed with corpus mode train too (their band columns must

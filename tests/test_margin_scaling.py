@@ -1,7 +1,10 @@
-"""Global rescaling of teacher margins: hand-computed values, train statistics on every split, student moments."""
+"""Global rescaling of teacher margins: hand-computed values, train statistics on every split, student moments; the
+trainer applies ``MarginDistillConfig.teacher_margin_scaling`` itself, once, and the card and metrics.json say so."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 import torch
 from datasets import Dataset
 
+from hf_margin import MarginDistillConfig, MarginDistillTrainer, attach_teacher_margins
 from hf_margin.data.margin_scaling import (
     scale_teacher_margins,
     standardize_teacher_margins,
@@ -17,7 +21,7 @@ from hf_margin.data.margin_scaling import (
 )
 from hf_margin.models.kind import StudentKind
 
-from .conftest import embed_one_by_one, make_triplets
+from .conftest import TopicTeacher, embed_one_by_one, make_triplets
 
 
 def margins_dataset(rows: list[list[float]]) -> Dataset:
@@ -82,3 +86,92 @@ def test_student_margin_statistics_equal_a_direct_per_triplet_computation(bi_enc
     assert mean == pytest.approx(float(np.mean(margins)), abs=1e-5)
     assert std == pytest.approx(float(np.std(margins)), abs=1e-5)
     assert std > 0
+
+
+# ---- the trainer applies it ------------------------------------------------------------------------------------
+
+
+def trainer_config(tmp_path, **kwargs) -> MarginDistillConfig:
+    return MarginDistillConfig(
+        output_dir=str(tmp_path / "out"), report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True,
+        max_steps=2, per_device_train_batch_size=4, **kwargs,
+    )  # fmt: skip
+
+
+def flat(rows) -> np.ndarray:
+    return np.asarray([m for row in rows for m in row], dtype=np.float64)
+
+
+def test_python_route_trains_on_zscored_margins_and_records_the_option(tmp_path, bi_encoder, tokenizer):
+    """`MarginDistillConfig(teacher_margin_scaling="zscore")` alone: the trainer standardises the train margins (mean
+    0, std 1: what its data loader hands the loss), the eval split with the train statistics, and metrics.json and
+    the card record the option and the statistics."""
+    teacher = TopicTeacher()
+    train = attach_teacher_margins(make_triplets(16, seed=0), teacher, cache_dir=tmp_path / "cache")
+    held_out = attach_teacher_margins(make_triplets(6, seed=1), teacher, cache_dir=tmp_path / "cache")
+    args = trainer_config(tmp_path, teacher_margin_scaling="zscore")
+    trainer = MarginDistillTrainer(
+        bi_encoder, args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer
+    )
+    raw = flat(train["teacher_margins"])
+    mean, std = raw.mean(), raw.std()
+    trained_on = flat(trainer.train_dataset["teacher_margins"])
+    assert trained_on.mean() == pytest.approx(0.0, abs=1e-6) and trained_on.std() == pytest.approx(1.0, abs=1e-6)
+    assert trained_on == pytest.approx((raw - mean) / std, abs=1e-6)
+    batch = next(iter(trainer.get_train_dataloader()))
+    loaded = batch["teacher_margins"][batch["negatives_mask"]].double().numpy()
+    assert all(np.isclose(trained_on, m, atol=1e-5).any() for m in loaded)  # the loss reads the scaled margins
+    assert flat(trainer.eval_dataset["teacher_margins"]) == pytest.approx(
+        (flat(held_out["teacher_margins"]) - mean) / std, abs=1e-6
+    )
+    assert trainer.margin_scaling_stats == pytest.approx(
+        {"teacher_mean": mean, "teacher_std": std, "target_mean": 0.0, "target_std": 1.0}
+    )
+    trainer.train()
+    trainer.save_model()
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["loss_options"]["teacher_margin_scaling"] == "zscore"
+    assert metrics["teacher_margin_scaling"] == pytest.approx(trainer.margin_scaling_stats)
+    assert "`teacher_margin_scaling=zscore`" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_auto_is_none_in_the_trainer_and_student_for_a_cross_encoder_teacher(tmp_path, bi_encoder, tokenizer, caplog):
+    """The trainer does not know the teacher: there 'auto' is 'none' (margins as given, said in the log); told a
+    cross-encoder teacher (as `hf-margin train` tells it), 'auto' is 'student', applied once by the trainer."""
+    train = attach_teacher_margins(make_triplets(12), TopicTeacher(), cache_dir=tmp_path / "cache")
+    caplog.set_level(logging.INFO, logger="hf_margin.training.config")
+    args = trainer_config(tmp_path)
+    trainer = MarginDistillTrainer(bi_encoder, args, train_dataset=train, processing_class=tokenizer)
+    assert args.teacher_margin_scaling == "none" and trainer.margin_scaling_stats == {}
+    assert flat(trainer.train_dataset["teacher_margins"]) == pytest.approx(flat(train["teacher_margins"]))
+    assert "teacher_margin_scaling 'auto' is 'none'" in caplog.text
+
+    args = trainer_config(tmp_path)
+    assert args.resolve_teacher_margin_scaling("bi-encoder") == "none"
+    args = trainer_config(tmp_path)
+    assert args.resolve_teacher_margin_scaling("cross-encoder") == "student" == args.teacher_margin_scaling
+    assert "teacher_margin_scaling 'auto' is 'student'" in caplog.text
+    assert args.resolve_teacher_margin_scaling(None) == "student"  # resolved once: the trainer keeps it
+    trainer = MarginDistillTrainer(bi_encoder, args, train_dataset=train, processing_class=tokenizer)
+    expected = student_margin_statistics(args.student_kind.scorer(bi_encoder, tokenizer), train)
+    stats = trainer.margin_scaling_stats
+    assert (stats["target_mean"], stats["target_std"]) == pytest.approx(expected)
+    trained_on = flat(trainer.train_dataset["teacher_margins"])
+    assert (trained_on.mean(), trained_on.std()) == pytest.approx(expected, abs=1e-5)
+
+
+def test_bad_scaling_and_tokenised_data_for_student_scaling_are_refused(tmp_path, bi_encoder, tokenizer):
+    with pytest.raises(ValueError, match="teacher_margin_scaling must be one of auto, none, zscore, student"):
+        trainer_config(tmp_path, teacher_margin_scaling="minmax")
+    from hf_margin import tokenize_triplets
+
+    train = attach_teacher_margins(make_triplets(8), TopicTeacher(), cache_dir=tmp_path / "cache")
+    tokens = tokenize_triplets(train, tokenizer)
+    with pytest.raises(ValueError, match="untokenised"):
+        MarginDistillTrainer(
+            bi_encoder, trainer_config(tmp_path, teacher_margin_scaling="student"), train_dataset=tokens
+        )
+    zscored = MarginDistillTrainer(
+        bi_encoder, trainer_config(tmp_path, teacher_margin_scaling="zscore"), train_dataset=tokens
+    )
+    assert flat(zscored.train_dataset["teacher_margins"]).std() == pytest.approx(1.0, abs=1e-6)

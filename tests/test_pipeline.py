@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_margin.app.arguments import dump_recipe
 from hf_margin.app.cli import main
+from hf_margin.app.recipes import dump_recipe
 
 from .conftest import TOPICS, write_tiny_stsb, write_tiny_teacher
 
@@ -327,3 +327,36 @@ def test_stsb_task_with_its_train_sentences_as_corpus(tmp_path, teacher_dir):
         "stsb:train", "--num_negatives", "2", "--skip_top", "1", "--sample_from", "6", "--student_layers", "0",
     )  # fmt: skip
     assert metrics["data"]["corpus_triplets"] > 0 and metrics["data"]["gold_triplets"] > 0
+
+
+def test_teacher_margin_scaling_option_rescales_once_with_the_statistics_of_before(tmp_path, teacher_dir, caplog):
+    """`--teacher_margin_scaling student` (a MarginDistillConfig option, from the command line or a recipe): the
+    trainer rescales once, with the statistics the pipeline computed itself before the option moved (the train
+    split's raw teacher margins, the fresh student's margins); metrics.json and the card record it. Without the
+    option ('auto'), a bi-encoder teacher's margins stay raw and the log says why."""
+    from transformers import AutoTokenizer
+
+    from hf_margin.app.recipes import parse_recipe
+    from hf_margin.app.tasks import build_task
+    from hf_margin.data.margin_scaling import scale_teacher_margins
+
+    data = write_jsonl(tmp_path / "t.jsonl", topic_rows(16))
+    options = ["--train_file", str(data), "--teacher", str(teacher_dir), "--student_layers", "0"]
+    metrics = run(tmp_path / "student", *options, "--teacher_margin_scaling", "student")
+    parsed = parse_recipe(None, [*options, "--cache_dir", str(tmp_path / "student" / "cache"), "--use_cpu", "true"])
+    model_args, data_args, eval_args, args = parsed
+    assert args.teacher_margin_scaling == "auto"  # parsed into the config; the CLI value came from the same option
+    task = build_task(model_args, data_args, eval_args, args)  # the cached triplets the run trained on
+    student = args.student_kind.load(str(teacher_dir), layers=[0])
+    _, before = scale_teacher_margins({"train": task.train}, "student", student, AutoTokenizer.from_pretrained(
+        teacher_dir), args)  # fmt: skip
+    assert metrics["teacher_margin_scaling"] == pytest.approx(before)
+    assert metrics["loss_options"]["teacher_margin_scaling"] == "student"
+    assert "`teacher_margin_scaling=student`" in (tmp_path / "student" / "out" / "README.md").read_text()
+
+    caplog.set_level("INFO", logger="hf_margin.training.config")
+    metrics = run(tmp_path / "auto", *options)
+    assert metrics["teacher_margin_scaling"] == {} and metrics["loss_options"]["teacher_margin_scaling"] == "none"
+    assert "teacher_margin_scaling 'auto' is 'none': a bi-encoder teacher" in caplog.text
+    shipped = parse_recipe(Path(__file__).resolve().parents[1] / "recipes" / "stsb-strongest.yaml")
+    assert shipped[3].teacher_margin_scaling == "student"  # the recipe key, read into MarginDistillConfig

@@ -218,7 +218,7 @@ class FixedTeacher:
 def test_teacher_figures_are_cached_by_teacher_and_evaluation(tmp_path):
     """The teacher's evaluation costs a whole corpus embedding: a rerun reads its figures from the cache, and
     another teacher or another evaluation set computes them anew."""
-    from hf_margin.app.pipeline import teacher_results
+    from hf_margin.app.report import teacher_results
 
     CountingEvaluator.calls = 0
     first = teacher_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("a"), str(tmp_path))

@@ -15,8 +15,8 @@ from datasets import Dataset, IterableDataset
 from safetensors.torch import load_file
 
 from hf_margin import attach_teacher_margins
-from hf_margin.app.arguments import dump_recipe
 from hf_margin.app.launch import accelerate_config_path, shipped_accelerate_configs
+from hf_margin.app.recipes import dump_recipe
 
 from .conftest import TopicTeacher, make_triplets, write_tiny_stsb, write_tiny_teacher
 

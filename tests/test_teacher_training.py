@@ -11,8 +11,8 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_margin.app.arguments import dump_recipe, parse_recipe
 from hf_margin.app.cli import main
+from hf_margin.app.recipes import dump_recipe, parse_recipe
 from hf_margin.app.stsb import read_sts_file
 from hf_margin.app.teacher_training import TEACHER_DATACLASSES
 from hf_margin.evaluation.metrics import sts_correlation
@@ -89,9 +89,12 @@ def test_teacher_scores_are_the_raw_logits_in_every_loader(trained_teacher):
     np.testing.assert_allclose(ce.predict(pairs), raw, atol=1e-5)
 
 
-def test_cross_encoder_teacher_distils_into_a_bi_encoder_with_student_scaled_margin_mse(trained_teacher, tmp_path):
+def test_cross_encoder_teacher_distils_into_a_bi_encoder_with_student_scaled_margin_mse(
+    trained_teacher, tmp_path, caplog
+):
     """The distillation recipe's path: cross-encoder teacher margins (cached), a bi-encoder miner, the student's
-    own margin statistics as the Margin-MSE target scale; the run writes metrics with the scaling used."""
+    own margin statistics as the Margin-MSE target scale (`teacher_margin_scaling: auto`, the default, resolved to
+    'student' for a cross-encoder teacher, said in the log); the run writes metrics with the scaling used."""
     teacher_dir, stsb = trained_teacher
     bi = write_tiny_teacher(tmp_path / "bi")
     out = tmp_path / "run"
@@ -108,7 +111,6 @@ def test_cross_encoder_teacher_distils_into_a_bi_encoder_with_student_scaled_mar
         num_negatives=2,
         skip_top=1,
         sample_from=6,
-        teacher_margin_scaling="student",
         loss="margin_mse",
         output_dir=str(out),
         max_steps=3,
@@ -118,10 +120,13 @@ def test_cross_encoder_teacher_distils_into_a_bi_encoder_with_student_scaled_mar
         use_cpu=True,
         disable_tqdm=True,
     )
+    caplog.set_level("INFO", logger="hf_margin.training.config")
     assert main(["train", str(recipe)]) == 0
+    assert "teacher_margin_scaling 'auto' is 'student': a cross-encoder teacher" in caplog.text
     metrics = json.loads((out / "metrics.json").read_text())
     scaling = metrics["teacher_margin_scaling"]
     assert scaling["teacher_std"] > 0 and 0 < scaling["target_std"] < scaling["teacher_std"]
+    assert metrics["loss_options"]["teacher_margin_scaling"] == "student"
     teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text())
     assert metrics["stsb_test_spearman"]["teacher"] == pytest.approx(teacher_metrics["stsb_test_spearman"], abs=1e-4)
     assert (out / "modules.json").is_file()

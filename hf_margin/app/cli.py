@@ -10,14 +10,14 @@ User errors (a missing file or model, a bad column, an unknown option) print one
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import logging
 import sys
 
-# The application modules (arguments, pipeline, teacher training, launch, export), datasets/transformers and the
-# error classes are imported inside the functions that use them, to keep the command's start-up light (help, a
-# refused option, a relaunch); none of them imports this module, so no import cycle hides behind them.
+# The application modules (arguments, recipes, help, pipeline, evaluation, teacher training, launch, export),
+# datasets/transformers and the error classes are imported inside the functions that use them, to keep the
+# command's start-up light (help, a refused option, a relaunch); none of them imports this module, so no import
+# cycle hides behind them.
 
 COMMANDS = {
     "train": "Distil the teacher into the student: build the training set (your data, or the STS-B task by default), "
@@ -31,20 +31,6 @@ COMMANDS = {
     "train-teacher": "Fine-tune a cross-encoder teacher (one logit on the joined pair) on STS-B gold scores with the "
     "plain transformers.Trainer; save it with metrics.json and a model card under output_dir.",
 }
-COMMON_TRAINER_OPTIONS = (
-    "output_dir",
-    "learning_rate",
-    "per_device_train_batch_size",
-    "num_train_epochs",
-    "max_steps",
-    "warmup_steps",
-    "eval_strategy",
-    "eval_steps",
-    "seed",
-    "bf16",
-    "push_to_hub",
-    "hub_model_id",
-)
 
 
 def _usage() -> str:
@@ -75,62 +61,10 @@ def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, argv
 
 
-def _help_parser(
-    dataclasses: tuple[type, ...], everything: bool, only: dict[str, tuple[str, ...]] | None = None
-) -> argparse.ArgumentParser:
-    """A parser for display only: hf-margin's options grouped (model, data, evaluation, loss, student), then
-    the Trainer's (a few common ones, or all with ``everything``); ``only`` (group title: options) shows those
-    groups alone."""
-    from hf_margin.app.arguments import LOSS_FIELDS, STUDENT_FIELDS, RecipeParser
-
-    full = RecipeParser(dataclasses)
-    by_dest: dict[str, argparse.Action] = {}
-    for action in full._actions:  # the first of a dest: --eval_teacher, not the --no_eval_teacher added after it
-        if action.dest != "help":
-            by_dest.setdefault(action.dest, action)
-    shown = argparse.ArgumentParser(prog="", add_help=False, formatter_class=argparse.HelpFormatter)
-    seen: set[str] = set()
-
-    def group(title: str, names) -> None:
-        g = shown.add_argument_group(title)
-        for name in names:
-            if name in by_dest and name not in seen:
-                g._group_actions.append(by_dest[name])
-                seen.add(name)
-
-    if only is not None:
-        for title, names in only.items():
-            group(title, names)
-        return shown
-    for cls in dataclasses[:-1]:
-        group(f"{cls.__name__} ({(cls.__doc__ or '').strip().splitlines()[0]})", cls.__dataclass_fields__)
-    config = dataclasses[-1]
-    if config.__name__ == "MarginDistillConfig":
-        group("loss (MarginDistillConfig)", LOSS_FIELDS)
-        group("student (MarginDistillConfig)", STUDENT_FIELDS)
-    trainer_names = [d for d in by_dest if d not in seen and not d.startswith("no_")]
-    if everything:
-        group("Trainer options (transformers.TrainingArguments)", trainer_names)
-    else:
-        group(
-            f"common Trainer options ({len(trainer_names) - len(COMMON_TRAINER_OPTIONS)} more: --help-all)",
-            COMMON_TRAINER_OPTIONS,
-        )
-    return shown
-
-
-def print_command_help(command: str, dataclasses: tuple[type, ...], everything: bool) -> None:
-    print(f"usage: hf-margin {command} [RECIPE.yaml] [--option value ...] [--debug]\n\n{COMMANDS[command]}\n")
-    print("Any option may come from the recipe YAML (option: value); the command line wins.\n")
-    from hf_margin.app.arguments import EVALUATE_OPTIONS
-
-    only = EVALUATE_OPTIONS if command == "evaluate" and not everything else None
-    print(_help_parser(dataclasses, everything, only).format_help().split("\n", 2)[-1])
-
-
 def check_options(command: str, options: list[str], dataclasses: tuple[type, ...]) -> None:
     """Refuse an unknown ``--option`` with "did you mean" before anything is parsed or loaded."""
-    from hf_margin.app.arguments import RecipeParser, UserError
+    from hf_margin.app.arguments import UserError
+    from hf_margin.app.recipes import RecipeParser
 
     known = set(RecipeParser(dataclasses)._option_string_actions)
     for token in options:
@@ -168,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     if command == "export":  # a folder and two flags: its own small parser
         return _run_export(rest, debug)
     recipe, options = split_recipe(rest)
-    from hf_margin.app.arguments import RECIPE_DATACLASSES, UserError, parse_recipe
+    from hf_margin.app.arguments import UserError
+    from hf_margin.app.recipes import RECIPE_DATACLASSES, parse_recipe
     from hf_margin.app.teacher_training import TEACHER_DATACLASSES
 
     dataclasses = TEACHER_DATACLASSES if command == "train-teacher" else RECIPE_DATACLASSES
     if any(t in ("-h", "--help", "--help-all") for t in options):
-        print_command_help(command, dataclasses, everything="--help-all" in options)
+        from hf_margin.app.help import print_command_help
+
+        print_command_help(command, COMMANDS[command], dataclasses, everything="--help-all" in options)
         return 0
     config = None
     if "--accelerate-config" in options:  # re-run this very command under `accelerate launch`
@@ -203,9 +140,14 @@ def main(argv: list[str] | None = None) -> int:
 
             run_train_teacher(*parsed)
             return 0
-        from hf_margin.app.pipeline import run_evaluate, run_score_teacher, run_train
+        if command == "evaluate":
+            from hf_margin.app.evaluate_student import run_evaluate
 
-        {"score-teacher": run_score_teacher, "train": run_train, "evaluate": run_evaluate}[command](*parsed)
+            run_evaluate(*parsed)
+            return 0
+        from hf_margin.app.pipeline import run_score_teacher, run_train
+
+        {"score-teacher": run_score_teacher, "train": run_train}[command](*parsed)
         return 0
     except _user_errors() as exc:
         return _user_error(command, exc, debug)

@@ -157,8 +157,12 @@ class FreshNegatives(torch.utils.data.Dataset):
     def tokenized(self, tokenizer, **options: Any) -> FreshNegatives:
         """The same rows with every band candidate tokenised once (``tokenize_triplets(..., **options)``), drawn
         per epoch."""
-        tokens = tokenize_triplets(self.triplets, tokenizer, **options)
-        return self._from_triplets(tokens, self.num_negatives, self.seed)
+        return self.with_triplets(tokenize_triplets(self.triplets, tokenizer, **options))
+
+    def with_triplets(self, triplets: Dataset) -> FreshNegatives:
+        """The same draws (negatives per row, seed) from ``triplets``: these rows with another form of the same
+        band, e.g. tokenised or with rescaled teacher margins."""
+        return self._from_triplets(triplets, self.num_negatives, self.seed)
 
     def describe(self) -> str:
         """One line for the log: negatives per row and the cached candidates they are drawn from."""

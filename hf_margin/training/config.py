@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
 
+from hf_margin.data.margin_scaling import SCALINGS
 from hf_margin.models.kind import StudentKind
 from hf_margin.models.modeling import POOLINGS, SIMILARITIES, STUDENT_TYPES
 from hf_margin.training.losses import ACTIVATIONS, LOSS_REGISTRY, TEACHER_ACTIVATIONS, LossSpec
 
+logger = logging.getLogger(__name__)
+
 LOSSES: tuple[str, ...] = tuple(LOSS_REGISTRY)
+MARGIN_SCALINGS: tuple[str, ...] = ("auto", *SCALINGS)
 # The library's defaults are the best measured settings (BENCHMARKS.md sections 8 and 9): the adaptive family's
 # best arm on STS-B dev (two-sided dead zone 0.25), its learning rate, batch and epochs.
 DEFAULT_OVERSHOOT_WIDTH = 0.25
@@ -41,6 +46,12 @@ class MarginDistillConfig(TrainingArguments):
         overshoot_width (`float` or `None`, default `0.25`, **changed**: was `None`, the one-sided hinge):
             the two-sided dead zone `[g, g + ρ·|g|]`; the adaptive family's best arm on STS-B dev.
         mse_weight, label_weight, label_margin, student_temperature: loss variants and the gold-label hinge mix.
+        teacher_margin_scaling (`str`, default `"auto"`): one global rescaling of the teacher margins (the loss's
+            target), which the trainer applies to its train and eval datasets before training, with the train
+            split's mean and std: `none`, `zscore` (mean 0, std 1) or `student` (then the student's own margin
+            mean and std before training). `auto` is `student` for a cross-encoder teacher and `none` otherwise;
+            the trainer does not know the teacher, so there `auto` is `none` unless
+            :meth:`resolve_teacher_margin_scaling` was told the teacher's type (as `hf-margin train` does).
 
         > Student
 
@@ -135,6 +146,16 @@ class MarginDistillConfig(TrainingArguments):
     label_margin: float = field(
         default=0.1, metadata={"help": "Fixed margin of the label hinge relu(label_margin − Δs)."}
     )
+    teacher_margin_scaling: str = field(
+        default="auto",
+        metadata={
+            "help": "One global rescaling of the teacher margins before training, with the train split's mean and "
+            "std: 'none', 'zscore' (mean 0, std 1), 'student' (z-score, then the student's own margin mean and "
+            "std before training) or 'auto' (default): 'student' for a cross-encoder teacher, whose logits are "
+            "not on the student's cosine scale, else 'none' (BENCHMARKS.md section 8).",
+            "choices": MARGIN_SCALINGS,
+        },
+    )
     student_type: str = field(
         default="bi-encoder",
         metadata={
@@ -206,6 +227,7 @@ class MarginDistillConfig(TrainingArguments):
         _choice("loss", self.loss, LOSSES)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("teacher_activation", self.teacher_activation, TEACHER_ACTIVATIONS)
+        _choice("teacher_margin_scaling", self.teacher_margin_scaling, MARGIN_SCALINGS)
         _ = self.student_kind  # validates student_type, similarity and pooling
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {self.temperature}")
@@ -245,6 +267,19 @@ class MarginDistillConfig(TrainingArguments):
             self.dataloader_persistent_workers = True
         self.dataloader_pin_memory = True  # page-locked batches: the host-to-GPU copy runs asynchronously
         self.logging_nan_inf_filter = False  # the filter reads every step's loss on the host: a sync per step
+
+    def resolve_teacher_margin_scaling(self, teacher_type: str | None = None) -> str:
+        """Resolve ``teacher_margin_scaling='auto'`` in place by the teacher's type, with a log line: 'student' for
+        a cross-encoder teacher (its logits are not on the student's cosine scale), else 'none' (also when the
+        type is unknown, as in :class:`~hf_margin.MarginDistillTrainer`). Returns the scaling."""
+        if self.teacher_margin_scaling == "auto":
+            self.teacher_margin_scaling = "student" if teacher_type == "cross-encoder" else "none"
+            why = {
+                "cross-encoder": "a cross-encoder teacher's logits are not on the student's scale",
+                None: "the trainer does not know the teacher (set 'student' for a cross-encoder teacher)",
+            }.get(teacher_type, f"a {teacher_type} teacher scores on the student's scale")
+            logger.info("teacher_margin_scaling 'auto' is '%s': %s", self.teacher_margin_scaling, why)
+        return self.teacher_margin_scaling
 
     @property
     def chunk_size(self) -> int:

@@ -322,12 +322,15 @@ class LossSpec:
             (``label_margin`` is passed as ``margin``).
         label: how the model card names the loss.
         needs_teacher: whether it reads teacher margins.
+        target_options: names of the config fields that shape the teacher margins it reads (the trainer applies
+            them to its datasets before training; the loss function never sees them), listed on the card too.
     """
 
     function: Callable[..., Tensor]
     options: tuple[str, ...]
     label: str
     needs_teacher: bool = True
+    target_options: tuple[str, ...] = ()
 
     def __call__(self, student_margin: Tensor, teacher_margin: Tensor | None, config: Any, **kwargs: Any) -> Tensor:
         """Apply the loss with its options read from ``config`` (any object with the option attributes)."""
@@ -337,8 +340,9 @@ class LossSpec:
         return self.function(student_margin, **options, **kwargs)
 
     def card_options(self, config: Any) -> dict[str, Any]:
-        """The options that shape this loss, as the model card lists them (softplus' beta only with softplus)."""
-        values = {o: getattr(config, o) for o in self.options}
+        """The options that shape this loss and its target, as the model card and metrics.json list them (softplus'
+        beta only with softplus)."""
+        values = {o: getattr(config, o) for o in (*self.options, *self.target_options)}
         if values.get("activation") == "relu":
             values.pop("beta", None)
         if values.get("overshoot_width") is None:
@@ -351,6 +355,8 @@ class LossSpec:
 
 
 _ARGUMENT_NAMES = {"label_margin": "margin"}
+# What every loss that reads teacher margins lists beside its options: their one global rescaling.
+TEACHER_TARGET_OPTIONS = ("teacher_margin_scaling",)
 
 LOSS_REGISTRY: dict[str, LossSpec] = {
     "adaptive": LossSpec(
@@ -365,13 +371,15 @@ LOSS_REGISTRY: dict[str, LossSpec] = {
             "mse_weight",
         ),
         "adaptive difference (margin) loss φ(g(Δt) − Δs)",
+        target_options=TEACHER_TARGET_OPTIONS,
     ),
-    "margin_mse": LossSpec(margin_mse_loss, (), "Margin-MSE loss (Δs − Δt)²"),
+    "margin_mse": LossSpec(margin_mse_loss, (), "Margin-MSE loss (Δs − Δt)²", target_options=TEACHER_TARGET_OPTIONS),
     "label_hinge": LossSpec(label_hinge_loss, ("label_margin",), "fixed-margin label hinge relu(m − Δs)", False),
     "listwise_kl": LossSpec(
         listwise_kl_loss,
         ("temperature", "student_temperature"),
         "listwise KL divergence of softmax([positive, negatives]), teacher ‖ student",
+        target_options=TEACHER_TARGET_OPTIONS,
     ),
 }
 """Every distillation loss by its ``loss=`` name; config choices, the trainer and the model card read this."""

@@ -24,6 +24,7 @@ from hf_margin.data.columns import (
     validate_triplets,
 )
 from hf_margin.data.fresh_negatives import FreshNegatives
+from hf_margin.data.margin_scaling import scale_teacher_margins
 from hf_margin.data.margins import BAND_MARGINS
 from hf_margin.evaluation.metrics import compute_margin_metrics
 from hf_margin.models.modeling import state_dict_for_saving, unused_pooler_state
@@ -48,6 +49,11 @@ class MarginDistillTrainer(Trainer):
 
     A :class:`~hf_margin.data.fresh_negatives.FreshNegatives` train dataset draws each row's negatives anew every
     epoch from its cached band (with the band's cached teacher margins).
+
+    ``args.teacher_margin_scaling`` rescales the teacher margins of the train and eval datasets once, here, with the
+    train split's mean and std (``student``: to the student's own margin moments before training); the statistics
+    are kept in ``margin_scaling_stats`` and metrics.json. Pass raw margins: the trainer is the one place that
+    rescales them.
     """
 
     loss_is_scaled_for_ga = True
@@ -70,6 +76,9 @@ class MarginDistillTrainer(Trainer):
             raise TypeError(f"args must be a MarginDistillConfig, got {type(args).__name__}")
         self.student_kind = args.student_kind  # read once: compute_loss asks it every step
         self.student_kind.check(model)
+        train_dataset, eval_dataset = self._scale_teacher_margins(
+            model, args, processing_class, train_dataset, eval_dataset
+        )
         train_dataset = self._prepare_dataset(train_dataset, args, processing_class, "train")
         if eval_dataset is None and evaluators:  # evaluators alone may drive eval_strategy (no held-out triplets)
             eval_dataset = {}
@@ -107,6 +116,40 @@ class MarginDistillTrainer(Trainer):
         self.results: dict[str, Any] = {}
 
     # ---- setup -------------------------------------------------------------------------------------
+
+    def _scale_teacher_margins(self, model, args: MarginDistillConfig, processing_class, train_dataset, eval_dataset):
+        """The train and eval datasets with ``args.teacher_margin_scaling`` applied to their teacher margins (the
+        train split's statistics for every split; 'auto' unresolved is 'none'); sets ``margin_scaling_stats``."""
+        how = args.resolve_teacher_margin_scaling()
+        self.margin_scaling_stats: dict[str, float] = {}
+        fresh = isinstance(train_dataset, FreshNegatives)
+        train = train_dataset.triplets if fresh else train_dataset
+        if how == "none" or not args.needs_teacher or train is None:
+            if how != "none" and train is None:
+                logger.warning("teacher_margin_scaling=%r needs a train dataset: no margins rescaled", how)
+            return train_dataset, eval_dataset
+        if not isinstance(train, Dataset):
+            raise ValueError(
+                f"teacher_margin_scaling={how!r} reads the train split's margin statistics first: pass a "
+                f"datasets.Dataset, not a {type(train).__name__}, or set teacher_margin_scaling='none'"
+            )
+        if TEACHER_MARGINS not in train.column_names:  # _prepare_dataset says what is missing
+            return train_dataset, eval_dataset
+        if how == "student" and QUERY not in train.column_names:
+            raise ValueError(
+                "teacher_margin_scaling='student' measures the student's own margins on the train texts: pass the "
+                "train dataset untokenised, with processing_class=tokenizer"
+            )
+        evals = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
+        splits = {"train": train}
+        for name, dataset in evals.items():
+            if isinstance(dataset, Dataset) and TEACHER_MARGINS in dataset.column_names:
+                splits[f"eval/{name}"] = dataset
+        with args.main_process_first(desc="rescaling teacher margins"):
+            scaled, self.margin_scaling_stats = scale_teacher_margins(splits, how, model, processing_class, args)
+        evals = {name: scaled.get(f"eval/{name}", dataset) for name, dataset in evals.items()}
+        train_dataset = train_dataset.with_triplets(scaled["train"]) if fresh else scaled["train"]
+        return train_dataset, evals if isinstance(eval_dataset, dict) else evals["eval"]
 
     @staticmethod
     def _prepare_dataset(dataset, args: MarginDistillConfig, processing_class, name: str):
@@ -325,6 +368,7 @@ class MarginDistillTrainer(Trainer):
             "loss": args.loss,
             "loss_options": args.loss_spec.card_options(args),
             "student": {"type": args.student_type, "similarity": args.similarity, "pooling": args.pooling},
+            "teacher_margin_scaling": self.margin_scaling_stats,
             "global_step": self.state.global_step,
             "train": train,
             "eval": last_eval,

@@ -1,102 +1,28 @@
-"""What every task builder shares: loading the teacher, miner and student checkpoints (refused early, in one
-line, when they cannot load), the :class:`TaskData` a builder returns, and the one "mine → score → concatenate"
-step (:func:`add_teacher_built`) that adds teacher-built triplets (corpus or query–corpus mode) to gold ones."""
+"""What every task builder shares: the :class:`TaskData` a builder returns, the user's evaluators, and the one
+"mine → score → concatenate" step (:func:`add_teacher_built`) that adds teacher-built triplets (corpus or
+query–corpus mode) to gold ones. Loading the models is :mod:`hf_margin.app.loading`'s."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, concatenate_datasets
-from huggingface_hub import constants
 
-from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
+from hf_margin.app.arguments import DataArguments, EvalArguments, UserError
+from hf_margin.app.loading import checked_model_path
 from hf_margin.data.margins import attach_band_margins, attach_teacher_margins
 from hf_margin.data.mining import build_corpus_triplets, build_query_corpus_triplets, mine_hard_negatives
 from hf_margin.data.query_generation import generate_queries
 from hf_margin.evaluation.evaluators import RetrievalEvaluator, StsEvaluator
-from hf_margin.models.resolve import packaged_model_path, resolve_model
-from hf_margin.models.scoring import BiEncoderScorer, CrossEncoderScorer
+from hf_margin.models.scoring import BiEncoderScorer
 from hf_margin.training.config import MarginDistillConfig
 
 logger = logging.getLogger(__name__)
 
 Evaluator = Callable[[Any], dict[str, float]]
-
-
-# ---- models -------------------------------------------------------------------------------------------
-
-
-def checked_model_path(reference: str, role: str) -> str:
-    """``resolve_model(reference)``, refusing early (one clear line) what cannot load: a missing local directory,
-    or offline a Hub id that is neither packaged nor in the Hub cache."""
-    path = Path(reference).expanduser()
-    looks_local = path.is_absolute() or reference.startswith((".", "~", "outputs/")) or reference.count("/") > 1
-    if path.is_dir():
-        return str(path)
-    if looks_local:
-        hint = " (train it first: `make teacher`, or pass a model directory or Hub id)" if role == "teacher" else ""
-        raise UserError(f"{role} {reference!r}: no such directory (relative to {Path.cwd()}){hint}")
-    resolved = resolve_model(reference)
-    if resolved == reference and constants.HF_HUB_OFFLINE and packaged_model_path(reference) is None:
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(reference, "config.json"), str):
-            raise UserError(
-                f"{role} {reference!r} not found: not a local directory, not in the Hub cache, and the Hub is off "
-                "(HF_HUB_OFFLINE=1). Give a local model directory, or run online once to cache it"
-            )
-    return resolved
-
-
-def load_checked(role: str, reference: str, loader: Callable[[str], Any]) -> Any:
-    path = checked_model_path(reference, role)
-    try:
-        return loader(path)
-    except (OSError, ValueError) as exc:  # no such repo / no connection / no weights / bad layer indices
-        raise UserError(f"{role} {reference!r} could not be loaded: {str(exc).splitlines()[0]}") from exc
-
-
-def load_teacher(model_args: ModelArguments, reference: str | None = None) -> BiEncoderScorer | CrossEncoderScorer:
-    """The teacher scorer named by ``model_args`` (or ``reference``), on this process's device."""
-    reference = reference or model_args.teacher or DEFAULT_TEACHER
-    common = {"trust_remote_code": model_args.trust_remote_code, "batch_size": model_args.teacher_batch_size}
-    if model_args.teacher_type == "cross-encoder":
-        return load_checked(
-            "teacher",
-            reference,
-            lambda p: CrossEncoderScorer.from_pretrained(p, apply_sigmoid=model_args.teacher_sigmoid, **common),
-        )
-    return load_checked(
-        "teacher",
-        reference,
-        lambda p: BiEncoderScorer.from_pretrained(
-            p, pooling=model_args.teacher_pooling, similarity_fn=model_args.teacher_similarity, **common
-        ),
-    )
-
-
-def require_bi_encoder_miner(model_args: ModelArguments, data_args: DataArguments, teacher_ref: str | None) -> None:
-    """Refuse, before any model loads, a run that must rank texts (mining, corpus mode) with no bi-encoder to do it."""
-    if not data_args.miner and (teacher_ref is None or model_args.teacher_type == "cross-encoder"):
-        raise UserError("texts must be ranked by a bi-encoder (mining, corpus mode): set --miner (a cross-encoder "
-                        "teacher cannot)")  # fmt: skip
-
-
-def load_miner(model_args: ModelArguments, data_args: DataArguments, teacher: Any) -> BiEncoderScorer:
-    """The bi-encoder that mines negatives: ``miner``, else the teacher when it is a bi-encoder."""
-    if data_args.miner is not None:
-        return load_checked(
-            "miner",
-            data_args.miner,
-            lambda p: BiEncoderScorer.from_pretrained(p, batch_size=model_args.teacher_batch_size),
-        )
-    if isinstance(teacher, BiEncoderScorer):
-        return teacher
-    raise UserError("negatives must be mined, and a cross-encoder teacher cannot mine: set --miner to a bi-encoder")
 
 
 # ---- the task ------------------------------------------------------------------------------------------

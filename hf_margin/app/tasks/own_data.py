@@ -11,16 +11,13 @@ from pathlib import Path
 from datasets import Dataset
 
 from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
+from hf_margin.app.loading import checked_model_path, load_miner, load_teacher, require_bi_encoder_miner
 from hf_margin.app.tasks.common import (
     TaskData,
     Unlabelled,
     add_teacher_built,
-    checked_model_path,
     corpus_note,
-    load_miner,
-    load_teacher,
     mine_split,
-    require_bi_encoder_miner,
     score_split,
     unlabelled_description,
     user_evaluators,

@@ -10,17 +10,14 @@ from typing import Any
 from datasets import Dataset
 
 from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments
+from hf_margin.app.loading import checked_model_path, load_miner, load_teacher, require_bi_encoder_miner
 from hf_margin.app.stsb import load_stsb, positive_pairs, stsb_evaluators, unique_sentences
 from hf_margin.app.tasks.common import (
     TaskData,
     Unlabelled,
     add_teacher_built,
-    checked_model_path,
     corpus_note,
-    load_miner,
-    load_teacher,
     mine_split,
-    require_bi_encoder_miner,
     score_split,
     user_evaluators,
 )
