@@ -150,7 +150,7 @@ class DataArguments(MiningOptions, TeacherBuiltOptions, DataSourceOptions):
                 f"search must be one of {list(SEARCHES)} and search_index one of {list(SEARCH_INDEXES)}; got "
                 f"{self.search!r} and {self.search_index!r}"
             )
-        for name, least in (("nprobe", 1), ("ef_search", 1), ("search_check", 0)):
+        for name, least in (("nprobe", 1), ("ef_search", 1), ("search_check", 0), ("embedding_shard_size", 1)):
             if getattr(self, name) < least:
                 raise UserError(f"{name} must be >= {least}; got {getattr(self, name)}")
         if not 0 <= self.skip_top < self.sample_from or self.sample_from - self.skip_top < self.num_negatives:

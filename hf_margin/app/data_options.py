@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hf_margin.data.embedding_store import DTYPES, DiskEmbeddings
 from hf_margin.data.search import SEARCH_INDEXES, SEARCHES, SearchOptions
 
 TASKS = ("auto", "stsb", "data", "retrieval")
@@ -169,6 +170,28 @@ class MiningOptions:
         default=0,
         metadata={"help": "FAISS: also search this many sampled queries exactly and log the index's recall@k."},
     )
+
+    embeddings_on_disk: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the corpus embeddings of mining and corpus / query-corpus mode on disk in the cache, "
+            "embedded in shards split over every process (accelerate launch) and memory-mapped: host memory holds "
+            "one shard, not the whole corpus. A killed run resumes from its finished shards."
+        },
+    )
+    embedding_dtype: str = field(
+        default="float32",
+        metadata={"help": "embeddings_on_disk: stored as float32 or float16 (half the disk).", "choices": list(DTYPES)},
+    )
+    embedding_shard_size: int = field(
+        default=65_536, metadata={"help": "embeddings_on_disk: texts per shard (the unit of work and of resuming)."}
+    )
+
+    def disk_embeddings(self) -> DiskEmbeddings | None:
+        """On-disk corpus embeddings (:class:`~hf_margin.data.embedding_store.DiskEmbeddings`), or None (in memory)."""
+        if not self.embeddings_on_disk:
+            return None
+        return DiskEmbeddings(shard_size=self.embedding_shard_size, dtype=self.embedding_dtype)
 
     def search_options(self) -> SearchOptions:
         """The nearest-neighbour search of mining (:class:`~hf_margin.data.search.SearchOptions`) these options

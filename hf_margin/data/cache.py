@@ -40,19 +40,22 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One fingerprinted cache entry: ``folder/data.arrow`` + ``folder/checksum.json``."""
+    """One fingerprinted cache entry: ``folder/data.arrow`` (or another ``file_name``) + ``folder/checksum.json``."""
 
     folder: Path
     description: str = "cache"
+    file_name: str = "data.arrow"
 
     @classmethod
-    def create(cls, cache_dir: str | os.PathLike, kind: str, fingerprint: str, description: str) -> CacheEntry:
+    def create(
+        cls, cache_dir: str | os.PathLike, kind: str, fingerprint: str, description: str, file_name: str = "data.arrow"
+    ) -> CacheEntry:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        return cls(Path(cache_dir) / f"{kind}-{fingerprint}", description)
+        return cls(Path(cache_dir) / f"{kind}-{fingerprint}", description, file_name)
 
     @property
     def data_file(self) -> Path:
-        return self.folder / "data.arrow"
+        return self.folder / self.file_name
 
     @property
     def checksum_file(self) -> Path:
@@ -75,7 +78,7 @@ class CacheEntry:
                     self.folder.rmdir()
 
     def problem(self, rows: int | None = None, columns: Sequence[str] = ()) -> str | None:
-        """Why ``data.arrow`` cannot be used (None when it can): missing checksum, checksum mismatch, unreadable,
+        """Why the data file cannot be used (None when it can): missing checksum, checksum mismatch, unreadable,
         wrong row count or missing columns."""
         if not self.checksum_file.is_file():
             return "it has no checksum.json (written by an older hf-margin or a run killed before sealing it)"
@@ -95,7 +98,7 @@ class CacheEntry:
         return None
 
     def usable(self, rows: int | None = None, columns: Sequence[str] = ()) -> bool:
-        """Whether ``data.arrow`` exists and passes :meth:`problem`; a damaged one is deleted with a warning."""
+        """Whether the data file exists and passes :meth:`problem`; a damaged one is deleted with a warning."""
         if not self.data_file.exists():
             self.checksum_file.unlink(missing_ok=True)
             return False
@@ -153,14 +156,17 @@ class CacheEntry:
             result = dataset.map(function, cache_file_name=str(self.data_file), load_from_cache_file=True, **kwargs)
         return result
 
-    def seal(self) -> None:
-        """Write ``checksum.json`` for the ``data.arrow`` just written (to a temporary name, then renamed)."""
-        table = Dataset.from_file(str(self.data_file))
+    def seal(self, rows: int | None = None, columns: Sequence[str] | None = None) -> None:
+        """Write ``checksum.json`` for the data file just written (to a temporary name, then renamed); ``rows`` and
+        ``columns`` are read from an Arrow file when not given."""
+        if rows is None or columns is None:
+            table = Dataset.from_file(str(self.data_file))
+            rows, columns = table.num_rows, table.column_names
         record = {
             "sha256": file_sha256(self.data_file),
             "bytes": os.path.getsize(self.data_file),
-            "rows": table.num_rows,
-            "columns": table.column_names,
+            "rows": rows,
+            "columns": list(columns),
         }
         tmp = self.folder / f"tmp-checksum-{os.getpid()}.json"
         tmp.write_text(json.dumps(record, indent=1) + "\n")

@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import random
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
 from hf_margin.data.cache import CacheEntry
 from hf_margin.data.columns import DataValidationError
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
 from hf_margin.data.margins import BAND, default_cache_dir
 from hf_margin.data.search import SearchIndex, SearchOptions, choose_search
+from hf_margin.evaluation.retrieval import exact_search
 from hf_margin.models.scoring import BiEncoderScorer
 
 logger = logging.getLogger(__name__)
@@ -34,6 +39,7 @@ def mine_hard_negatives(
     cache_dir: str | os.PathLike | None = None,
     keep_band: bool = False,
     search: SearchOptions | None = None,
+    disk: DiskEmbeddings | None = None,
 ) -> Dataset:
     """Add a ``negatives`` column: for each query, ``num_negatives`` corpus texts sampled from the miner's
     ranks ``[skip_top, sample_from)`` (the very top are skipped: they are often unlabelled positives).
@@ -44,6 +50,8 @@ def mine_hard_negatives(
     that :class:`~hf_margin.data.fresh_negatives.FreshNegatives` redraws negatives from each epoch; ``negatives`` is
     the same sample as without it. ``search`` picks the nearest-neighbour search (:class:`~hf_margin.data.search.
     SearchOptions`; default ``"auto"``: exact below 200,000 corpus texts, FAISS above when it is installed).
+    ``disk`` keeps the corpus embeddings on disk, embedded in shards over every process
+    (:class:`~hf_margin.data.embedding_store.DiskEmbeddings`).
     """
     if not 0 <= skip_top < sample_from:
         raise ValueError(f"need 0 <= skip_top < sample_from; got skip_top={skip_top}, sample_from={sample_from}")
@@ -59,6 +67,8 @@ def mine_hard_negatives(
     searcher, reason = choose_search(len(corpus), search)
     if searcher == "faiss":  # only then: exact searches keep their caches' names
         options["search"] = search.fingerprint()
+    if disk is not None:  # only then: in-memory runs keep their caches' names
+        options["disk"] = disk.fingerprint()
     fingerprint = Hasher.hash(
         ["hard-negatives", MINING_VERSION, pairs._fingerprint, Hasher.hash(corpus), miner.fingerprint, options]
     )
@@ -69,19 +79,27 @@ def mine_hard_negatives(
     corpus_embeddings: list[torch.Tensor] = []  # filled on first call: a cached run never embeds
     index: list[SearchIndex] = []  # FAISS only, built once on first call
 
+    def embed_corpus() -> None:
+        logger.info("Embedding %d corpus texts to mine hard negatives", len(corpus))
+        if disk is None:
+            corpus_embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
+        else:
+            corpus_embeddings.append(_normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache))
+        if searcher != "faiss":
+            logger.info("Nearest-neighbour search: %s", reason)
+
     def mine(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         if not corpus_embeddings:
-            logger.info("Embedding %d corpus texts to mine hard negatives", len(corpus))
-            corpus_embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
-            if searcher == "faiss":
-                index.append(SearchIndex(corpus_embeddings[0], search))
-            else:
-                logger.info("Nearest-neighbour search: %s", reason)
+            embed_corpus()
+        if searcher == "faiss" and not index:
+            index.append(SearchIndex(corpus_embeddings[0], search))
         corpus_emb = corpus_embeddings[0]
         queries = torch.nn.functional.normalize(miner.embed(batch["query"]), dim=-1)  # memoised by the miner
         depth = min(sample_from + 8, len(corpus))
         if index:
             ranked = [[j for j in row if j >= 0] for row in index[0].search(queries, k=depth)[1].tolist()]
+        elif disk is not None:  # the corpus on disk: searched in chunks, float32 scores
+            ranked = exact_search(queries, corpus_emb, k=depth, similarity="dot")[1].tolist()
         else:  # torch.topk as ever: its choice among tied scores decides which negatives are drawn
             ranked = (queries @ corpus_emb.T).topk(depth, dim=-1).indices.tolist()
         out: dict[str, list] = {"negatives": [], **({BAND: []} if keep_band else {})}
@@ -110,6 +128,7 @@ def mine_hard_negatives(
         with_indices=True,
         new_fingerprint=fingerprint,
         desc="Mining hard negatives",
+        on_miss=_embedding_first(embed_corpus, mine) if disk is not None else None,
     )
 
 
@@ -126,6 +145,7 @@ def build_corpus_triplets(
     cache_dir: str | os.PathLike | None = None,
     keep_band: bool = False,
     search: SearchOptions | None = None,
+    disk: DiskEmbeddings | None = None,
 ) -> Dataset:
     """Corpus mode: a training set built from unlabelled texts by the miner (usually the teacher).
 
@@ -156,6 +176,7 @@ def build_corpus_triplets(
         cache_dir=cache_dir,
         keep_band=keep_band,
         search=search,
+        disk=disk,
     )
 
 
@@ -175,6 +196,7 @@ def build_query_corpus_triplets(
     cache_dir: str | os.PathLike | None = None,
     keep_band: bool = False,
     search: SearchOptions | None = None,
+    disk: DiskEmbeddings | None = None,
 ) -> Dataset:
     """Query–corpus mode: pseudo-labelled triplets from unlabelled queries and a corpus of documents.
 
@@ -206,6 +228,7 @@ def build_query_corpus_triplets(
         cache_dir=cache_dir,
         keep_band=keep_band,
         search=search,
+        disk=disk,
     )
 
 
@@ -214,12 +237,50 @@ def _distinct(texts: list[str]) -> list[str]:
     return list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))
 
 
-def _normalized_embeddings(miner: BiEncoderScorer, texts: list[str], role: str) -> torch.Tensor:
-    """``(N, H)`` unit-length embeddings (a copy, normalised in place: one more ``(N, H)`` is never held)."""
-    emb = miner.embed(texts, role=role)
-    with torch.inference_mode():
-        emb /= emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return emb
+def _normalized_embeddings(
+    miner: BiEncoderScorer,
+    texts: list[str],
+    role: str,
+    *,
+    disk: DiskEmbeddings | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    texts_hash: str | None = None,
+) -> torch.Tensor:
+    """``(N, H)`` unit-length embeddings: in memory (a copy, normalised in place: one more ``(N, H)`` is never
+    held), or with ``disk`` embedded in shards over every process and memory-mapped from the cache (the
+    collective step of :func:`~hf_margin.data.embedding_store.embed_to_disk`: every process must call it)."""
+    if disk is None:
+        emb = miner.embed(texts, role=role)
+        with torch.inference_mode():
+            emb /= emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return emb
+    array = embed_to_disk(
+        texts,
+        lambda part: miner.embed(part, role=role, remember=False),
+        cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
+        fingerprint=Hasher.hash([texts_hash or Hasher.hash(texts), miner.fingerprint, miner.role_settings(role)]),
+        options=disk,
+        normalize=True,
+        description=f"{role} embeddings",
+    )
+    return memmap_tensor(array)
+
+
+def _embedding_first(embed_all: Callable[[], None], function: Callable) -> Callable[[], Callable]:
+    """``on_miss`` of a cache entry: every process embeds its shards (a collective step), then maps ``function``."""
+
+    def on_miss() -> Callable:
+        embed_all()
+        return function
+
+    return on_miss
+
+
+def memmap_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over a read-only memory map (no copy; the library only reads it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def _triplets_from_rankings(
@@ -240,6 +301,7 @@ def _triplets_from_rankings(
     cache_dir: str | os.PathLike | None,
     keep_band: bool,
     search: SearchOptions | None = None,
+    disk: DiskEmbeddings | None = None,
 ) -> Dataset:
     """The shared builder of corpus and query–corpus modes (``queries is documents``: corpus mode, where a text
     is never its own neighbour)."""
@@ -273,21 +335,28 @@ def _triplets_from_rankings(
     search = search or SearchOptions()
     if choose_search(len(documents), search)[0] == "faiss":  # only then: exact searches keep their caches' names
         options["search"] = search.fingerprint()
+    if disk is not None:  # only then: in-memory runs keep their caches' names
+        options["disk"] = disk.fingerprint()
     hashed = [Hasher.hash(queries)] if symmetric else [Hasher.hash(queries), Hasher.hash(documents)]
     fingerprint = Hasher.hash([kind, MINING_VERSION, *hashed, chosen, miner.fingerprint, options])
     doc_index = {t: j for j, t in enumerate(documents)}
-    embeddings: dict[str, torch.Tensor] = {}  # filled on first call: a cached run never embeds
+    embeddings: dict[str, torch.Tensor] = {}  # filled on first call (or by embed_all): a cached run never embeds
     index: list[SearchIndex] = []
     dropped = [0]
     margin_rank = max(skip_top, positives_per_query)
 
+    def embed_all() -> None:
+        logger.info("Embedding %d documents to build the training set (%s)", len(documents), what)
+        on_disk = {"disk": disk, "cache_dir": cache_dir}
+        embeddings["documents"] = _normalized_embeddings(miner, documents, "document", texts_hash=hashed[-1], **on_disk)
+        if not symmetric:
+            logger.info("Embedding %d queries", len(queries))
+            embeddings["queries"] = _normalized_embeddings(miner, queries, "query", texts_hash=hashed[0], **on_disk)
+
     def build(batch: dict[str, list]) -> dict[str, list]:
         if not embeddings:
-            logger.info("Embedding %d documents to build the training set (%s)", len(documents), what)
-            embeddings["documents"] = _normalized_embeddings(miner, documents, "document")
-            if not symmetric:
-                logger.info("Embedding %d queries", len(queries))
-                embeddings["queries"] = _normalized_embeddings(miner, queries, "query")
+            embed_all()
+        if not index:
             index.append(SearchIndex(embeddings["documents"], search))
         docs = embeddings["documents"]
         idx = batch["index"]
@@ -337,6 +406,7 @@ def _triplets_from_rankings(
         remove_columns=["index"],
         new_fingerprint=fingerprint,
         desc=f"Building {what} triplets",
+        on_miss=_embedding_first(embed_all, build) if disk is not None else None,
     )
     if len(built) == 0:
         raise DataValidationError(

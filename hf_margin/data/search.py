@@ -31,6 +31,7 @@ FAISS_HINT = "pip install faiss-cpu (or pip install 'hf-margin[faiss]')"
 TRAIN_POINTS_PER_LIST = 64  # IVF k-means trains on a seeded sample of min(N, 64 * nlist) points (faiss wants >= 39)
 MIN_POINTS_PER_LIST = 39  # the default nlist leaves at least this many documents per list
 PQ_REFINE = 4  # IVF-PQ: fetch this many times the depth from the index, then re-score exactly and keep the best
+ADD_CHUNK = 65_536  # corpus rows converted to float32 and added to a FAISS index at once
 RESCORE_FLOATS = 1 << 24  # at most this many gathered corpus floats (64 MiB) at once when re-scoring candidates
 
 
@@ -198,7 +199,6 @@ class SearchIndex:
         faiss = _import_faiss()
         opts = self.options
         n, width = self.corpus.shape
-        data = np.ascontiguousarray(self.corpus.detach().to("cpu", torch.float32).numpy())
         detail = ""
         if opts.index == "flat":
             index = faiss.IndexFlatIP(width)
@@ -228,13 +228,20 @@ class SearchIndex:
             index.cp.spherical = True  # unit-length centroids: lists by inner product
             index.nprobe = min(opts.nprobe, nlist)
             sample = np.random.default_rng(opts.seed).choice(n, size=train_size, replace=False)
-            index.train(data[np.sort(sample)])
+            index.train(self._float32_rows(torch.from_numpy(np.sort(sample))))
             detail = f" nlist={nlist} nprobe={index.nprobe}{detail} (trained on {train_size:,} documents)"
             self._quantizer = quantizer  # the IVF index points at it: keep it alive
-        index.add(data)
+        for start in range(
+            0, n, ADD_CHUNK
+        ):  # a chunk at a time: a float16 or memory-mapped corpus is never copied whole
+            index.add(self._float32_rows(slice(start, start + ADD_CHUNK)))
         self._faiss_index = index
         head, _, why = reason.partition(": ")
         return f"{head}{detail}: {why}"
+
+    def _float32_rows(self, rows: slice | torch.Tensor) -> np.ndarray:
+        """Corpus rows as a contiguous float32 array for FAISS."""
+        return np.ascontiguousarray(self.corpus[rows].detach().to("cpu", torch.float32).numpy())
 
     # ---- searching --------------------------------------------------------------------------------------------
 

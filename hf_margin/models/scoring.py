@@ -254,12 +254,13 @@ class BiEncoderScorer(_TransformersScorer):
         raise ValueError(f"role must be 'query' or 'document'; got {role!r}")
 
     @torch.inference_mode()
-    def embed(self, texts: Sequence[str], role: str = "document") -> torch.Tensor:
+    def embed(self, texts: Sequence[str], role: str = "document", *, remember: bool = True) -> torch.Tensor:
         """Embed texts ``(len(texts), H)`` as queries or documents (``role``: its prompt and length); texts seen
-        before in the same role settings come from the memo, the rest are embedded in batches sorted by length."""
+        before in the same role settings come from the memo, the rest are embedded in batches sorted by length.
+        ``remember=False`` neither reads nor fills the memo (a corpus embedded shard by shard to disk)."""
         self._refresh()
         settings = self.role_settings(role)
-        memo = self.memo(role)
+        memo = self.memo(role) if remember else EmbeddingMemo()
         new = [t for t in dict.fromkeys(texts) if t not in memo]
         order = sorted(new, key=len)
         with eval_mode(self.model):

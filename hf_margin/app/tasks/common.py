@@ -74,6 +74,7 @@ def mine_split(split: Dataset, texts: list[str], miner: BiEncoderScorer, data_ar
         cache_dir=data_args.cache_dir,
         keep_band=fresh,
         search=data_args.search_options(),
+        disk=data_args.disk_embeddings(),
     )
 
 
@@ -132,6 +133,7 @@ def build_unlabelled(unlabelled: Unlabelled, miner: BiEncoderScorer, data_args: 
         "cache_dir": data_args.cache_dir,
         "keep_band": data_args.fresh_negatives_per_epoch,
         "search": data_args.search_options(),
+        "disk": data_args.disk_embeddings(),
     }
     if unlabelled.documents is None:
         return build_corpus_triplets(unlabelled.queries, miner, **common)

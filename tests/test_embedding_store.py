@@ -1,0 +1,229 @@
+"""Corpus embeddings on disk: sharded over processes, resumable after a kill, byte-equal to an uninterrupted run,
+memory-mapped, and the same triplets as the in-memory path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
+from hf_margin.data.mining import build_query_corpus_triplets
+
+from .conftest import topic_histogram
+from .test_query_corpus import DOCUMENTS, OPTIONS
+from .test_scale import accelerate_launch, run_python
+
+TEXTS = [f"text {i} " + "word " * (i % 7) for i in range(23)]
+
+
+def stub_embed(texts: list[str]) -> torch.Tensor:
+    """A deterministic (n, 8) embedding of each text by itself (its bytes' histogram)."""
+    rows = []
+    for t in texts:
+        counts = np.bincount(np.frombuffer(t.encode(), dtype=np.uint8) % 8, minlength=8).astype(np.float32)
+        rows.append(counts + len(t))
+    return torch.tensor(np.stack(rows))
+
+
+class Counting:
+    """``stub_embed`` that records the texts it embedded and can fail after ``fail_after`` calls (a killed run)."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_after = fail_after
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        if self.fail_after is not None and len(self.calls) == self.fail_after:
+            raise KeyboardInterrupt("killed mid-way")
+        self.calls.append(list(texts))
+        return stub_embed(texts)
+
+
+def expected(texts: list[str], dtype: str = "float32") -> np.ndarray:
+    return torch.nn.functional.normalize(stub_embed(texts), dim=-1).numpy().astype(dtype)
+
+
+def test_embeddings_are_written_memory_mapped_and_read_back_without_embedding(tmp_path):
+    embed = Counting()
+    options = DiskEmbeddings(shard_size=5)
+    out = embed_to_disk(TEXTS, embed, cache_dir=tmp_path, fingerprint="stub", options=options, normalize=True)
+    assert isinstance(out, np.memmap) and not out.flags.writeable
+    np.testing.assert_allclose(out, expected(TEXTS), atol=1e-7)
+    assert [len(c) for c in embed.calls] == [5, 5, 5, 5, 3]  # 5 shards, the last one short
+    (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert sorted(p.name for p in entry.iterdir()) == ["checksum.json", "embeddings.npy"]  # shards joined, deleted
+    assert json.loads((entry / "checksum.json").read_text())["rows"] == len(TEXTS)
+
+    again = Counting()
+    out2 = embed_to_disk(TEXTS, again, cache_dir=tmp_path, fingerprint="stub", options=options, normalize=True)
+    assert again.calls == [] and np.array_equal(out, out2)
+
+
+def test_float16_halves_the_file_and_keeps_the_values(tmp_path):
+    out = embed_to_disk(
+        TEXTS, stub_embed, cache_dir=tmp_path, fingerprint="stub", options=DiskEmbeddings(4, "float16"), normalize=True
+    )
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), expected(TEXTS), atol=1e-3)
+
+
+def test_a_killed_run_resumes_from_its_finished_shards_and_ends_byte_equal(tmp_path):
+    options = DiskEmbeddings(shard_size=4)  # 6 shards
+    whole = embed_to_disk(TEXTS, stub_embed, cache_dir=tmp_path / "whole", fingerprint="f", options=options)
+
+    killed = Counting(fail_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        embed_to_disk(TEXTS, killed, cache_dir=tmp_path / "resumed", fingerprint="f", options=options)
+    (entry,) = [p for p in (tmp_path / "resumed").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in entry.iterdir() if p.suffix == ".npy") == [f"shard-0000{i}.npy" for i in range(3)]
+    (entry / "tmp-999-shard-00003.npy").write_bytes(b"half a shard")  # what a kill during a write leaves
+    np.save(entry / "shard-00002.npy", np.zeros((4, 8), np.float32))  # a shard changed on disk: redone
+
+    resumed = Counting()
+    out = embed_to_disk(TEXTS, resumed, cache_dir=tmp_path / "resumed", fingerprint="f", options=options)
+    assert [c[0] for c in resumed.calls] == [TEXTS[8], TEXTS[12], TEXTS[16], TEXTS[20]]  # shards 2..5 only
+    assert not (entry / "tmp-999-shard-00003.npy").exists()
+    (whole_entry,) = [p for p in (tmp_path / "whole").iterdir() if p.is_dir()]
+    assert (entry / "embeddings.npy").read_bytes() == (whole_entry / "embeddings.npy").read_bytes()
+    assert np.array_equal(out, whole)
+
+
+def test_a_damaged_result_is_deleted_and_rebuilt(tmp_path):
+    options = DiskEmbeddings(shard_size=8)
+    embed_to_disk(TEXTS, stub_embed, cache_dir=tmp_path, fingerprint="f", options=options)
+    (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    data = bytearray((entry / "embeddings.npy").read_bytes())
+    data[-1] ^= 0xFF
+    (entry / "embeddings.npy").write_bytes(bytes(data))
+    again = Counting()
+    out = embed_to_disk(TEXTS, again, cache_dir=tmp_path, fingerprint="f", options=options)
+    assert len(again.calls) == 3
+    np.testing.assert_allclose(out, stub_embed(TEXTS).numpy())
+
+
+@pytest.mark.parametrize("bad", [{"shard_size": 0}, {"dtype": "int8"}])
+def test_bad_options_are_refused(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        DiskEmbeddings(**bad)
+
+
+SHARDED_SCRIPT = """
+import json, sys
+import numpy as np
+from accelerate import PartialState
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
+from tests.test_embedding_store import TEXTS, stub_embed
+
+out, cache = sys.argv[1], sys.argv[2]
+state = PartialState(cpu=True)
+seen = []
+def embed(texts):
+    seen.extend(texts)
+    return stub_embed(texts)
+emb = embed_to_disk(TEXTS, embed, cache_dir=cache, fingerprint="f", options=DiskEmbeddings(3), normalize=True)
+json.dump({"seen": seen, "emb": np.asarray(emb).tolist()}, open(f"{out}-{state.process_index}.json", "w"))
+"""
+
+
+def test_two_processes_embed_disjoint_halves_and_join_what_one_process_writes(tmp_path):
+    launcher = accelerate_launch("multi-cpu.yaml")
+    r = run_python(SHARDED_SCRIPT, tmp_path, str(tmp_path / "two"), str(tmp_path / "cache2"), launcher=launcher)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [json.loads((tmp_path / f"two-{i}.json").read_text()) for i in range(2)]
+    seen0, seen1 = runs[0]["seen"], runs[1]["seen"]
+    assert not set(seen0) & set(seen1) and sorted(seen0 + seen1) == sorted(TEXTS)
+    assert seen0[:3] == TEXTS[0:3] and seen1[:3] == TEXTS[3:6]  # shards 0, 2, 4, ... and 1, 3, 5, ...
+    one = embed_to_disk(
+        TEXTS, stub_embed, cache_dir=tmp_path / "cache1", fingerprint="f", options=DiskEmbeddings(3), normalize=True
+    )
+    for run in runs:
+        np.testing.assert_allclose(np.array(run["emb"], dtype=np.float32), one, atol=1e-6, rtol=0)
+    files = {p.parent.name: p.read_bytes() for p in (tmp_path / "cache1").glob("*/embeddings.npy")}
+    assert files == {p.parent.name: p.read_bytes() for p in (tmp_path / "cache2").glob("*/embeddings.npy")}
+
+
+class DiskTopicMiner:
+    """The query–corpus tests' topic-histogram miner, with the scorer interface the on-disk path uses."""
+
+    fingerprint = "topic-miner"
+
+    def role_settings(self, role: str) -> tuple[str, int]:
+        return "", 64
+
+    def embed(self, texts, role: str = "document", *, remember: bool = True) -> torch.Tensor:
+        return torch.tensor(np.array([topic_histogram(t) for t in texts]), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_query_corpus_triplets_from_disk_equal_the_in_memory_ones(tmp_path, dtype):
+    queries = ["sun7", "sea7 sea8", "dog7 tea7", "map7"]
+    common = {**OPTIONS, "positives_per_query": 1}
+    in_memory = build_query_corpus_triplets(queries, DOCUMENTS, DiskTopicMiner(), cache_dir=tmp_path / "m", **common)
+    disk = DiskEmbeddings(shard_size=5, dtype=dtype)
+    on_disk = build_query_corpus_triplets(
+        queries, DOCUMENTS, DiskTopicMiner(), cache_dir=tmp_path / "d", disk=disk, **common
+    )
+    assert on_disk.to_dict() == in_memory.to_dict()
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "d").iterdir() if p.is_dir()) == [
+        "embeddings", "embeddings", "query",
+    ]  # fmt: skip
+
+
+class RandomMiner(DiskTopicMiner):
+    """Embeddings seeded by each text: no two scores tie, so both searches must agree exactly."""
+
+    fingerprint = "random-miner"
+
+    def embed(self, texts, role: str = "document", *, remember: bool = True) -> torch.Tensor:
+        seeds = [int(hashlib.sha256(t.encode()).hexdigest()[:12], 16) for t in texts]
+        return torch.stack([torch.randn(16, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def test_mined_negatives_from_a_corpus_on_disk_equal_the_in_memory_ones(tmp_path):
+    from datasets import Dataset
+
+    from hf_margin.data.mining import mine_hard_negatives
+
+    corpus = [f"passage {i} about {w}" for i, w in enumerate(["sun", "sea", "car", "dog", "tea", "map"] * 8)]
+    pairs = Dataset.from_dict({"query": [f"question {i}" for i in range(6)], "positive": corpus[:6]})
+    options = {"num_negatives": 2, "skip_top": 1, "sample_from": 10}
+    in_memory = mine_hard_negatives(pairs, corpus, RandomMiner(), cache_dir=tmp_path / "m", **options)
+    on_disk = mine_hard_negatives(
+        pairs, corpus, RandomMiner(), cache_dir=tmp_path / "d", disk=DiskEmbeddings(shard_size=7), **options
+    )
+    assert on_disk["negatives"] == in_memory["negatives"]
+    assert len(list((tmp_path / "d").glob("embeddings-*/embeddings.npy"))) == 1
+
+
+def test_data_arguments_carry_the_disk_options():
+    from hf_margin.app.arguments import DataArguments, UserError
+
+    assert DataArguments().disk_embeddings() is None
+    args = DataArguments(embeddings_on_disk=True, embedding_dtype="float16", embedding_shard_size=1000)
+    assert args.disk_embeddings() == DiskEmbeddings(shard_size=1000, dtype="float16")
+    with pytest.raises(UserError, match="embedding_shard_size must be >= 1; got 0"):
+        DataArguments(embeddings_on_disk=True, embedding_shard_size=0)
+
+
+def test_train_keeps_the_corpus_embeddings_on_disk(tmp_path):
+    from hf_margin.app.cli import main
+
+    from .conftest import write_tiny_teacher
+    from .test_pipeline import TRAIN
+    from .test_retrieval_task import MINING, write_beir
+
+    folder, _ = write_beir(tmp_path / "beir")
+    teacher = write_tiny_teacher(tmp_path / "teacher")
+    argv = ["train", *TRAIN, *MINING, "--query_file", str(folder / "unlabelled.txt"), "--corpus_file"]
+    argv += [str(folder / "corpus.jsonl"), "--teacher", str(teacher), "--embeddings_on_disk", "true"]
+    argv += ["--embedding_dtype", "float16", "--embedding_shard_size", "16", "--cache_dir", str(tmp_path / "cache")]
+    assert main([*argv, "--output_dir", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["data"]["format"] == "query-corpus" and metrics["data"]["corpus_triplets"] > 0
+    stored = sorted((tmp_path / "cache").glob("embeddings-*/embeddings.npy"))
+    assert [np.load(p, mmap_mode="r").shape[0] for p in stored] in ([48, 11], [11, 48], [48, 12], [12, 48])
+    assert all(np.load(p, mmap_mode="r").dtype == np.float16 for p in stored)
