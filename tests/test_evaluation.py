@@ -57,3 +57,29 @@ def test_retrieval_needs_a_bi_encoder():
     data = RetrievalData(corpus={"d": "x"}, queries={"q": "y"}, qrels={"q": {"d": 1}})
     with pytest.raises(ValueError, match="needs a bi-encoder"):
         RetrievalEvaluator(data)(TableScorer({}))
+
+
+def test_throughput_times_a_scorer_at_the_length_asked_and_restores_its_own(bi_encoder, tokenizer):
+    """A teacher is timed at its student's length: the record says that length, the texts were cut at it, and
+    the scorer keeps its own length and batch size afterwards."""
+    from hf_margin.evaluation.throughput import encoding_throughput
+
+    from .conftest import teacher_for
+
+    teacher = teacher_for(bi_encoder, tokenizer, max_length=128, batch_size=7)
+    seen = []
+    original = teacher.tokenizer.__call__
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, *args, **kwargs):
+            seen.append(kwargs["max_length"])
+            return original(*args, **kwargs)
+
+    teacher.tokenizer = Spy()
+    record = encoding_throughput(teacher, [f"text number {i}" for i in range(40)], max_length=16)
+    assert record["max_length"] == 16 and set(seen) == {16} and record["batch_size"] == 32
+    assert (teacher.max_length, teacher.batch_size) == (128, 7)
+    assert encoding_throughput(teacher, ["a text"])["max_length"] == 128

@@ -54,7 +54,8 @@ def test_retrieval_task_trains_on_unlabelled_queries_and_reports_quality_and_spe
     assert metrics["data"]["corpus_triplets"] == len((folder / "unlabelled.txt").read_text().split("\n")) - 1
     speed = metrics["speed"]
     assert speed["student"]["texts"] == speed["teacher"]["texts"] == 48 and speed["speedup"] > 0
-    assert speed["student"]["max_length"] == 16 and speed["student"]["threads"] >= 1
+    assert speed["student"]["max_length"] == speed["teacher"]["max_length"] == 16  # timed on the same input
+    assert speed["student"]["threads"] >= 1
     kept = metrics["quality_kept"]["beir"]["ndcg@10"]
     assert kept == pytest.approx(100 * figures["ndcg@10"]["after"] / figures["ndcg@10"]["teacher"])
     card = (out / "README.md").read_text()

@@ -85,7 +85,7 @@ def teacher_comparison(
     over it and the share of its quality the student keeps."""
     teacher = load_teacher(model_args)
     figures = teacher_results(evaluators, teacher, data_args.cache_dir)
-    teacher_speed = encoding_throughput(teacher, texts)
+    teacher_speed = encoding_throughput(teacher, texts, max_length=speed["max_length"] if speed else None)
     return {
         "teacher": {"model": model_args.teacher, **figures},
         "teacher_speed": teacher_speed,

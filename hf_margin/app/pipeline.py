@@ -76,8 +76,10 @@ def run_train(
     if task.teacher is not None and state.is_main_process and eval_args.eval_teacher:  # once, on the main process
         rows["teacher"] = teacher_results(task.final_evaluators, task.teacher, data_args.cache_dir)
     speed_texts = texts_for_speed(task.final_evaluators)
-    teacher_speed = (
-        encoding_throughput(task.teacher, speed_texts) if task.teacher is not None and state.is_main_process else None
+    teacher_speed = (  # at the student's length: the two encoders timed on the same input
+        encoding_throughput(task.teacher, speed_texts, max_length=kind.max_length)
+        if task.teacher is not None and state.is_main_process
+        else None
     )
     del task.teacher  # the teacher never sits in training memory
     gc.collect()

@@ -14,21 +14,34 @@ BATCH_SIZE = 32  # sentence-transformers' encode default: student and teacher ar
 
 
 def encoding_throughput(
-    scorer: Any, texts: Sequence[str], *, role: str = "document", batch_size: int = BATCH_SIZE
+    scorer: Any,
+    texts: Sequence[str],
+    *,
+    role: str = "document",
+    batch_size: int = BATCH_SIZE,
+    max_length: int | None = None,
 ) -> dict[str, Any] | None:
     """Texts/s of ``scorer.embed(texts, role=role)`` on texts it has not remembered (its memo is cleared before
     and after), in length-sorted batches of ``batch_size`` (whatever the scorer's own), after a short warm-up;
-    None for a scorer that does not embed (a cross-encoder).
+    None for a scorer that does not embed (a cross-encoder). ``max_length``: truncate at this many tokens instead
+    of the scorer's own (a teacher timed at its student's length, so the two are compared on the same input).
 
     Returns ``{"texts_per_s", "texts", "seconds", "batch_size", "max_length", "device", "dtype", "threads"}``."""
     if not hasattr(scorer, "embed") or not texts:
         return None
     texts = list(dict.fromkeys(texts))
-    own_batch_size, scorer.batch_size = scorer.batch_size, batch_size
+    own = scorer.batch_size, scorer.max_length, getattr(scorer, "query_max_length", None)
+    scorer.batch_size = batch_size
+    if max_length is not None:
+        scorer.max_length = max_length
+        if role == "query":
+            scorer.query_max_length = max_length
     try:
         return _timed(scorer, texts, role) | {"batch_size": batch_size}
     finally:
-        scorer.batch_size = own_batch_size
+        scorer.batch_size, scorer.max_length = own[0], own[1]
+        if role == "query":
+            scorer.query_max_length = own[2]
 
 
 def _timed(scorer: Any, texts: list[str], role: str) -> dict[str, Any]:
