@@ -39,21 +39,47 @@ logger = logging.getLogger(__name__)
 class MarginDistillTrainer(Trainer):
     """Train a student so that its margins ``Δs = s(q,p) − s(q,n)`` reach the teacher's ``Δt``.
 
-    The loss is ``distill(Δs, Δt) + label_weight · relu(label_margin − Δs)``, with ``distill`` the adaptive
-    difference loss, Margin-MSE, or nothing (``loss='label_hinge'``). Datasets of raw triplets are validated
-    and tokenised once (with ``processing_class``); tokenised ones are used as they are. Teacher margins come
-    from :func:`~hf_margin.attach_teacher_margins`, so the teacher never sits in training memory.
+    The loss (``args.loss``, one of :data:`~hf_margin.training.losses.LOSS_REGISTRY`) is computed in
+    :meth:`compute_loss` from the student's scores and the cached teacher margins: the adaptive difference loss
+    ``φ(g(Δt) − Δs)`` (``adaptive``), ``margin_mse``, ``listwise_kl`` over the positive and negatives, or
+    ``label_hinge`` alone; any of them plus ``label_weight · relu(label_margin − Δs)``. The teacher never sits in
+    training memory: its margins come from :func:`~hf_margin.attach_teacher_margins` (cached by ``datasets``).
 
-    The loss of a micro-batch is its sum over real negatives divided by the count over the whole
-    accumulated (and, across processes, gathered) batch, so gradient accumulation gives the large batch's update.
+    Args:
+        model: the student, a bi-encoder (``AutoModel``) or a cross-encoder (``AutoModelForSequenceClassification``)
+            as ``args.student_type`` says; :func:`~hf_margin.load_student` cuts layers from a bigger checkpoint.
+        args: :class:`~hf_margin.MarginDistillConfig` (the loss, the student's pooling and lengths, and every
+            ``TrainingArguments`` field). Default: ``MarginDistillConfig(output_dir="outputs/hf-margin")``.
+        data_collator: default :class:`~hf_margin.MarginDistillCollator` (pads queries apart from documents).
+        train_dataset, eval_dataset: rows ``query``, ``positive``, ``negatives`` (``(N,)`` texts) and
+            ``teacher_margins`` (``(N,)`` floats), raw (validated and tokenised here, once, with
+            ``processing_class``) or already tokenised; or a :class:`~hf_margin.data.fresh_negatives.FreshNegatives`
+            train set, whose negatives are drawn anew every epoch from each row's cached band. ``eval_dataset`` may
+            be a dict of named sets.
+        processing_class: the student's tokenizer.
+        compute_metrics: default :func:`~hf_margin.evaluation.metrics.compute_margin_metrics` (margin agreement
+            with the teacher on held-out triplets).
+        evaluators: ``{name: callable(scorer) -> {metric: value}}`` run at each evaluation (STS, retrieval), their
+            figures logged as ``eval_<name>_<metric>``.
 
-    A :class:`~hf_margin.data.fresh_negatives.FreshNegatives` train dataset draws each row's negatives anew every
-    epoch from its cached band (with the band's cached teacher margins).
+    Batches: the loss of a micro-batch is its sum over real negatives divided by their count over the whole
+    accumulated (and, across processes, gathered) batch, so gradient accumulation and several processes give the
+    large batch's update. ``args.teacher_margin_scaling`` rescales the train and eval margins once, here, with the
+    train split's mean and std (``student``: to the student's own margin moments before training), kept in
+    ``margin_scaling_stats`` and metrics.json: pass raw margins. :meth:`save_model` writes the student with the
+    sentence-transformers files, ``metrics.json``, ``training_curves.png`` and a model card.
 
-    ``args.teacher_margin_scaling`` rescales the teacher margins of the train and eval datasets once, here, with the
-    train split's mean and std (``student``: to the student's own margin moments before training); the statistics
-    are kept in ``margin_scaling_stats`` and metrics.json. Pass raw margins: the trainer is the one place that
-    rescales them.
+    Example::
+
+        from transformers import AutoTokenizer
+        from hf_margin import BiEncoderTeacher, MarginDistillConfig, MarginDistillTrainer, attach_teacher_margins
+        from hf_margin import load_student
+
+        name = "sentence-transformers/all-MiniLM-L6-v2"
+        train = attach_teacher_margins(triplets, BiEncoderTeacher.from_pretrained(name))  # + teacher_margins
+        student, tokenizer = load_student(name, layers=[0, 5]), AutoTokenizer.from_pretrained(name)
+        args = MarginDistillConfig(output_dir="outputs/student")  # adaptive, dead zone 0.25, lr 4e-4
+        MarginDistillTrainer(student, args, train_dataset=train, processing_class=tokenizer).train()
     """
 
     loss_is_scaled_for_ga = True
