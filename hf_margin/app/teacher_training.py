@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset
-from huggingface_hub import ModelCard, ModelCardData
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -31,6 +30,7 @@ from hf_margin.evaluation.evaluators import StsEvaluator
 from hf_margin.evaluation.metrics import sts_correlation
 from hf_margin.models.resolve import resolve_model
 from hf_margin.models.scoring import CrossEncoderScorer
+from hf_margin.reporting.card import build_teacher_card
 from hf_margin.training.trainer import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -133,73 +133,12 @@ def run_train_teacher(teacher_args: CrossEncoderTeacherArguments, args: Training
     if trainer.is_world_process_zero():
         output_dir = Path(args.output_dir)
         write_json_atomic(output_dir / "metrics.json", metrics)
-        teacher_card(teacher_args, args, metrics).save(output_dir / "README.md")
+        build_teacher_card(teacher_args.base_model, teacher_args.max_length, args, metrics, HUB_DATASET).save(
+            output_dir / "README.md"
+        )
     print(
         f"\nCross-encoder teacher ({args.run_name}): STS-B test Spearman x100 {test['spearman']:.2f} "
         f"(Pearson {test['pearson']:.2f}), dev {dev_scores['spearman']:.2f}. "
         f"Wall time {metrics['wall_time_s']:.0f} s. Saved to {args.output_dir}"
     )
     return metrics
-
-
-TEACHER_CARD = """---
-{{ card_data }}
----
-
-# Cross-encoder STS teacher
-
-`{{ base_model }}` with a fresh one-logit head, fine-tuned on the STS Benchmark train split's gold
-scores (0-5, MSE regression) with `transformers.Trainer` by hf-margin. Its raw logit is the similarity
-score (on the 0-5 scale); hf-margin distils it into bi-encoder students with the adaptive difference loss.
-
-## Evaluation
-
-| split | Spearman x100 | Pearson x100 |
-| --- | --- | --- |
-| STS-B test | {{ "%.2f" % test_spearman }} | {{ "%.2f" % test_pearson }} |
-| STS-B dev | {{ "%.2f" % dev_spearman }} | |
-
-## Training
-
-{{ hyperparameters }}
-
-## Usage
-
-```python
-from sentence_transformers import CrossEncoder
-
-model = CrossEncoder("{{ repo_id }}")
-print(model.predict([("A man is playing a guitar.", "Someone plays an instrument.")]))
-```
-"""
-
-
-def teacher_card(
-    teacher_args: CrossEncoderTeacherArguments, args: TrainingArguments, metrics: dict[str, Any]
-) -> ModelCard:
-    """Model card of the trained teacher (``huggingface_hub.ModelCard``)."""
-    data = ModelCardData(
-        base_model=teacher_args.base_model,
-        library_name="transformers",
-        pipeline_tag="text-classification",
-        tags=["cross-encoder", "sentence-similarity", "hf-margin", "stsb"],
-        datasets=[HUB_DATASET],
-        license="apache-2.0",
-        language="en",
-    )
-    hyper = (
-        f"learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size}, "
-        f"{args.num_train_epochs:g} epochs, warmup {args.warmup_steps:g}, max length {teacher_args.max_length}, "
-        f"seed {args.seed}; {metrics['train_pairs']} training pairs; "
-        f"{metrics['train_runtime_s']:.0f} s of training."
-    )
-    return ModelCard.from_template(
-        data,
-        template_str=TEACHER_CARD,
-        base_model=teacher_args.base_model,
-        test_spearman=metrics["stsb_test_spearman"],
-        test_pearson=metrics["stsb_test_pearson"],
-        dev_spearman=metrics["stsb_dev_spearman"],
-        hyperparameters=hyper,
-        repo_id=args.hub_model_id or args.output_dir,
-    )

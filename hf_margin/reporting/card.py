@@ -1,4 +1,5 @@
-"""Model cards for distilled students, built with ``huggingface_hub.ModelCard``."""
+"""Model cards, built with ``huggingface_hub.ModelCard``: of distilled students (:func:`build_model_card`) and of
+the cross-encoder teacher ``hf-margin teacher`` trains (:func:`build_teacher_card`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import datasets
 import torch
 import transformers
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import TrainingArguments
 
 from hf_margin.training.config import MarginDistillConfig
 
@@ -267,3 +269,67 @@ def _results_from_history(log_history: list[dict[str, float]], dataset: str) -> 
         for metric, value in row.items()
         if metric != "loss"
     ]
+
+
+TEACHER_CARD = """---
+{{ card_data }}
+---
+
+# Cross-encoder STS teacher
+
+`{{ base_model }}` with a fresh one-logit head, fine-tuned on the STS Benchmark train split's gold
+scores (0-5, MSE regression) with `transformers.Trainer` by hf-margin. Its raw logit is the similarity
+score (on the 0-5 scale); hf-margin distils it into bi-encoder students with the adaptive difference loss.
+
+## Evaluation
+
+| split | Spearman x100 | Pearson x100 |
+| --- | --- | --- |
+| STS-B test | {{ "%.2f" % test_spearman }} | {{ "%.2f" % test_pearson }} |
+| STS-B dev | {{ "%.2f" % dev_spearman }} | |
+
+## Training
+
+{{ hyperparameters }}
+
+## Usage
+
+```python
+from sentence_transformers import CrossEncoder
+
+model = CrossEncoder("{{ repo_id }}")
+print(model.predict([("A man is playing a guitar.", "Someone plays an instrument.")]))
+```
+"""
+
+
+def build_teacher_card(
+    base_model: str, max_length: int, args: TrainingArguments, metrics: dict[str, Any], dataset: str
+) -> ModelCard:
+    """Model card of a cross-encoder teacher fine-tuned on STS-B: its test and dev figures from ``metrics``
+    (``stsb_test_spearman``, ``stsb_test_pearson``, ``stsb_dev_spearman``, ``train_pairs``, ``train_runtime_s``)."""
+    data = ModelCardData(
+        base_model=base_model,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["cross-encoder", "sentence-similarity", "hf-margin", "stsb"],
+        datasets=[dataset],
+        license="apache-2.0",
+        language="en",
+    )
+    hyper = (
+        f"learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size}, "
+        f"{args.num_train_epochs:g} epochs, warmup {args.warmup_steps:g}, max length {max_length}, "
+        f"seed {args.seed}; {metrics['train_pairs']} training pairs; "
+        f"{metrics['train_runtime_s']:.0f} s of training."
+    )
+    return ModelCard.from_template(
+        data,
+        template_str=TEACHER_CARD,
+        base_model=base_model,
+        test_spearman=metrics["stsb_test_spearman"],
+        test_pearson=metrics["stsb_test_pearson"],
+        dev_spearman=metrics["stsb_dev_spearman"],
+        hyperparameters=hyper,
+        repo_id=args.hub_model_id or args.output_dir,
+    )
