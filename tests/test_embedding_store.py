@@ -227,3 +227,48 @@ def test_train_keeps_the_corpus_embeddings_on_disk(tmp_path):
     stored = sorted((tmp_path / "cache").glob("embeddings-*/embeddings.npy"))
     assert [np.load(p, mmap_mode="r").shape[0] for p in stored] in ([48, 11], [11, 48], [48, 12], [12, 48])
     assert all(np.load(p, mmap_mode="r").dtype == np.float16 for p in stored)
+
+
+KILLED_SCRIPT = """
+import sys, time
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
+from tests.test_embedding_store import TEXTS, stub_embed
+
+def slow(texts):
+    time.sleep(0.3)
+    return stub_embed(texts)
+
+embed_to_disk(TEXTS, slow, cache_dir=sys.argv[1], fingerprint="f", options=DiskEmbeddings(shard_size=2))
+"""
+
+
+def test_a_run_killed_by_sigkill_resumes_and_ends_byte_equal(tmp_path):
+    """A real kill -9 mid-way (12 shards, 0.3 s each): the next run embeds only the missing shards and writes the
+    file an uninterrupted run writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .test_scale import ROOT
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache")], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "cache").glob("embeddings-*/shard-00002.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    done = {p.stem for p in entry.glob("shard-*.json")}
+    assert 3 <= len(done) < 12 and not (entry / "embeddings.npy").exists()
+
+    resumed = Counting()
+    embed_to_disk(TEXTS, resumed, cache_dir=tmp_path / "cache", fingerprint="f", options=DiskEmbeddings(shard_size=2))
+    assert len(resumed.calls) == 12 - len(done)
+    embed_to_disk(TEXTS, stub_embed, cache_dir=tmp_path / "whole", fingerprint="f", options=DiskEmbeddings(2))
+    (whole,) = (tmp_path / "whole").glob("*/embeddings.npy")
+    assert (entry / "embeddings.npy").read_bytes() == whole.read_bytes()
