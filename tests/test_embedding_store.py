@@ -272,3 +272,25 @@ def test_a_run_killed_by_sigkill_resumes_and_ends_byte_equal(tmp_path):
     embed_to_disk(TEXTS, stub_embed, cache_dir=tmp_path / "whole", fingerprint="f", options=DiskEmbeddings(2))
     (whole,) = (tmp_path / "whole").glob("*/embeddings.npy")
     assert (entry / "embeddings.npy").read_bytes() == whole.read_bytes()
+
+
+def test_faiss_searches_a_float16_corpus_on_disk_without_copying_it(tmp_path):
+    """The memory-mapped float16 corpus is searched where it lies (the tensor shares the map's memory), and FAISS
+    flat over it returns the exact search's top 10."""
+    pytest.importorskip("faiss")
+    from hf_margin.data.mining import memmap_tensor
+    from hf_margin.data.search import SearchIndex, SearchOptions
+    from hf_margin.evaluation.retrieval import exact_search
+
+    texts = [f"passage {i}" for i in range(300)]
+    array = embed_to_disk(
+        texts, RandomMiner().embed, cache_dir=tmp_path, fingerprint="r", options=DiskEmbeddings(64, "float16"),
+        normalize=True,
+    )  # fmt: skip
+    corpus = memmap_tensor(array)
+    assert corpus.dtype == torch.float16 and corpus.data_ptr() == array.ctypes.data  # no copy
+    queries = corpus[:20].float()
+    index = SearchIndex(corpus, SearchOptions(search="faiss", index="flat"))
+    exclude = [[i] for i in range(20)]
+    assert torch.equal(index.search(queries, k=10, exclude=exclude)[1],
+                       exact_search(queries, corpus, k=10, similarity="dot", exclude=exclude)[1])  # fmt: skip

@@ -169,7 +169,10 @@ class CacheEntry:
             "columns": list(columns),
         }
         tmp = self.folder / f"tmp-checksum-{os.getpid()}.json"
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(record, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.checksum_file)
 
 

@@ -91,7 +91,10 @@ def _write_shard(folder: Path, shard: int, start: int, array: np.ndarray) -> Non
     _write_atomic_npy(data, array)
     record = {"start": start, "rows": int(array.shape[0]), "bytes": data.stat().st_size, "sha256": file_sha256(data)}
     tmp = meta.with_name(f"tmp-{os.getpid()}-{meta.name}")
-    tmp.write_text(json.dumps(record) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, meta)
 
 
@@ -111,9 +114,12 @@ def _join_shards(entry: CacheEntry, num_texts: int, shard_size: int, dtype: str)
         os.fsync(f.fileno())
     os.replace(tmp, entry.data_file)
     entry.seal(rows=num_texts, columns=[f"{dtype}[{width}]"])
-    for shard in range(num_shards):
-        for path in _shard_files(folder, shard):
-            path.unlink(missing_ok=True)
+    _remove_shards(folder)
+
+
+def _remove_shards(folder: Path) -> None:
+    for path in folder.glob("shard-*"):
+        path.unlink(missing_ok=True)
 
 
 def embed_to_disk(
@@ -152,6 +158,8 @@ def embed_to_disk(
     num_shards = -(-num_texts // options.shard_size)
     with entry.locked() if state.is_main_process else contextlib.nullcontext():
         hit = [entry.usable(rows=num_texts)] if state.is_main_process else [None]
+        if hit[0]:  # a run killed while deleting its joined shards leaves some behind
+            _remove_shards(entry.folder)
         if state.num_processes > 1:
             broadcast_object_list(hit)
         if not hit[0]:

@@ -69,8 +69,9 @@ def mine_hard_negatives(
         options["search"] = search.fingerprint()
     if disk is not None:  # only then: in-memory runs keep their caches' names
         options["disk"] = disk.fingerprint()
+    corpus_hash = Hasher.hash(corpus)
     fingerprint = Hasher.hash(
-        ["hard-negatives", MINING_VERSION, pairs._fingerprint, Hasher.hash(corpus), miner.fingerprint, options]
+        ["hard-negatives", MINING_VERSION, pairs._fingerprint, corpus_hash, miner.fingerprint, options]
     )
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     positives_of: dict[str, set[str]] = {}
@@ -84,7 +85,9 @@ def mine_hard_negatives(
         if disk is None:
             corpus_embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
         else:
-            corpus_embeddings.append(_normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache))
+            corpus_embeddings.append(
+                _normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache, texts_hash=corpus_hash)
+            )
         if searcher != "faiss":
             logger.info("Nearest-neighbour search: %s", reason)
 

@@ -236,8 +236,11 @@ class SearchIndex:
         ):  # a chunk at a time: a float16 or memory-mapped corpus is never copied whole
             index.add(self._float32_rows(slice(start, start + ADD_CHUNK)))
         self._faiss_index = index
+        per_vector = index.code_size if opts.index == "ivfpq" else 4 * width  # codes, or float32 vectors
+        per_vector += {"ivf": 8, "ivfpq": 8, "hnsw": 8 * opts.hnsw_m}.get(opts.index, 0)  # list ids / graph links
+        memory = f"; the index holds about {n * per_vector / 2**20:,.0f} MiB of RAM (ivfpq holds the least)"
         head, _, why = reason.partition(": ")
-        return f"{head}{detail}: {why}"
+        return f"{head}{detail}: {why}{memory}"
 
     def _float32_rows(self, rows: slice | torch.Tensor) -> np.ndarray:
         """Corpus rows as a contiguous float32 array for FAISS."""
