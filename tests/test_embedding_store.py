@@ -294,3 +294,42 @@ def test_faiss_searches_a_float16_corpus_on_disk_without_copying_it(tmp_path):
     exclude = [[i] for i in range(20)]
     assert torch.equal(index.search(queries, k=10, exclude=exclude)[1],
                        exact_search(queries, corpus, k=10, similarity="dot", exclude=exclude)[1])  # fmt: skip
+
+
+MINING_SCRIPT = """
+import json, sys
+from accelerate import PartialState
+from hf_margin.data.embedding_store import DiskEmbeddings
+from hf_margin.data.mining import build_query_corpus_triplets
+from tests.test_embedding_store import RandomMiner
+from tests.test_query_corpus import DOCUMENTS, OPTIONS
+
+out, cache = sys.argv[1], sys.argv[2]
+state = PartialState(cpu=True)
+seen = []
+class Recording(RandomMiner):
+    def embed(self, texts, role="document", *, remember=True):
+        seen.extend(texts)
+        return super().embed(texts, role, remember=remember)
+built = build_query_corpus_triplets(["sun7", "sea7 sea8", "dog7 tea7", "map7"], DOCUMENTS, Recording(), cache_dir=cache,
+                                    disk=DiskEmbeddings(shard_size=3), positives_per_query=1, **OPTIONS)
+json.dump({"seen": seen, "rows": built.to_dict()}, open(f"{out}-{state.process_index}.json", "w"))
+"""
+
+
+def test_two_processes_share_the_embedding_of_a_query_corpus_build(tmp_path):
+    """Through the mining path (the cache's on_miss hook): each of two gloo processes embeds its own shards of the
+    documents and queries, and both read the triplets one in-memory process builds."""
+    from .test_query_corpus import DOCUMENTS, OPTIONS
+
+    r = run_python(MINING_SCRIPT, tmp_path, str(tmp_path / "two"), str(tmp_path / "cache"),
+                   launcher=accelerate_launch("multi-cpu.yaml"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [json.loads((tmp_path / f"two-{i}.json").read_text()) for i in range(2)]
+    assert runs[0]["seen"] and runs[1]["seen"] and not set(runs[0]["seen"]) & set(runs[1]["seen"])
+    assert sorted(runs[0]["seen"] + runs[1]["seen"]) == sorted(DOCUMENTS + ["sun7", "sea7 sea8", "dog7 tea7", "map7"])
+    single = build_query_corpus_triplets(
+        ["sun7", "sea7 sea8", "dog7 tea7", "map7"], DOCUMENTS, RandomMiner(), cache_dir=tmp_path / "one",
+        positives_per_query=1, **OPTIONS,
+    )  # fmt: skip
+    assert runs[0]["rows"] == runs[1]["rows"] == single.to_dict()
