@@ -44,7 +44,8 @@ import json, logging, resource, sys, time
 import numpy as np, torch
 from accelerate import PartialState
 from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
-from hf_margin.data.mining import build_corpus_triplets, memmap_tensor
+from hf_margin.data.mining import build_corpus_triplets
+from hf_margin.data.embedding_store import memmap_tensor
 from hf_margin.data.search import SearchIndex, SearchOptions, recall_at_k
 from hf_margin.evaluation.retrieval import exact_search
 

@@ -278,7 +278,7 @@ def test_faiss_searches_a_float16_corpus_on_disk_without_copying_it(tmp_path):
     """The memory-mapped float16 corpus is searched where it lies (the tensor shares the map's memory), and FAISS
     flat over it returns the exact search's top 10."""
     pytest.importorskip("faiss")
-    from hf_margin.data.mining import memmap_tensor
+    from hf_margin.data.embedding_store import memmap_tensor
     from hf_margin.data.search import SearchIndex, SearchOptions
     from hf_margin.evaluation.retrieval import exact_search
 

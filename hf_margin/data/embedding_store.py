@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from hf_margin.data.cache import CacheEntry, file_sha256
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DTYPES", "DiskEmbeddings", "embed_to_disk"]
+__all__ = ["DTYPES", "DiskEmbeddings", "embed_to_disk", "memmap_tensor"]
 
 EMBEDDINGS_VERSION = "1"
 DTYPES = ("float32", "float16")
@@ -185,3 +186,10 @@ def embed_to_disk(
                 _join_shards(entry, num_texts, options.shard_size, options.dtype)
     state.wait_for_everyone()
     return np.load(entry.data_file, mmap_mode="r")
+
+
+def memmap_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over a read-only memory map (no copy; the library only reads it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)

@@ -5,18 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import random
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
 from hf_margin.data.cache import CacheEntry
 from hf_margin.data.columns import DataValidationError
-from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk, memmap_tensor
 from hf_margin.data.margins import BAND, default_cache_dir
 from hf_margin.data.search import SearchIndex, SearchOptions, choose_search
 from hf_margin.evaluation.retrieval import exact_search
@@ -82,12 +80,9 @@ def mine_hard_negatives(
 
     def embed_corpus() -> None:
         logger.info("Embedding %d corpus texts to mine hard negatives", len(corpus))
-        if disk is None:
-            corpus_embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
-        else:
-            corpus_embeddings.append(
-                _normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache, texts_hash=corpus_hash)
-            )
+        corpus_embeddings.append(
+            _normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache, texts_hash=corpus_hash)
+        )
         if searcher != "faiss":
             logger.info("Nearest-neighbour search: %s", reason)
 
@@ -277,13 +272,6 @@ def _embedding_first(embed_all: Callable[[], None], function: Callable) -> Calla
         return function
 
     return on_miss
-
-
-def memmap_tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor over a read-only memory map (no copy; the library only reads it)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
 
 
 def _triplets_from_rankings(
