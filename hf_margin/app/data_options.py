@@ -175,8 +175,9 @@ class MiningOptions:
         default=False,
         metadata={
             "help": "Keep the corpus embeddings of mining and corpus / query-corpus mode on disk in the cache, "
-            "embedded in shards split over every process (accelerate launch) and memory-mapped: host memory holds "
-            "one shard, not the whole corpus. A killed run resumes from its finished shards."
+            "embedded in shards split over every process (accelerate launch) and memory-mapped, not held as an "
+            "in-memory copy (with --search faiss, --search_index ivfpq keeps the index small too). A killed run "
+            "resumes from its finished shards."
         },
     )
     embedding_dtype: str = field(
