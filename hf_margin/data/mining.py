@@ -80,9 +80,12 @@ def mine_hard_negatives(
 
     def embed_corpus() -> None:
         logger.info("Embedding %d corpus texts to mine hard negatives", len(corpus))
-        corpus_embeddings.append(
-            _normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache, texts_hash=corpus_hash)
-        )
+        if disk is None:  # the miner's plain embed(texts): any object with that method mines
+            corpus_embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
+        else:
+            corpus_embeddings.append(
+                _normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache, texts_hash=corpus_hash)
+            )
         if searcher != "faiss":
             logger.info("Nearest-neighbour search: %s", reason)
 
