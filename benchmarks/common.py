@@ -6,6 +6,9 @@ import json
 import os
 import platform
 import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,24 @@ def machine() -> dict[str, Any]:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip(),
     }
+
+
+def tree_is_clean() -> bool:
+    """Whether the measured code is the commit that :func:`machine` names (no uncommitted change)."""
+    status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout
+    return not status.strip()
+
+
+def train_run(recipe: Path, options: list[str], cache_dir: str | None = None) -> tuple[dict[str, Any], float]:
+    """One ``hf-margin train RECIPE OPTIONS`` in its own process, offline, into a temporary folder: (its
+    metrics.json, wall seconds). The way a user runs it, so a benchmark measures the shipped path."""
+    with tempfile.TemporaryDirectory() as out:
+        argv = [sys.executable, "-m", "hf_margin", "train", str(recipe), *options, "--output_dir", out]
+        argv += ["--cache_dir", cache_dir] if cache_dir else []
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        wall = time.perf_counter() - start
+        return json.loads((Path(out) / "metrics.json").read_text()), wall
 
 
 def benchmark_recipe(overrides: list[str] | None = None) -> tuple:

@@ -14,17 +14,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
+from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl, train_run, tree_is_clean  # noqa: E402
 
 OUT = RESULTS / "retrieval.jsonl"
 RECIPE = ROOT / "recipes" / "scifact-distil.yaml"
@@ -39,20 +36,9 @@ ARMS: dict[str, list[str]] = {
 }
 
 
-def tree_is_clean() -> bool:
-    status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout
-    return not status.strip()
-
-
 def run_arm(arm: str, seed: int, extra: list[str], cache_dir: str | None) -> dict[str, Any]:
     """One `hf-margin train` run in its own process; its metrics.json, condensed."""
-    with tempfile.TemporaryDirectory() as out:
-        argv = [sys.executable, "-m", "hf_margin", "train", str(RECIPE), *ARMS[arm], "--seed", str(seed)]
-        argv += ["--output_dir", out, *(["--cache_dir", cache_dir] if cache_dir else []), *extra]
-        start = time.perf_counter()
-        subprocess.run(argv, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        wall = time.perf_counter() - start
-        metrics = json.loads((Path(out) / "metrics.json").read_text())
+    metrics, wall = train_run(RECIPE, [*ARMS[arm], "--seed", str(seed), *extra], cache_dir)
     table = metrics["evaluation"]["scifact"]
     return {
         "arm": arm,

@@ -311,3 +311,22 @@ def test_capacity_controls_compare_arms_at_the_same_rate():
     [control] = [line for line in text.splitlines() if line.count("|") == 8 and "| 0.000" in line]  # one row only
     assert control.startswith("| margin_mse_student | 1 | 0.0008 | 3 | 71.00 ± 1.00 |")
     assert "deadzone_1_student: -1.00 [-1.00, -1.00] / +0.00 [+0.00, +0.00]" in control
+
+
+def test_pareto_spreads_layers_and_reports_the_teacher_as_the_full_depth(tmp_path):
+    """The Pareto table: each depth's cut keeps the first and last layer, the teacher's figure is the 6-layer
+    point, speed-ups are against the teacher's speed, and seeds are averaged."""
+    from benchmarks.pareto import report, spread_layers
+
+    assert [spread_layers(n) for n in (1, 2, 3, 4, 6)] == [[0], [0, 5], [0, 2, 5], [0, 2, 3, 5], [0, 1, 2, 3, 4, 5]]
+    records = [
+        {"kind": "speed", "layers": [0, 5], "texts_per_s": 80.0},
+        {"kind": "speed", "layers": [0, 1, 2, 3, 4, 5], "texts_per_s": 20.0},
+        {"kind": "quality", "task": "stsb", "layers": [0, 5], "seed": 1, "after": 72.0, "teacher": 82.0},
+        {"kind": "quality", "task": "stsb", "layers": [0, 5], "seed": 2, "after": 74.0, "teacher": 82.0},
+        {"kind": "quality", "task": "scifact", "layers": [0, 5], "seed": 1, "after": 57.9, "teacher": 64.5},
+    ]
+    rows = report(records, plot=tmp_path / "pareto.png").splitlines()
+    assert rows[2] == "| 2: [0, 5] | 80.0 | 4.00x | 73.00 ± 1.41 | 57.90 |"
+    assert rows[3] == "| 6 (teacher) | 20.0 | 1.00x | 82.00 | 64.50 |"
+    assert (tmp_path / "pareto.png").stat().st_size > 0
