@@ -10,7 +10,7 @@ import torch
 
 from hf_margin import save_student
 from hf_margin.app.cli import main
-from hf_margin.models.export import INT8_FILE, OnnxTransformer, export_onnx
+from hf_margin.models.export import INT8_FILE, OPTIMIZED_FILE, OnnxTransformer, export_onnx
 from hf_margin.models.kind import saved_student_kind
 
 from .conftest import make_tokenizer, sharpen
@@ -34,13 +34,16 @@ def test_export_writes_fp32_and_int8_that_agree_with_pytorch(tmp_path, student_d
     assert main(["export", str(student_dir), "--quantize", "int8", "--texts", str(texts)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((student_dir / "onnx" / "export.json").read_text())
-    assert printed["files"] == ["onnx/model.onnx", "onnx/model_qint8.onnx"] and printed["texts"] == 40
+    assert printed["files"] == ["onnx/model.onnx", "onnx/model_O2.onnx", "onnx/model_qint8.onnx"]
+    assert printed["texts"] == 40
     agreement = printed["agreement_with_pytorch"]
     assert agreement["onnx/model.onnx"]["min_cosine"] > 0.9999
+    assert agreement["onnx/model_O2.onnx"]["min_cosine"] > 0.9999
     assert agreement["onnx/model_qint8.onnx"]["min_cosine"] > 0.95
     assert printed["speed"]["onnx/model_qint8.onnx"]["dtype"] == "onnx-int8"
     assert printed["speed"]["pytorch"]["dtype"] == "float32" and printed["speedup_over_pytorch"].keys() == {
         "onnx/model.onnx",
+        "onnx/model_O2.onnx",
         "onnx/model_qint8.onnx",
     }
     assert not list((student_dir / "onnx").glob(".*.tmp"))  # written beside, renamed into place
@@ -48,16 +51,38 @@ def test_export_writes_fp32_and_int8_that_agree_with_pytorch(tmp_path, student_d
 
 def test_onnx_model_takes_any_batch_and_length(student_dir):
     """Exported with dynamic batch and sequence axes: shapes other than the traced ones run and match."""
-    path = export_onnx(student_dir)
+    files = export_onnx(student_dir)
     kind = saved_student_kind(student_dir)
     tokenizer = make_tokenizer()
     texts = ["sun1", "sea1 sea2 sea3 dog1 dog2 dog3 tea1 tea2 tea3 map1", "car1 car2", "tea0"]
-    onnx = kind.scorer(OnnxTransformer(path), tokenizer, device="cpu").embed(texts)
     from hf_margin import load_student
 
     reference = kind.scorer(load_student(student_dir).eval(), tokenizer, device="cpu").embed(texts)
-    assert onnx.shape == reference.shape == (4, 32)
-    torch.testing.assert_close(onnx, reference, atol=1e-4, rtol=0)
+    for path in files.values():
+        onnx = kind.scorer(OnnxTransformer(path), tokenizer, device="cpu").embed(texts)
+        assert onnx.shape == reference.shape == (4, 32)
+        torch.testing.assert_close(onnx, reference, atol=1e-4, rtol=0)
+
+
+def test_fused_graph_holds_one_attention_node_per_layer_and_int8_quantises_it(student_dir):
+    """The O2 file is the fused graph (what makes onnxruntime fast): one Attention per layer, layer norms fused
+    with their residual, the embeddings' layer norm fused; the int8 file quantises those fused nodes."""
+    import onnx
+
+    from hf_margin import load_student
+
+    files = export_onnx(student_dir, quantize="int8")
+    assert files["O2"].name == OPTIMIZED_FILE and files["int8"].name == INT8_FILE
+    layers = load_student(student_dir).config.num_hidden_layers
+
+    def ops(path):
+        return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+    fused, quantised = ops(files["O2"]), ops(files["int8"])
+    assert fused.count("Attention") == layers and fused.count("EmbedLayerNormalization") == 1
+    assert fused.count("SkipLayerNormalization") == 2 * layers and "Softmax" not in fused
+    assert quantised.count("QAttention") == layers and "MatMulInteger" in quantised
+    assert OnnxTransformer(files["O2"]).dtype == "onnx-O2-float32"
 
 
 def test_evaluate_runs_the_exported_model_with_the_pytorch_figures(tmp_path, student_dir, capsys):
@@ -69,12 +94,13 @@ def test_evaluate_runs_the_exported_model_with_the_pytorch_figures(tmp_path, stu
     assert f"hf-margin export {student_dir} --quantize int8" in capsys.readouterr().err
     export_onnx(student_dir)
     shown = {}
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", "onnx", "onnx-O2"):
         capsys.readouterr()
         assert main(["evaluate", *where, "--backend", backend]) == 0
         shown[backend] = json.loads(capsys.readouterr().out)
     for metric, value in shown["torch"]["ir"].items():
         assert shown["onnx"]["ir"][metric] == pytest.approx(value, abs=1e-6), metric
+        assert shown["onnx-O2"]["ir"][metric] == pytest.approx(value, abs=1e-6), metric
     assert shown["onnx"]["speed"]["dtype"] == "onnx-float32"
 
 
@@ -83,3 +109,19 @@ def test_export_refuses_a_folder_that_is_not_a_student(tmp_path, capsys):
     assert main(["export", str(tmp_path / "empty")]) == 2
     assert "not a saved hf-margin student" in capsys.readouterr().err
     assert INT8_FILE == "model_qint8.onnx"
+
+
+def test_a_graph_the_fusion_cannot_read_still_exports_plain_and_int8(student_dir, monkeypatch, caplog):
+    """Where onnxruntime's fusion fails (an architecture its patterns do not know), the plain graph is kept, int8
+    is quantised from it, and the log says why there is no O2 file."""
+    from onnxruntime.transformers import optimizer
+
+    def refuse(*args, **kwargs):
+        raise ValueError("unknown pattern")
+
+    monkeypatch.setattr(optimizer, "optimize_model", refuse)
+    with caplog.at_level("WARNING"):
+        files = export_onnx(student_dir, quantize="int8")
+    assert set(files) == {"fp32", "int8"} and not (student_dir / "onnx" / OPTIMIZED_FILE).exists()
+    assert "fusion failed (unknown pattern)" in caplog.text
+    assert not list((student_dir / "onnx").glob(".*.tmp"))

@@ -200,8 +200,9 @@ class EvalArguments:
         default="torch",
         metadata={
             "help": "evaluate: run the student in PyTorch, or the ONNX model `hf-margin export` wrote (onnx: "
-            "onnx/model.onnx; onnx-int8: onnx/model_qint8.onnx) through onnxruntime on the CPU.",
-            "choices": ["torch", "onnx", "onnx-int8"],
+            "onnx/model.onnx; onnx-O2: onnx/model_O2.onnx, fused for onnxruntime; onnx-int8: onnx/model_qint8.onnx) "
+            "through onnxruntime on the CPU.",
+            "choices": ["torch", "onnx", "onnx-O2", "onnx-int8"],
         },
     )
     eval_teacher: bool = field(

@@ -25,7 +25,7 @@ from hf_margin.data.margins import attach_teacher_margins
 from hf_margin.data.sources import load_data_file
 from hf_margin.evaluation.evaluators import TripletEvaluator
 from hf_margin.evaluation.throughput import encoding_throughput, speed_summary
-from hf_margin.models.export import FP32_FILE, INT8_FILE, ONNX_FOLDER, OnnxTransformer
+from hf_margin.models.export import FP32_FILE, INT8_FILE, ONNX_FOLDER, OPTIMIZED_FILE, OnnxTransformer
 from hf_margin.models.modeling import saved_prompts
 from hf_margin.training.config import MarginDistillConfig
 
@@ -95,8 +95,9 @@ def teacher_comparison(
 
 
 def onnx_model(reference: str, backend: str, model_args: ModelArguments) -> torch.nn.Module:
-    """The ONNX file `hf-margin export` wrote for ``backend`` (``onnx`` or ``onnx-int8``), as a model scorers run."""
-    path = Path(reference) / ONNX_FOLDER / (INT8_FILE if backend == "onnx-int8" else FP32_FILE)
+    """The ONNX file `hf-margin export` wrote for ``backend`` (``onnx``, ``onnx-O2`` or ``onnx-int8``), as a model
+    scorers run."""
+    path = Path(reference) / ONNX_FOLDER / {"onnx-int8": INT8_FILE, "onnx-O2": OPTIMIZED_FILE}.get(backend, FP32_FILE)
     if not path.is_file():
         quantize = " --quantize int8" if backend == "onnx-int8" else ""
         raise UserError(f"--backend {backend}: no {path}; write it first: hf-margin export {reference}{quantize}")

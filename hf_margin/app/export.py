@@ -1,8 +1,8 @@
-"""``hf-margin export DIR [--quantize int8]``: write a saved student as ONNX (fp32, and int8 when asked) into
-``DIR/onnx/``, then check it against the PyTorch student in the same process: the cosine of each text's two
-embeddings and the encoding speed (texts/s) of each, on the same texts, batches and threads. The figures are
-printed and kept in ``DIR/onnx/export.json``. ``hf-margin evaluate --student DIR --backend onnx-int8`` then gives
-its quality on any evaluation set."""
+"""``hf-margin export DIR [--quantize int8]``: write a saved student as ONNX (fp32 plain and fused for
+onnxruntime, and int8 when asked) into ``DIR/onnx/``, then check it against the PyTorch student in the same
+process: the cosine of each text's two embeddings and the encoding speed (texts/s) of each, on the same texts,
+batches and threads. The figures are printed and kept in ``DIR/onnx/export.json``. ``hf-margin evaluate --student
+DIR --backend onnx-int8`` then gives its quality on any evaluation set."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ REPORT = "export.json"
 def export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-margin export",
-        description="Export a saved student to ONNX (DIR/onnx/model.onnx; --quantize int8 adds model_qint8.onnx) "
+        description="Export a saved student to ONNX (DIR/onnx/model.onnx, and model_O2.onnx fused for onnxruntime; "
+        "--quantize int8 adds model_qint8.onnx, quantised from the fused graph) "
         "and compare it with the PyTorch student: cosine agreement and texts/s on the same texts and threads.",
     )
     parser.add_argument("student", help="A student saved by hf-margin (transformers + sentence-transformers files).")
@@ -65,9 +66,7 @@ def run_export(argv: list[str]) -> dict[str, Any]:
     if saved_student_kind(folder).name != "bi-encoder":
         raise UserError(f"{folder}: only bi-encoder students are exported")
     texts = check_texts(options.texts, options.max_texts)  # read before the export: a bad file costs nothing
-    files = [export_onnx(folder)]
-    if options.quantize:
-        files.append(export_onnx(folder, quantize=options.quantize))
+    files = list(export_onnx(folder, quantize=options.quantize).values())
     kind = saved_student_kind(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     torch_scorer = kind.scorer(load_student(folder).eval(), tokenizer, device="cpu")
