@@ -55,17 +55,16 @@ distil: $(STAMP)
 
 # Benchmarks: figures go to benchmarks/results/ (JSON lines, PNG plots); BENCHMARKS.md quotes them.
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/quality.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/speed.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/teacher_cache.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/cache_check.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/scaling.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/stream_memory.py
 	test -f $(TEACHER_DIR)/model.safetensors || $(MAKE) teacher
-	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/cross_arch.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/methods.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/data_volume.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/student_layers.py
+	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/pareto.py
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(BIN)/python benchmarks/corpus_memory.py
 	PYTHONPATH=. $(BIN)/python benchmarks/report.py
 

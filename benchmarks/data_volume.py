@@ -38,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
 from benchmarks.methods import (  # noqa: E402
     MSE_FAMILIES,
-    _final,
-    _init_worker,
-    _mean_sd,
     adaptive_families,
+    chosen_runs,
     dev_best,
     families,
+    init_worker,
+    mean_sd,
     recipe,
     train_one,
 )
@@ -55,7 +55,7 @@ METHODS_OUT = RESULTS / "methods.jsonl"
 def pick_arms(methods: list[dict[str, Any]], dry_run: bool) -> dict[str, tuple[str, dict, str, float]]:
     """{family: (arm, options, scaling, lr)} of the better Margin-MSE and the best adaptive family by mean dev over
     seeds (methods.dev_best), 2 layers, in the same-scale methods results."""
-    final = _final(methods, dry_run)
+    final = chosen_runs(methods, dry_run)
     mse, adaptive = dev_best(final, "same", MSE_FAMILIES), dev_best(final, "same", adaptive_families("same"))
     if mse is None or adaptive is None:
         raise SystemExit("no same-scale results in methods.jsonl: run benchmarks/methods.py first")
@@ -173,7 +173,7 @@ def main() -> None:
                     })  # fmt: skip
         jobs.sort(key=lambda j: -j["rows"])  # longest first: the pool ends together
         context = get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(threads,)) as pool:
             for job, record in zip(jobs, pool.map(train_one, jobs)):
                 record = {**record, "part": "train", "set": job["set"], "rows": job["rows"], **info}
                 append_jsonl(opts.out, record)
@@ -206,7 +206,7 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
             group = runs.get((name, arm), [])
             rows = rows or (str(group[0]["rows"]) if group else "")
             cells.append(
-                f"{_mean_sd([g['test_spearman'] for g in group])} / {_mean_sd([g['test_mrr10'] for g in group])}"
+                f"{mean_sd([g['test_spearman'] for g in group])} / {mean_sd([g['test_mrr10'] for g in group])}"
                 if group
                 else "–"
             )

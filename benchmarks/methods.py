@@ -168,7 +168,7 @@ def _dry_run_data():
 _CACHE: dict[str, Any] = {}
 
 
-def _init_worker(threads: int) -> None:
+def init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -287,7 +287,7 @@ def choose(
 ) -> dict:
     """Seed-0 dev choices: {(setting, family): (arm, lr)}, every family's lr bracketed by the grid. The grid starts
     from ``lrs`` and every rate this arm already ran at (seed ``seed``, 2 layers), so the choice is the one the
-    report makes from all those runs (:func:`_final`)."""
+    report makes from all those runs (:func:`chosen_runs`)."""
     earlier: dict[tuple[str, str], set[float]] = {}
     for setting, arm, lr, run_seed, layers in runner.done:
         if run_seed == seed and layers == 2:
@@ -368,13 +368,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = prepare(settings, layer_counts, Path(tmp), opts.dry_run)
         context = get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(threads,)) as pool:
             runner = Runner(pool, paths, opts.out, Path(tmp), opts.dry_run, max_steps=3 if opts.dry_run else -1)
             first = opts.seeds[0]
             choice = choose(runner, settings, opts.families, lrs, first, 0 if opts.dry_run else opts.extend)
             runner.run([(s, f, a, lr, seed, 2) for (s, f), (a, lr) in choice.items() for seed in opts.seeds[1:]])
             for setting in settings if len(layer_counts) > 1 else []:
-                final = _final(list(runner.done.values()), opts.dry_run)
+                final = chosen_runs(list(runner.done.values()), opts.dry_run)
                 for family in capacity_families(final, setting, opts.families):
                     arm, chosen = choice[(setting, family)]
                     runner.run(
@@ -392,7 +392,7 @@ def main() -> None:
 # ---- the tables --------------------------------------------------------------------------------------------------
 
 
-def _final(records: list[dict[str, Any]], dry_run: bool = False) -> dict:
+def chosen_runs(records: list[dict[str, Any]], dry_run: bool = False) -> dict:
     """{(setting, family, layers): [records at the chosen (arm, lr), one per seed]} from seed-0 dev choices."""
     records = [r for r in records if r.get("dry_run", False) == dry_run]
     by_family: dict[tuple, list[dict]] = {}
@@ -439,13 +439,13 @@ def capacity_families(final: dict, setting: str, names: list[str]) -> list[str]:
     return [*dev_ranked(final, setting, adaptive)[:3], *dev_ranked(final, setting, MSE_FAMILIES)[:1]]
 
 
-def _mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.2f}" if values else "–"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _paired(a: list[dict], b: list[dict], key: str) -> str:
+def paired_diff(a: list[dict], b: list[dict], key: str) -> str:
     """Mean paired difference a − b over shared seeds, with a 95% t interval."""
     from scipy import stats
 
@@ -516,20 +516,20 @@ def _capacity_controls(records: list[dict[str, Any]], final: dict, setting: str,
     ]
     for (arm, family, layers, lr), runs in sorted(groups.items()):
         same_rate = [
-            f"{f}: {_paired(other, runs, 'test_spearman')} / {_paired(other, runs, 'test_mrr10')}"
+            f"{f}: {paired_diff(other, runs, 'test_spearman')} / {paired_diff(other, runs, 'test_mrr10')}"
             for (s, f, n), other in sorted(final.items())
             if s == setting and n == layers and f != family and f in capacity and other[0]["lr"] == lr
         ]
         lines.append(
-            f"| {arm} | {layers} | {lr:g} | {len(runs)} | {_mean_sd([r['test_spearman'] for r in runs])} "
-            f"| {_mean_sd([r['test_mrr10'] for r in runs])} | {'; '.join(same_rate) or '–'} |"
+            f"| {arm} | {layers} | {lr:g} | {len(runs)} | {mean_sd([r['test_spearman'] for r in runs])} "
+            f"| {mean_sd([r['test_mrr10'] for r in runs])} | {'; '.join(same_rate) or '–'} |"
         )
     return lines
 
 
 def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
     """Markdown: per setting, every family at its choice (3 seeds), and the capacity table."""
-    final = _final(records, dry_run)
+    final = chosen_runs(records, dry_run)
     lines = []
     for setting in RECIPES:
         rows = {f: runs for (s, f, n), runs in final.items() if s == setting and n == 2}
@@ -552,11 +552,11 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
             runs = rows[f]
             lines.append(
                 f"| {runs[0]['arm']} | {_dev_by_lr(records, setting, runs[0]['arm'], dry_run)} | {runs[0]['lr']:g} "
-                f"| {len(runs)} | {_mean_sd([r['test_spearman'] for r in runs])} "
-                f"| {_paired(runs, rows[mse], 'test_spearman') if mse and f != mse else '–'} "
-                f"| {_mean_sd([r['test_mrr10'] for r in runs])} "
-                f"| {_paired(runs, rows[mse], 'test_mrr10') if mse and f != mse else '–'} "
-                f"| {_mean_sd([r['test_ndcg10'] for r in runs])} |"
+                f"| {len(runs)} | {mean_sd([r['test_spearman'] for r in runs])} "
+                f"| {paired_diff(runs, rows[mse], 'test_spearman') if mse and f != mse else '–'} "
+                f"| {mean_sd([r['test_mrr10'] for r in runs])} "
+                f"| {paired_diff(runs, rows[mse], 'test_mrr10') if mse and f != mse else '–'} "
+                f"| {mean_sd([r['test_ndcg10'] for r in runs])} |"
             )
         teachers = _teacher_counts(records, setting, dry_run)
         if len(teachers) > 1:
@@ -564,7 +564,7 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
         capacity = sorted({f for (s, f, n) in final if s == setting and n != 2})
         if capacity:
             mean_cells = {
-                (f, n): f"{_mean_sd([r['test_spearman'] for r in runs])} / {_mean_sd([r['test_mrr10'] for r in runs])}"
+                (f, n): f"{mean_sd([r['test_spearman'] for r in runs])} / {mean_sd([r['test_mrr10'] for r in runs])}"
                 for (s, f, n), runs in final.items()
                 if s == setting
             }
@@ -572,7 +572,7 @@ def report(records: list[dict[str, Any]], dry_run: bool = False) -> str:
             lines += _size_table(caption, capacity, mean_cells)
             if mse in capacity:
                 delta_cells = {
-                    (f, n): f"{_paired(runs, base, 'test_spearman')} / {_paired(runs, base, 'test_mrr10')}"
+                    (f, n): f"{paired_diff(runs, base, 'test_spearman')} / {paired_diff(runs, base, 'test_mrr10')}"
                     for (s, f, n), runs in final.items()
                     if s == setting and (base := final.get((setting, mse, n)))
                 }

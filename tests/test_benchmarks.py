@@ -112,7 +112,7 @@ def test_learning_rate_choice_counts_earlier_runs_outside_the_base_grid():
     run = {"setting": "cross", "family": "margin_mse_raw", "arm": "margin_mse_raw", "layers": 2}
     records = [{**run, "lr": lr, "seed": 0, "dev_spearman": dev} for lr, dev in dev_at.items()]
     records.append({**run, "lr": 5e-5, "seed": 1, "dev_spearman": 65.0})
-    [chosen] = {r["lr"] for r in methods._final(records)[("cross", "margin_mse_raw", 2)]}
+    [chosen] = {r["lr"] for r in methods.chosen_runs(records)[("cross", "margin_mse_raw", 2)]}
     assert chosen == 5e-5  # the report agrees with the harness
 
 
@@ -146,13 +146,13 @@ def test_teacher_fingerprint_tells_two_trainings_of_the_teacher_apart(tmp_path, 
 def test_paired_difference_interval_by_hand():
     """The paired difference to Margin-MSE is the mean over shared seeds with a 95% t interval (2 degrees of freedom
     for 3 seeds: t = 4.303)."""
-    from benchmarks.methods import _paired
+    from benchmarks.methods import paired_diff
 
     a = [{"seed": s, "x": v} for s, v in [(0, 70.0), (1, 71.0), (2, 72.5)]]
     b = [{"seed": s, "x": v} for s, v in [(0, 69.0), (1, 69.5), (2, 70.0), (3, 99.0)]]
     diffs = [1.0, 1.5, 2.5]
     half = 4.302653 * statistics.stdev(diffs) / math.sqrt(3)
-    assert _paired(a, b, "x") == f"{1.6667:+.2f} [{1.6667 - half:+.2f}, {1.6667 + half:+.2f}]"
+    assert paired_diff(a, b, "x") == f"{1.6667:+.2f} [{1.6667 - half:+.2f}, {1.6667 + half:+.2f}]"
 
 
 def test_method_grid_trains_on_the_gold_triplets_whatever_the_default_recipe_adds():
@@ -271,7 +271,7 @@ def test_shipped_recipes_train_the_adaptive_arm_the_committed_grid_chooses():
     from benchmarks.common import read_jsonl
     from hf_margin.app.recipes import parse_recipe
 
-    final = methods._final(read_jsonl(methods.OUT))
+    final = methods.chosen_runs(read_jsonl(methods.OUT))
     for setting, recipe in methods.RECIPES.items():
         family = methods.dev_best(final, setting, methods.adaptive_families(setting))
         [(options, scaling)] = methods.families(setting)[family].values()
