@@ -1,7 +1,8 @@
 """ONNX export of a trained student (the speed issue's goal: int8 ≥ 2× the fp32 PyTorch student on 2 CPU threads,
 within 1 point of its quality). One run: `hf-margin export DIR --quantize int8` (cosine agreement and texts/s on
 the same 256 SciFact abstracts, batches and threads), then `hf-margin evaluate --backend B` for B in torch, onnx,
-onnx-int8 on SciFact test (nDCG@10, MRR@10, Recall@100) and STS-B test (Spearman), each in its own process.
+onnx-O2 (fused for onnxruntime), onnx-int8 (quantised from the fused graph) on SciFact test (nDCG@10, MRR@10,
+Recall@100) and STS-B test (Spearman), each in its own process.
 
     python benchmarks/export.py --student outputs/scifact-distil
     python benchmarks/export.py --report
@@ -20,12 +21,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
-from benchmarks.retrieval import tree_is_clean  # noqa: E402
+from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl, tree_is_clean  # noqa: E402
 
 OUT = RESULTS / "export.jsonl"
 SCIFACT = ROOT / "hf_margin" / "app" / "data" / "scifact"
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-O2", "onnx-int8")
 
 
 def hf_margin(*argv: str) -> dict[str, Any]:
@@ -68,7 +68,12 @@ def report(records: list[dict[str, Any]]) -> str:
         "vs PyTorch | min cosine vs PyTorch | commit |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    files = {"torch": "pytorch", "onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_qint8.onnx"}
+    files = {
+        "torch": "pytorch",
+        "onnx": "onnx/model.onnx",
+        "onnx-O2": "onnx/model_O2.onnx",
+        "onnx-int8": "onnx/model_qint8.onnx",
+    }
     for r in records:
         speed, base = r["export"]["speed"], r["export"]["speed"]["pytorch"]["texts_per_s"]
         for backend, q in r["quality"].items():
