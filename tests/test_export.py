@@ -125,3 +125,16 @@ def test_a_graph_the_fusion_cannot_read_still_exports_plain_and_int8(student_dir
     assert set(files) == {"fp32", "int8"} and not (student_dir / "onnx" / OPTIMIZED_FILE).exists()
     assert "fusion failed (unknown pattern)" in caplog.text
     assert not list((student_dir / "onnx").glob(".*.tmp"))
+
+
+def test_evaluate_reads_the_student_at_its_saved_length_unless_told_otherwise(tmp_path, student_dir, capsys):
+    """A student saved with max_seq_length 32 is evaluated at 32 tokens (the figure training printed), not at the
+    command's default of 128; --max_length on the command line still wins."""
+    folder, _ = write_beir(tmp_path / "beir")
+    where = ["evaluate", "--student", str(student_dir), "--ir_eval_dir", str(folder)]
+    shown = {}
+    for extra in ([], ["--max_length", "16"]):
+        capsys.readouterr()
+        assert main([*where, *extra]) == 0
+        shown[len(extra)] = json.loads(capsys.readouterr().out)
+    assert shown[0]["speed"]["max_length"] == 32 and shown[2]["speed"]["max_length"] == 16

@@ -26,7 +26,7 @@ from hf_margin.data.sources import load_data_file
 from hf_margin.evaluation.evaluators import TripletEvaluator
 from hf_margin.evaluation.throughput import encoding_throughput, speed_summary
 from hf_margin.models.export import FP32_FILE, INT8_FILE, ONNX_FOLDER, OPTIMIZED_FILE, OnnxTransformer
-from hf_margin.models.modeling import saved_prompts
+from hf_margin.models.kind import StudentKind, saved_student_kind
 from hf_margin.training.config import MarginDistillConfig
 
 logger = logging.getLogger(__name__)
@@ -47,11 +47,7 @@ def run_evaluate(
         evaluators = stsb_evaluators(
             load_stsb(data_args.data_dir)["test"], "stsb_test", duplicates=args.student_kind.is_bi_encoder
         )
-    kind = args.student_kind
-    saved = saved_prompts(reference) if kind.is_bi_encoder and not kind.prompts else {}
-    if saved:  # read queries and documents as the student was trained to (its saved prompts)
-        logger.info("Using the student's saved prompts %s", saved)
-        kind = dataclasses.replace(kind, query_prompt=saved.get("query", ""), document_prompt=saved.get("document", ""))
+    kind = reading_options(reference, args)
     if eval_args.backend != "torch":
         model = onnx_model(reference, eval_args.backend, model_args)
     else:
@@ -71,6 +67,44 @@ def run_evaluate(
             shown.update(teacher_comparison(model_args, data_args, evaluators, result, speed, texts))
         print(json.dumps(shown, indent=2))
     return result
+
+
+def reading_options(reference: str, args: MarginDistillConfig) -> StudentKind:
+    """How ``evaluate`` reads a saved bi-encoder: as it was saved (its sentence-transformers files: max_seq_length,
+    pooling, similarity, normalisation, prompts), so its figures are the ones training printed, with every reading
+    option the command line moved off its default on top (``--max_length 128`` evaluates at 128 tokens)."""
+    kind = args.student_kind
+    if not kind.is_bi_encoder or not (Path(reference) / "modules.json").is_file():
+        return kind
+    defaults = {f.name: f.default for f in dataclasses.fields(MarginDistillConfig)}
+    default = StudentKind(
+        kind.name,
+        defaults["pooling"],
+        defaults["similarity"],
+        defaults["normalize"],
+        defaults["document_max_length"] or defaults["max_length"],
+        query_max_length=defaults["query_max_length"],
+        query_prompt=defaults["query_prompt"],
+        document_prompt=defaults["document_prompt"],
+    )
+    given = {
+        f.name: getattr(kind, f.name)
+        for f in dataclasses.fields(kind)
+        if getattr(kind, f.name) != getattr(default, f.name)
+    }
+    saved = saved_student_kind(reference)
+    read = dataclasses.replace(saved, **given)
+    logger.info(
+        "Reading the student as saved in %s%s: max_length %d, pooling %s, %s similarity%s%s",
+        reference,
+        f" (command line: {', '.join(sorted(given))})" if given else "",
+        read.max_length,
+        read.pooling,
+        read.similarity,
+        ", normalised" if read.normalize else "",
+        f", prompts {read.prompts}" if read.prompts else "",
+    )
+    return read
 
 
 def teacher_comparison(
