@@ -1,17 +1,27 @@
-"""Tables (markdown, printed) and PNG plots from benchmarks/results/*.jsonl, for BENCHMARKS.md.
+"""Every table of BENCHMARKS.md (markdown, printed) and its PNG plots, from benchmarks/results/*.jsonl: the one
+report module. The early sections' tables are written here; each later benchmark keeps its table next to its
+runner (`report()` of methods.py, data_volume.py, retrieval.py, pareto.py, export.py, student_layers.py), and
+this module prints them all, under their section's heading.
 
-python benchmarks/report.py
+    python benchmarks/report.py                       # every section
+    python benchmarks/report.py --only retrieval pareto
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import statistics
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, read_jsonl  # noqa: E402
 
@@ -181,9 +191,42 @@ def _seed0_dev(runs: list[dict]) -> float:
     return next((r["dev_spearman"] for r in runs if r["seed"] == 0), float("-inf"))
 
 
+def runner_report(module_name: str) -> None:
+    """The table a runner module prints with ``--report``, from its own results file."""
+    module = importlib.import_module(f"benchmarks.{module_name}")
+    records = read_jsonl(module.OUT)
+    if not records:
+        return
+    if module_name == "pareto":
+        print(module.report(records, plot=module.OUT.with_suffix(".png")))
+    else:
+        print(module.report(records))
+
+
+SECTIONS = {  # name: (BENCHMARKS.md section, printer)
+    "quality": ("1. Quality of transfer (superseded by 8)", quality),
+    "speed": ("2. Training speed against the peer", speed),
+    "teacher_cache": ("3. Teacher scoring and the cache", teacher_cache),
+    "scaling": ("4. How cost grows", scaling),
+    "cross_arch": ("7. Cross-architecture distillation (superseded by 8)", cross_arch),
+    "methods": ("8. Method evidence, round two", lambda: runner_report("methods")),
+    "data_volume": ("9. Corpus mode and the default recipe", lambda: runner_report("data_volume")),
+    "student_layers": ("9. Which 2 layers to start from", lambda: runner_report("student_layers")),
+    "retrieval": ("10. Retrieval distillation on SciFact", lambda: runner_report("retrieval")),
+    "export": ("12. ONNX export", lambda: runner_report("export")),
+    "pareto": ("12. Quality against speed", lambda: runner_report("pareto")),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="Print only these sections.")
+    opts = parser.parse_args(argv)
+    for name in opts.only or SECTIONS:
+        title, printer = SECTIONS[name]
+        print(f"\n## {title}\n")
+        printer()
+
+
 if __name__ == "__main__":
-    quality()
-    cross_arch()
-    speed()
-    teacher_cache()
-    scaling()
+    main()

@@ -330,3 +330,14 @@ def test_pareto_spreads_layers_and_reports_the_teacher_as_the_full_depth(tmp_pat
     assert rows[2] == "| 2: [0, 5] | 80.0 | 4.00x | 73.00 ± 1.41 | 57.90 |"
     assert rows[3] == "| 6 (teacher) | 20.0 | 1.00x | 82.00 | 64.50 |"
     assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_one_report_module_prints_a_runner_table_under_its_section(capsys):
+    """benchmarks/report.py prints the tables the runners keep beside them (here retrieval.py's, from its committed
+    results) under their BENCHMARKS.md section, one place for every table."""
+    from benchmarks import report
+
+    report.main(["--only", "retrieval"])
+    out = capsys.readouterr().out
+    assert "## 10. Retrieval distillation on SciFact" in out
+    assert "| mpnet-2l-nolabel --eval_teacher false | 42 | 31.99 | 58.63 |" in out
