@@ -219,7 +219,7 @@ def test_pairs_mined_from_corpus_with_sts_and_ir_evaluation(tmp_path, teacher_di
     assert set(metrics["evaluation"]["sts"]["spearman"]) == {"before", "after", "teacher"}
     card = (tmp_path / "out" / "README.md").read_text()
     results = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"]
-    assert {r["dataset"]["type"] for r in results} == {str(sts), str(ir)}  # each result names its own data
+    assert {r["dataset"]["type"] for r in results} == {sts.name, ir.name}  # its own data, by name: no local path
     capsys.readouterr()
     out = str(tmp_path / "out")
     assert main(["evaluate", "--student", out, "--ir_eval_dir", str(ir), "--sts_eval_file", str(sts)]) == 0

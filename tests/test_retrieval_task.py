@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hf_margin.app.cli import main
 
@@ -60,6 +61,8 @@ def test_retrieval_task_trains_on_unlabelled_queries_and_reports_quality_and_spe
     assert kept == pytest.approx(100 * figures["ndcg@10"]["after"] / figures["ndcg@10"]["teacher"])
     card = (out / "README.md").read_text()
     assert "**Speed**" in card and "texts/s" in card and "query-corpus mode" in card
+    results = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"]
+    assert {r["dataset"]["type"] for r in results} == {"beir"}  # the folder's name, not this machine's path
 
 
 def test_own_queries_and_corpus_train_without_labels(tmp_path, teacher_dir):

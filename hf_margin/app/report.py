@@ -142,6 +142,8 @@ def _model_index(table: dict[str, dict[str, dict[str, float]]], task: TaskData) 
     for name, metrics in table.items():
         stsb = name.startswith("stsb_test")
         source = str(getattr(evaluator_of.get(name), "source", name))
+        if Path(source).exists():  # a local folder or file: its name, never this machine's path, on the Hub
+            source = Path(source).name
         for metric, values in metrics.items():
             if metric not in SUMMARY_METRICS or values.get("after") is None:
                 continue
