@@ -41,17 +41,14 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(vocab_size: int, **kwargs) -> BertConfig:
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
     return BertConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
         max_position_embeddings=64,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         pad_token_id=0,
-        **kwargs,
+        **(sizes | kwargs),
     )
 
 

@@ -85,6 +85,10 @@ def test_own_queries_and_corpus_train_without_labels(tmp_path, teacher_dir):
         (["--task", "retrieval", "--data_dir", "B", "--train_file", "Q"], "drop train_file"),
         (["--task", "retrieval", "--data_dir", "B", "--student_type", "cross-encoder"], "needs a bi-encoder"),
         (["--query_file", "Q", "--corpus_file", "C", "--unlabelled_file", "Q"], "not both"),
+        (
+            ["--task", "retrieval", "--data_dir", "B", "--teacher_type", "cross-encoder", "--teacher_ensemble", "B"],
+            "teacher_ensemble averages bi-encoders",
+        ),  # fmt: skip
     ],
 )
 def test_bad_retrieval_options_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, options, fragment):
@@ -142,6 +146,40 @@ def test_a_teacher_of_another_family_distils_into_the_student_with_gold_pairs_mi
     assert (metrics["data"]["gold_triplets"], metrics["data"]["corpus_triplets"]) == (5, 12)  # the test query left out
     assert set(metrics["evaluation"]["beir"]["recall@100"]) == {"before", "after", "teacher"}
     assert "% gold" in (out / "README.md").read_text()
+
+
+def test_a_mean_score_teacher_of_two_families_builds_the_set_from_the_mean_of_their_scores(tmp_path, teacher_dir):
+    """--teacher_ensemble: the two teachers (another tokenizer and width each) rank the corpus by the mean of their
+    cosines, so every built triplet's teacher scores are that mean; the card and metrics name both teachers."""
+    import numpy as np
+    from datasets import Dataset
+
+    from hf_margin.models.scoring import BiEncoderScorer
+
+    folder, _ = write_beir(tmp_path / "beir")
+    other = write_other_family_teacher(tmp_path / "other-teacher")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["train", *TRAIN, *MINING, "--task", "retrieval", "--data_dir", str(folder), "--teacher", str(teacher_dir)]
+    argv += ["--teacher_ensemble", str(other), "--output_dir", str(out), "--cache_dir", str(cache)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["options"]["model"]["teacher_ensemble"] == [str(other)]
+    assert set(metrics["evaluation"]["beir"]["ndcg@10"]) == {"before", "after", "teacher"}
+    card = (out / "README.md").read_text()
+    assert f"{teacher_dir} + {other} (mean score)" in card
+    [entry] = [p for p in cache.glob("query-corpus-triplets-*") if p.is_dir()]
+    built = Dataset.from_file(str(entry / "data.arrow"))
+    [margins] = [Dataset.from_file(str(p / "data.arrow")) for p in cache.rglob("teacher-margins-*") if p.is_dir()]
+    members = [BiEncoderScorer.from_pretrained(p, device="cpu", show_progress=False) for p in (teacher_dir, other)]
+    queries, positives = built["query"], built["positive"]
+    want = np.mean([m.score_pairs(queries, positives) for m in members], axis=0)
+    np.testing.assert_allclose(margins["teacher_pos_score"], want, atol=1e-5)
+    corpus = [json.loads(line)["text"] for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    for query, positive in zip(queries, positives):  # the positive is the top document by the mean score
+        scores = np.mean([m.score_pairs([query] * len(corpus), corpus) for m in members], axis=0)
+        assert corpus[int(scores.argmax())] == positive
+    alone = members[0].score_pairs(queries, positives)
+    assert np.abs(want - alone).max() > 0.01  # the second teacher changed the scores
 
 
 def test_title_queries_join_the_unlabelled_queries_never_an_evaluation_query(tmp_path, teacher_dir, capsys):

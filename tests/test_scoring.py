@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_margin.models.scoring import CrossEncoderTeacher, EmbeddingMemo, eval_mode, weights_fingerprint
+from hf_margin.models.scoring import (
+    CrossEncoderTeacher,
+    EmbeddingMemo,
+    MeanScoreScorer,
+    eval_mode,
+    weights_fingerprint,
+)
 
 from .conftest import embed_one_by_one, perturbed, teacher_for
 
@@ -152,3 +158,58 @@ def test_scoring_restores_a_training_model_to_training_mode(tokenizer, bi_encode
     with eval_mode(bi_encoder):
         assert not bi_encoder.training
     assert bi_encoder.training
+
+
+# --------------------------------------------------------------------------------------------- mean-score teacher
+
+
+@pytest.mark.parametrize("similarity_fn", ["cosine", "dot"])
+def test_mean_score_teacher_scores_the_mean_of_its_members_and_its_embeddings_agree(
+    tokenizer, sharp_bi_encoder, similarity_fn
+):
+    """Guards the side-by-side embedding: the dot product of two of its rows must be the mean of the members'
+    scores (so search, mining and evaluation rank by the mean), and with cosine members every row is unit-length."""
+    from transformers import BertModel
+
+    from .conftest import sharpen, tiny_config
+
+    torch.manual_seed(5)
+    wider = sharpen(BertModel(tiny_config(len(tokenizer), hidden_size=48), add_pooling_layer=False), seed=2)
+    members = [
+        teacher_for(sharp_bi_encoder, tokenizer, similarity_fn=similarity_fn, batch_size=2),
+        teacher_for(wider, tokenizer, similarity_fn="cosine", pooling="cls"),
+    ]
+    mean = MeanScoreScorer(members)
+    want = (members[0].score_pairs(QUERIES, DOCUMENTS) + members[1].score_pairs(QUERIES, DOCUMENTS)) / 2
+    np.testing.assert_allclose(mean.score_pairs(QUERIES, DOCUMENTS), want, atol=1e-6)
+    q, d = mean.embed(QUERIES, role="query"), mean.embed(DOCUMENTS)
+    assert q.shape == (len(QUERIES), 32 + 48)
+    np.testing.assert_allclose((q * d).sum(-1).numpy(), want, atol=1e-5)
+    assert mean.similarity_fn == similarity_fn
+    if similarity_fn == "cosine":
+        np.testing.assert_allclose(q.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+    assert np.ptp(want - members[0].score_pairs(QUERIES, DOCUMENTS)) > 0.01  # the second member really counts
+
+
+def test_mean_score_teacher_sets_options_on_every_member_and_fingerprints_them_all(tokenizer, bi_encoder):
+    members = [teacher_for(bi_encoder, tokenizer), teacher_for(copy.deepcopy(bi_encoder), tokenizer)]
+    mean = MeanScoreScorer(members)
+    before = mean.fingerprint
+    assert before not in {m.fingerprint for m in members}
+    mean.max_length, mean.batch_size = 12, 3
+    assert [(m.max_length, m.batch_size) for m in members] == [(12, 3), (12, 3)]
+    assert mean.role_settings("document") == ("", 12) and mean.fingerprint != before
+    mean.max_length = 256
+    assert mean.fingerprint == before
+    with torch.no_grad():
+        members[1].model.get_parameter("encoder.layer.0.output.dense.bias").add_(1e-3)
+    assert mean.fingerprint != before  # the second member's weights count
+
+
+def test_mean_score_teacher_refuses_one_member_or_a_cross_encoder(tokenizer, bi_encoder, cross_encoder):
+    with pytest.raises(ValueError, match="at least 2"):
+        MeanScoreScorer([teacher_for(bi_encoder, tokenizer)])
+    with pytest.raises(ValueError, match="bi-encoders only; got CrossEncoderScorer"):
+        MeanScoreScorer(
+            [teacher_for(bi_encoder, tokenizer), CrossEncoderTeacher(cross_encoder, tokenizer, device="cpu")]
+        )

@@ -40,6 +40,14 @@ class ModelArguments:
             "choices": ["bi-encoder", "cross-encoder"],
         },
     )
+    teacher_ensemble: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More bi-encoder teachers (Hub ids or local directories): the teacher's score becomes the mean "
+            "of --teacher's and theirs, e.g. a bigger teacher with the student's own family. Each embeds with its "
+            "own tokenizer, with the teacher's pooling and similarity."
+        },
+    )
     teacher_pooling: str = field(default="mean", metadata={"help": "Bi-encoder teacher pooling: 'mean' or 'cls'."})
     teacher_similarity: str = field(default="cosine", metadata={"help": "Bi-encoder teacher score: 'cosine' or 'dot'."})
     teacher_sigmoid: bool = field(default=False, metadata={"help": "Cross-encoder teacher: sigmoid of the logit."})
@@ -60,6 +68,12 @@ class ModelArguments:
         metadata={"help": "Keep only these transformer layers of the student checkpoint, e.g. 0 1 (DistilBERT-style)."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+
+    def __post_init__(self) -> None:
+        if self.teacher_ensemble and self.teacher_type != "bi-encoder":
+            raise UserError(
+                "teacher_ensemble averages bi-encoders' cosine or dot scores: drop it, or use a bi-encoder teacher"
+            )
 
 
 @dataclass

@@ -11,7 +11,7 @@ from huggingface_hub import constants
 
 from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, ModelArguments, UserError
 from hf_margin.models.resolve import packaged_model_path, resolve_model
-from hf_margin.models.scoring import BiEncoderScorer, CrossEncoderScorer
+from hf_margin.models.scoring import BiEncoderScorer, CrossEncoderScorer, MeanScoreScorer
 
 
 def checked_model_path(reference: str, role: str) -> str:
@@ -45,8 +45,11 @@ def load_checked(role: str, reference: str, loader: Callable[[str], Any]) -> Any
         raise UserError(f"{role} {reference!r} could not be loaded: {str(exc).splitlines()[0]}") from exc
 
 
-def load_teacher(model_args: ModelArguments, reference: str | None = None) -> BiEncoderScorer | CrossEncoderScorer:
-    """The teacher scorer named by ``model_args`` (or ``reference``), on this process's device."""
+def load_teacher(
+    model_args: ModelArguments, reference: str | None = None
+) -> BiEncoderScorer | CrossEncoderScorer | MeanScoreScorer:
+    """The teacher scorer named by ``model_args`` (or ``reference``), on this process's device: with
+    ``teacher_ensemble``, a :class:`MeanScoreScorer` of it and those bi-encoders."""
     reference = reference or model_args.teacher or DEFAULT_TEACHER
     common = {"trust_remote_code": model_args.trust_remote_code, "batch_size": model_args.teacher_batch_size}
     if model_args.teacher_type == "cross-encoder":
@@ -55,13 +58,24 @@ def load_teacher(model_args: ModelArguments, reference: str | None = None) -> Bi
             reference,
             lambda p: CrossEncoderScorer.from_pretrained(p, apply_sigmoid=model_args.teacher_sigmoid, **common),
         )
-    return load_checked(
-        "teacher",
-        reference,
-        lambda p: BiEncoderScorer.from_pretrained(
-            p, pooling=model_args.teacher_pooling, similarity_fn=model_args.teacher_similarity, **common
-        ),
-    )
+    members = [
+        load_checked(
+            "teacher",
+            ref,
+            lambda p: BiEncoderScorer.from_pretrained(
+                p, pooling=model_args.teacher_pooling, similarity_fn=model_args.teacher_similarity, **common
+            ),
+        )
+        for ref in [reference, *(model_args.teacher_ensemble or [])]
+    ]
+    return MeanScoreScorer(members) if len(members) > 1 else members[0]
+
+
+def teacher_name(model_args: ModelArguments, reference: str | None) -> str | None:
+    """How reports name the teacher: its reference, or 'A + B (mean score)' for a mean-score teacher."""
+    if reference and model_args.teacher_ensemble:
+        return " + ".join([reference, *model_args.teacher_ensemble]) + " (mean score)"
+    return reference
 
 
 def require_bi_encoder_miner(model_args: ModelArguments, data_args: DataArguments, teacher_ref: str | None) -> None:
@@ -71,7 +85,7 @@ def require_bi_encoder_miner(model_args: ModelArguments, data_args: DataArgument
                         "teacher cannot)")  # fmt: skip
 
 
-def load_miner(model_args: ModelArguments, data_args: DataArguments, teacher: Any) -> BiEncoderScorer:
+def load_miner(model_args: ModelArguments, data_args: DataArguments, teacher: Any) -> BiEncoderScorer | MeanScoreScorer:
     """The bi-encoder that mines negatives: ``miner``, else the teacher when it is a bi-encoder."""
     if data_args.miner is not None:
         return load_checked(
@@ -79,6 +93,6 @@ def load_miner(model_args: ModelArguments, data_args: DataArguments, teacher: An
             data_args.miner,
             lambda p: BiEncoderScorer.from_pretrained(p, batch_size=model_args.teacher_batch_size),
         )
-    if isinstance(teacher, BiEncoderScorer):
+    if isinstance(teacher, BiEncoderScorer | MeanScoreScorer):
         return teacher
     raise UserError("negatives must be mined, and a cross-encoder teacher cannot mine: set --miner to a bi-encoder")

@@ -13,6 +13,7 @@ from typing import Any
 from datasets.fingerprint import Hasher
 
 from hf_margin.app.arguments import DataArguments, ModelArguments
+from hf_margin.app.loading import teacher_name
 from hf_margin.app.tasks.common import Evaluator, TaskData
 from hf_margin.data.margins import default_cache_dir
 from hf_margin.evaluation.evaluators import RetrievalEvaluator, StsEvaluator
@@ -176,8 +177,9 @@ def card_info(
     table = metrics["evaluation"]
     student_ref = model_args.student or task.teacher_ref
     kind = args.student_kind
+    teacher = teacher_name(model_args, task.teacher_ref)
     return {
-        "teacher": task.teacher_ref,
+        "teacher": teacher,
         "teacher_note": (
             f"none loaded: the training data brought its own teacher scores ({task.info.get('score_source')})."
             if task.info.get("score_source")
@@ -193,7 +195,7 @@ def card_info(
             if data_args.fresh_negatives_per_epoch
             else ""
         ),
-        "eval": _card_eval(table, task.teacher_ref),
+        "eval": _card_eval(table, teacher),
         "model_index": _model_index(table, task),
         "eval_note": "Figures x100. Pair-score correlations use the model's "
         + (f"{args.similarity} similarity of the two texts' embeddings" if kind.is_bi_encoder else "logit")

@@ -17,6 +17,7 @@ from hf_margin.models.scoring import (
     BiEncoderTeacher,
     CrossEncoderScorer,
     CrossEncoderTeacher,
+    MeanScoreScorer,
     TeacherScorer,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "BiEncoderTeacher",
     "CrossEncoderScorer",
     "CrossEncoderTeacher",
+    "MeanScoreScorer",
     "StudentKind",
     "TeacherScorer",
     "encode",

@@ -373,6 +373,87 @@ class CrossEncoderScorer(_TransformersScorer):
             scores[idx] = (torch.sigmoid(logits) if self.apply_sigmoid else logits).cpu().numpy()
 
 
+class MeanScoreScorer:
+    """A teacher of several bi-encoders whose score is the mean of theirs: ``t(q, d) = mean_i t_i(q, d)``.
+
+    Each member embeds with its own tokenizer, pooling, width and lengths. :meth:`embed` puts their embeddings
+    side by side, ``(n, H_1 + ... + H_k)``: each part unit-length where the member scores by cosine, and scaled
+    by ``1/sqrt(k)``, so that the dot product of two rows is the mean of the members' scores (and, with cosine
+    members, every row is unit-length, so cosine equals that mean too). Search, mining, margins and evaluation
+    use it as they use one bi-encoder.
+
+    Example::
+
+        teacher = MeanScoreScorer([BiEncoderScorer.from_pretrained(a), BiEncoderScorer.from_pretrained(b)])
+        teacher.score_pairs(["a query"], ["a document"])  # (1,): the mean of the two cosines
+    """
+
+    def __init__(self, members: Sequence[BiEncoderScorer]) -> None:
+        if len(members) < 2:
+            raise ValueError(f"a mean-score teacher needs at least 2 bi-encoders; got {len(members)}")
+        bad = [type(m).__name__ for m in members if not isinstance(m, BiEncoderScorer)]
+        if bad:
+            raise ValueError(f"a mean-score teacher averages bi-encoders only; got {', '.join(bad)}")
+        self.members = list(members)
+        self.similarity_fn = "cosine" if all(m.similarity_fn == "cosine" for m in members) else "dot"
+
+    # the first member's device and model stand for the teacher where one is named (speed reports its dtype)
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    @property
+    def model(self) -> PreTrainedModel:
+        return self.members[0].model
+
+    def _shared(name: str):  # noqa: N805 - a property factory used in the class body
+        def get(self):
+            return getattr(self.members[0], name)
+
+        def set_(self, value) -> None:
+            for member in self.members:
+                setattr(member, name, value)
+
+        return property(get, set_, doc=f"Every member's ``{name}`` (set on all of them).")
+
+    batch_size = _shared("batch_size")
+    max_length = _shared("max_length")
+    query_max_length = _shared("query_max_length")
+    show_progress = _shared("show_progress")
+    del _shared
+
+    @property
+    def fingerprint(self) -> str:
+        return Hasher.hash({"class": type(self).__name__, "members": [m.fingerprint for m in self.members]})
+
+    def role_settings(self, role: str) -> tuple[str, int]:
+        """The first member's ``(prompt, max_length)`` of ``role`` (the fingerprint covers every member's)."""
+        return self.members[0].role_settings(role)
+
+    def clear_memo(self) -> None:
+        for member in self.members:
+            member.clear_memo()
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str], role: str = "document", *, remember: bool = True) -> torch.Tensor:
+        """``(len(texts), H_1 + ... + H_k)``: the members' embeddings side by side, each part unit-length where
+        its member scores by cosine, all scaled by ``1/sqrt(k)``."""
+        if not texts:
+            return torch.empty(0)
+        scale = len(self.members) ** -0.5
+        parts = []
+        for member in self.members:
+            part = member.embed(texts, role=role, remember=remember)
+            if member.similarity_fn == "cosine":
+                part = torch.nn.functional.normalize(part, dim=-1)
+            parts.append(part * scale)
+        return torch.cat(parts, dim=-1)
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
+        """The mean of the members' scores per pair ``(len,)``."""
+        return np.mean([m.score_pairs(queries, documents) for m in self.members], axis=0)
+
+
 # A teacher is a scorer loaded with ``from_pretrained``; the names say what they are used for.
 BiEncoderTeacher = BiEncoderScorer
 CrossEncoderTeacher = CrossEncoderScorer
@@ -383,6 +464,7 @@ __all__ = [
     "BiEncoderTeacher",
     "CrossEncoderScorer",
     "CrossEncoderTeacher",
+    "MeanScoreScorer",
     "TeacherScorer",
     "eval_mode",
     "weights_fingerprint",
