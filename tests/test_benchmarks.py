@@ -341,3 +341,37 @@ def test_one_report_module_prints_a_runner_table_under_its_section(capsys):
     out = capsys.readouterr().out
     assert "## 10. Retrieval distillation on SciFact" in out
     assert "| mpnet-2l-nolabel --eval_teacher false | 42 | 31.99 | 58.63 |" in out
+
+
+def test_retrieval_grid_dev_split_never_trains_or_tests_on_its_queries(tmp_path):
+    """The grid's dev claims are judged train claims: none is a training query, none a test query, and each keeps
+    every judgement of qrels/train.tsv; the learning rate is chosen on seed-42 dev alone."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.retrieval import DEV_QUERIES, SCIFACT, chosen_lr, dev_folder, grid_report
+    from hf_margin.evaluation.retrieval import load_beir
+
+    folder = dev_folder(tmp_path)
+    dev, test = load_beir(folder, "dev"), load_beir(folder, "test")
+    train = load_beir(SCIFACT, "train")
+    training = set((folder / "train-queries.txt").read_text().splitlines())
+    assert len(dev.queries) == DEV_QUERIES and not training & set(dev.queries.values())
+    assert not set(test.queries.values()) & set(dev.queries.values())
+    assert all(dev.qrels[q] == train.qrels[q] for q in dev.qrels)
+    unlabelled = set((SCIFACT / "unlabelled.txt").read_text().splitlines())
+    assert training == unlabelled - set(dev.queries.values())
+
+    def run(loss, lr, seed, dev_ndcg, test_ndcg):
+        return {"loss": loss, "lr": lr, "seed": seed, "dev_ndcg@10": dev_ndcg, "test_ndcg@10": test_ndcg,
+                "test_mrr@10": test_ndcg - 3}  # fmt: skip
+
+    records = [
+        run("margin_mse", 1e-4, 42, 50, 55),
+        run("margin_mse", 2e-4, 42, 52, 54),
+        run("margin_mse", 2e-4, 43, 0, 56),
+    ]
+    records += [run("deadzone_0.25", 1e-4, 42, 51, 90), run("deadzone_0.25", 5e-5, 42, 49, 58)]
+    records += [run("deadzone_0.25", 1e-4, 43, 0, 59)]
+    assert chosen_lr(records, "margin_mse") == 2e-4  # the test figure (55 at 1e-4) plays no part
+    table = grid_report(records)
+    assert "| margin_mse | 0.0001: 50.00, **0.0002: 52.00** | 0.0002 | 2 | 55.00 ± 1.41 |" in table
+    assert "| deadzone_0.25 | 5e-05: 49.00, **0.0001: 51.00** | 0.0001 | 2 | 74.50 ± 21.92 | +19.50 [" in table

@@ -148,6 +148,34 @@ def test_a_teacher_of_another_family_distils_into_the_student_with_gold_pairs_mi
     assert "% gold" in (out / "README.md").read_text()
 
 
+def test_a_dev_split_is_reported_at_the_end_and_its_queries_may_not_train(tmp_path, teacher_dir, capsys):
+    """dev_split (carved from judged train queries, as a learning-rate choice needs) is evaluated before, after and
+    for the teacher beside the test split; a dev query among the training queries is refused before any model
+    loads, and a gold pair whose query is a dev query is left out."""
+    folder, _ = write_beir(tmp_path / "beir")
+    unlabelled = (folder / "unlabelled.txt").read_text().split("\n")[:-1]
+    dev = unlabelled[:3]
+    (folder / "queries-dev.jsonl").write_text(
+        "".join(json.dumps({"_id": f"v{i}", "text": q}) + "\n" for i, q in enumerate(dev))
+    )
+    (folder / "qrels" / "dev.tsv").write_text("".join(f"v{i}\td{i + 1}\t1\n" for i in range(3)))
+    (folder / "queries-train.jsonl").write_text(
+        json.dumps({"_id": "v0", "text": dev[0]}) + "\n" + json.dumps({"_id": "t1", "text": "sun1 sea1"}) + "\n"
+    )
+    (folder / "qrels" / "train.tsv").write_text("v0\td1\t1\nt1\td2\t1\n")
+    out = tmp_path / "out"
+    argv = ["train", *TRAIN, *MINING, "--task", "retrieval", "--data_dir", str(folder), "--teacher", str(teacher_dir)]
+    argv += ["--dev_split", "dev", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache")]
+    assert main(argv) == 2
+    assert "3 evaluation queries of qrels/dev.tsv are training queries" in capsys.readouterr().err
+    (tmp_path / "train-queries.txt").write_text("\n".join(unlabelled[3:]) + "\n")
+    assert main([*argv, "--query_file", str(tmp_path / "train-queries.txt"), "--gold_split", "train"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["evaluation"]) == {"beir", "beir_dev"}
+    assert set(metrics["evaluation"]["beir_dev"]["ndcg@10"]) == {"before", "after", "teacher"}
+    assert metrics["data"]["gold_triplets"] == 1 and metrics["data"]["corpus_triplets"] == len(unlabelled) - 3
+
+
 def test_a_mean_score_teacher_of_two_families_builds_the_set_from_the_mean_of_their_scores(tmp_path, teacher_dir):
     """--teacher_ensemble: the two teachers (another tokenizer and width each) rank the corpus by the mean of their
     cosines, so every built triplet's teacher scores are that mean; the card and metrics name both teachers."""

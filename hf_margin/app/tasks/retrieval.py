@@ -80,7 +80,8 @@ def build_retrieval_task(
     corpus_file = data_args.corpus_file or folder / "corpus.jsonl"
     documents = load_corpus(corpus_file)
     test = load_beir(folder, split=eval_args.ir_split)
-    evaluation = {q.strip() for q in test.queries.values()}
+    dev = load_beir(folder, split=data_args.dev_split) if data_args.dev_split else None
+    evaluation = {q.strip() for judged in (test, dev) if judged is not None for q in judged.queries.values()}
     queries, source, named = load_corpus(query_file), str(query_file), Path(query_file).name
     if data_args.title_queries:
         titles = title_queries(corpus_file, data_args.title_queries, evaluation)
@@ -94,16 +95,18 @@ def build_retrieval_task(
         if len(kept) < len(gold):
             logger.warning(
                 "qrels/%s.tsv: %d pairs left out, their queries are also evaluation queries of qrels/%s.tsv",
-                data_args.gold_split, len(gold) - len(kept), eval_args.ir_split,
+                data_args.gold_split, len(gold) - len(kept),
+                f"{eval_args.ir_split}.tsv or qrels/{data_args.dev_split}" if dev else eval_args.ir_split,
             )  # fmt: skip
         gold = kept
     queries = set(unlabelled.queries)
-    leaked = [q for q in test.queries.values() if q.strip() in queries]
-    if leaked:
-        raise UserError(
-            f"retrieval task: {len(leaked)} evaluation queries of qrels/{eval_args.ir_split}.tsv are training queries "
-            f"(e.g. {leaked[0][:60]!r}): remove them from {query_file} or pick another ir_split"
-        )
+    for split, judged in ((eval_args.ir_split, test), (data_args.dev_split, dev)):
+        leaked = [q for q in judged.queries.values() if q.strip() in queries] if judged is not None else []
+        if leaked:
+            raise UserError(
+                f"retrieval task: {len(leaked)} evaluation queries of qrels/{split}.tsv are training queries "
+                f"(e.g. {leaked[0][:60]!r}): remove them from {query_file} or pick another split"
+            )
     if data_args.query_generator:  # written queries never repeat an evaluation query either
         unlabelled = with_generated_queries(unlabelled, data_args)
         unlabelled.queries = [q for q in unlabelled.queries if q not in evaluation]
@@ -111,8 +114,9 @@ def build_retrieval_task(
     final = {name: RetrievalEvaluator(test, name=name)}
     final[name].source = str(folder)
     during = dict(user_evaluators(eval_args, args))
-    if data_args.dev_split:
-        during[f"{name}_dev"] = RetrievalEvaluator(load_beir(folder, split=data_args.dev_split), name=f"{name}_dev")
+    if dev is not None:  # during training (eval_strategy) and at the end, beside the test split
+        during[f"{name}_dev"] = final[f"{name}_dev"] = RetrievalEvaluator(dev, name=f"{name}_dev")
+        final[f"{name}_dev"].source = str(folder)
     teacher_ref = model_args.teacher or DEFAULT_TEACHER
     require_bi_encoder_miner(model_args, data_args, teacher_ref)
     checked_model_path(model_args.student or teacher_ref, "student")
