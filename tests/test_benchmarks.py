@@ -375,3 +375,30 @@ def test_retrieval_grid_dev_split_never_trains_or_tests_on_its_queries(tmp_path)
     table = grid_report(records)
     assert "| margin_mse | 0.0001: 50.00, **0.0002: 52.00** | 0.0002 | 2 | 55.00 ± 1.41 |" in table
     assert "| deadzone_0.25 | 5e-05: 49.00, **0.0001: 51.00** | 0.0001 | 2 | 74.50 ± 21.92 | +19.50 [" in table
+
+
+def test_report_prints_the_memory_gpu_and_corpus_tables_as_benchmarks_md_shows(capsys):
+    """benchmarks/report.py prints sections 5, 6, 9 (memory of corpus mode) and 11 from their committed results with
+    BENCHMARKS.md's figures: a printer that drifts from the document (a column, a rounding) fails here."""
+    from benchmarks import report
+
+    names = ["stream_memory", "gpu_throughput", "gpu_runs", "corpus_memory", "corpus_search", "corpus_build"]
+    report.main(["--only", *names])
+    out = capsys.readouterr().out
+    assert "## 5. Streamed data, memory" in out and "## 11. Corpora of 100k to 1M texts" in out
+    assert "| 20,000 | 523 MB | 589 MB |" in out
+    assert "| 80,000 | 531 MB | 612 MB |" in out
+    assert "| 256 × 4 | 2,049, 13,036, 12,891 | 1,111, 1,017, 1,568 | **×8.22** | ≥ 1.3 |" in out
+    assert "| 32 × 1 | 218, 1,918, 2,175 | 139, 943, 884 | **×2.03** | ≥ 1.0 |" in out
+    assert "| DeepSpeed ZeRO-2 (`zero2.yaml`, 50 steps), first session | 297 | 733 MiB | 56 s |" in out
+    assert "| 1,172 | 762 MiB | **44 s** (23 s of training); STS-B test Spearman 78.73 |" in out
+    assert "| real MiniLM, before the fix below | 30,000 | build | 1,684 MB (527) | 130 s |" in out
+    assert "| 0-layer stub | 1,000,000 | embed only | 3,802 MB (721) | 467 s |" in out
+    assert "| exact (chunked, PyTorch) | 0 | 254 | 1.000 | 1.000 | 1,295 |" in out
+    assert (
+        "| FAISS IVF-PQ (nlist 1,265, nprobe 16, 96 codes of 8 bits, 4x candidates re-scored) | 77 | 58 | 0.961 " in out
+    )
+    assert "| FAISS flat | 0.5 | 442 | 1.000 | 1.000 | 1,461 |" in out
+    assert "| triplets built | 1,000,000 |" in out and "| wall time | 39 min |" in out
+    assert "| recall@30 against exact search, 1,000 sampled queries | 0.975 |" in out
+    assert "| peak RSS | 2,059 MiB |" in out

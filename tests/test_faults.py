@@ -255,3 +255,22 @@ def test_empty_dataset_after_a_filter_through_the_trainer_path():
     data = Dataset.from_dict({"query": ["a"], "positive": ["b"], "negatives": [["c"]]}).filter(lambda r: False)
     with pytest.raises(DataValidationError, match="0 rows|empty"):
         normalize_dataset(data)
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_a_file_is_written_whole_or_not_at_all(tmp_path, fsync):
+    """Guards every cache and report write (checksums, shards, margins, metrics.json, ONNX files): a block that
+    fails leaves the old file as it was and no temporary file; one that finishes replaces the file in one rename."""
+    from hf_margin.data.cache import written_whole
+
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), written_whole(target, fsync=fsync) as tmp:
+        tmp.write_text("half a fi")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    with written_whole(target, fsync=fsync) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith("tmp")  # a cache entry's cleanup finds it
+        tmp.write_text("new")
+        assert target.read_text() == "old"
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from datasets.fingerprint import Hasher
 from hf_margin.app.arguments import DataArguments, ModelArguments
 from hf_margin.app.loading import teacher_name
 from hf_margin.app.tasks.common import Evaluator, TaskData
+from hf_margin.data.cache import written_whole
 from hf_margin.data.margins import default_cache_dir
 from hf_margin.evaluation.evaluators import RetrievalEvaluator, StsEvaluator
 from hf_margin.training.config import MarginDistillConfig
@@ -48,9 +48,8 @@ def teacher_results(evaluators: dict[str, Evaluator], teacher: Any, cache_dir: s
         pass
     results = run_evaluators(evaluators, teacher)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")  # written whole, then renamed: never half a file
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(results))
     return results
 
 

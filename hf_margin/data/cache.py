@@ -29,6 +29,24 @@ logger = logging.getLogger(__name__)
 CHUNK = 8 * 2**20
 
 
+@contextlib.contextmanager
+def written_whole(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Path]:
+    """A temporary name beside ``path`` (``tmp-<pid>-<name>``) for the block to write; renamed onto ``path`` once the
+    block finished (after an fsync of the file where ``fsync``), removed if the block fails. A reader sees the old
+    file or the whole new one, never half of it; in a cache folder a killed run's leftover is cleared under the
+    entry's lock (its name starts with ``tmp``)."""
+    path = Path(path)
+    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes, read in 8 MiB chunks."""
     digest = hashlib.sha256()
@@ -168,12 +186,8 @@ class CacheEntry:
             "rows": rows,
             "columns": list(columns),
         }
-        tmp = self.folder / f"tmp-checksum-{os.getpid()}.json"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(record, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.checksum_file)
+        with written_whole(self.checksum_file, fsync=True) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
-__all__ = ["CacheEntry", "file_sha256"]
+__all__ = ["CacheEntry", "file_sha256", "written_whole"]

@@ -27,7 +27,7 @@ import torch
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
-from hf_margin.data.cache import CacheEntry, file_sha256
+from hf_margin.data.cache import CacheEntry, file_sha256, written_whole
 
 logger = logging.getLogger(__name__)
 
@@ -78,25 +78,13 @@ def _shard_ok(folder: Path, shard: int, start: int, rows: int) -> bool:
     return record.get("sha256") == file_sha256(data)
 
 
-def _write_atomic_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_shard(folder: Path, shard: int, start: int, array: np.ndarray) -> None:
     data, meta = _shard_files(folder, shard)
-    _write_atomic_npy(data, array)
+    with written_whole(data, fsync=True) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)  # a file object: np.save adds no ".npy" to it
     record = {"start": start, "rows": int(array.shape[0]), "bytes": data.stat().st_size, "sha256": file_sha256(data)}
-    tmp = meta.with_name(f"tmp-{os.getpid()}-{meta.name}")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, meta)
+    with written_whole(meta, fsync=True) as tmp:
+        tmp.write_text(json.dumps(record) + "\n")
 
 
 def _join_shards(entry: CacheEntry, num_texts: int, shard_size: int, dtype: str) -> None:
@@ -104,16 +92,13 @@ def _join_shards(entry: CacheEntry, num_texts: int, shard_size: int, dtype: str)
     folder = entry.folder
     num_shards = -(-num_texts // shard_size)
     width = np.load(_shard_files(folder, 0)[0], mmap_mode="r").shape[1]
-    tmp = folder / f"tmp-{os.getpid()}-{entry.file_name}"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(num_texts, width))
-    for shard in range(num_shards):
-        part = np.load(_shard_files(folder, shard)[0], mmap_mode="r")
-        out[shard * shard_size : shard * shard_size + part.shape[0]] = part
-    out.flush()
-    del out
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, entry.data_file)
+    with written_whole(entry.data_file, fsync=True) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(num_texts, width))
+        for shard in range(num_shards):
+            part = np.load(_shard_files(folder, shard)[0], mmap_mode="r")
+            out[shard * shard_size : shard * shard_size + part.shape[0]] = part
+        out.flush()
+        del out
     entry.seal(rows=num_texts, columns=[f"{dtype}[{width}]"])
     _remove_shards(folder)
 

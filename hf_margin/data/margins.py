@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from datasets.arrow_writer import ArrowWriter
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
-from hf_margin.data.cache import CacheEntry
+from hf_margin.data.cache import CacheEntry, written_whole
 from hf_margin.data.columns import (
     NEGATIVES,
     POSITIVE,
@@ -405,10 +404,8 @@ def _score_stream(
             "replace them with this teacher's, or train on them as they are"
         )
     score = _margin_scorer(teacher, neg_col)
-    fd, tmp = tempfile.mkstemp(dir=entry.folder, prefix="tmp-", suffix=".arrow")
-    os.close(fd)
     offset, writer = 0, None
-    try:
+    with written_whole(entry.data_file) as tmp:
         for batch in tqdm(dataset.iter(batch_size=batch_size), desc="Scoring teacher margins (stream)"):
             batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
             n = len(batch[QUERY])
@@ -421,18 +418,14 @@ def _score_stream(
                     pa.Table.from_pydict({k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}).schema
                 )
                 features = _scored_features(inputs)
-                writer = ArrowWriter(path=tmp, features=features)
+                writer = ArrowWriter(path=str(tmp), features=features)
             writer.write_table(pa.Table.from_pydict(batch, schema=features.arrow_schema))
             offset += n
         if writer is None:
             raise DataValidationError("the streamed dataset is empty (0 rows): there is nothing to score")
         writer.finalize()
         writer.close()
-        os.replace(tmp, entry.data_file)
-        entry.seal()
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    entry.seal()
     logger.info("Scored %d streamed rows into %s", offset, entry.data_file)
 
 

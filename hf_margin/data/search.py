@@ -23,7 +23,16 @@ from hf_margin.evaluation.retrieval import _drop_excluded, exact_search
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SEARCHES", "SEARCH_INDEXES", "SearchIndex", "SearchOptions", "choose_search", "recall_at_k", "search_top_k"]
+__all__ = [
+    "SEARCHES",
+    "SEARCH_INDEXES",
+    "SearchIndex",
+    "SearchOptions",
+    "choose_search",
+    "default_nlist",
+    "recall_at_k",
+    "search_top_k",
+]
 
 SEARCHES = ("auto", "exact", "faiss")
 SEARCH_INDEXES = ("flat", "ivf", "hnsw", "ivfpq")
@@ -127,7 +136,7 @@ def choose_search(num_documents: int, options: SearchOptions) -> tuple[str, str]
     return "faiss", f"faiss {options.index}: {size} is above auto_threshold {options.auto_threshold:,}"
 
 
-def _default_nlist(num_documents: int) -> int:
+def default_nlist(num_documents: int) -> int:
     """About ``4 * sqrt(N)`` lists, at most ``N / 39`` (so each list gets enough training points), at least 1."""
     return max(1, min(round(4 * math.sqrt(num_documents)), num_documents // MIN_POINTS_PER_LIST))
 
@@ -208,7 +217,7 @@ class SearchIndex:
             index.hnsw.efSearch = opts.ef_search
             detail = f" M={opts.hnsw_m} ef_search={opts.ef_search}"
         else:
-            nlist = opts.nlist if opts.nlist is not None else _default_nlist(n)
+            nlist = opts.nlist if opts.nlist is not None else default_nlist(n)
             if nlist > n:
                 raise ValueError(f"nlist={nlist} IVF lists for {n:,} documents: give nlist <= {n:,} (or None)")
             quantizer = faiss.IndexFlatIP(width)

@@ -20,12 +20,10 @@ Needs ``onnx`` and ``onnxruntime`` (``pip install 'hf-margin[onnx]'``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutput
 
+from hf_margin.data.cache import written_whole
 from hf_margin.models.modeling import load_student
 
 logger = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ def export_onnx(
     folder.mkdir(parents=True, exist_ok=True)
     files = {"fp32": folder / FP32_FILE}
     dynamic = {n: {0: "batch", 1: "sequence"} for n in (*names, "last_hidden_state")}
-    with _written(files["fp32"]) as tmp, warnings.catch_warnings(), torch.no_grad():
+    with written_whole(files["fp32"]) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on Python control flow over shapes
         torch.onnx.export(
             _LastHiddenState(model, names),
@@ -118,7 +117,7 @@ def export_onnx(
 
     source = files.get("O2", files["fp32"])
     files["int8"] = folder / INT8_FILE
-    with _written(files["int8"]) as tmp:
+    with written_whole(files["int8"]) as tmp:
         # Per-channel weight scales: one scale per output row keeps the student's embeddings (cosine >= 0.99
         # against PyTorch on SciFact abstracts; a per-tensor scale gave 0.83 to 0.89). 7-bit weights (reduce_range)
         # avoid the u8 x s8 overflow of x86 CPUs without VNNI; on VNNI ones they cost a little precision. The fused
@@ -133,17 +132,6 @@ def export_onnx(
         )
     logger.info("Quantised %s to %s (int8 weights per channel, dynamic activations)", source.name, files["int8"])
     return files
-
-
-@contextlib.contextmanager
-def _written(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path``, renamed onto it once the block wrote it (removed if the block fails)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _fuse(source: Path, target: Path, config) -> Path | None:
@@ -164,7 +152,7 @@ def _fuse(source: Path, target: Path, config) -> Path | None:
         logger.warning("onnxruntime's transformer fusion failed (%s); only the plain graph is written", exc)
         return None
     counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
-    with _written(target) as tmp:
+    with written_whole(target) as tmp:
         fused.save_model_to_file(str(tmp))
     logger.info("Fused %s into %s: %s", source.name, target, counts or "no transformer fusion applied")
     return target

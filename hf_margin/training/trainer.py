@@ -15,6 +15,7 @@ from datasets import Dataset
 from torch import Tensor, nn
 from transformers import PreTrainedModel, Trainer
 
+from hf_margin.data.cache import written_whole
 from hf_margin.data.columns import (
     POSITIVE,
     QUERY,
@@ -428,7 +429,5 @@ class MarginDistillTrainer(Trainer):
 
 def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     """Write JSON to a temporary file beside ``path``, then rename it: a killed run leaves no half file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
