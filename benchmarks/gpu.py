@@ -4,12 +4,20 @@
    batch 32 and 256 x 1 and 4 negatives, bf16, alternating runs, the ratio as the median over pairs.
 2. The default recipe under DeepSpeed ZeRO-2 and ZeRO-3 (one process): examples/s and peak GPU memory.
 3. The default recipe's wall time, as a user runs it (bf16 and loader workers from `gpu_defaults`).
+4. `race` (only when asked for: `--parts race`): benchmarks/race.py's fair race, both settings (host: 2 layers, 64
+   tokens; compute: 6 layers, queries 64 and documents 256 tokens) at batch 32 and 256, 4 arms (sentence-transformers
+   on its defaults and tuned, ours with and without `gpu_defaults`), `--race-pairs` alternating rounds, every run in
+   its own process: 2 x 2 x 4 x 5 = 80 processes at the defaults, so tens of seconds of start-up each come on top
+   of the steps (estimated 15 to 20 minutes; not yet timed on a GPU). Its runs go to benchmarks/results/race.jsonl
+   (`python benchmarks/race.py --report` prints them), a summary of its pair ratios to gpu.jsonl.
 
-Results are appended to benchmarks/results/gpu.jsonl, each naming the device. `--dry-run` runs every part small on
+Results are appended to benchmarks/results/gpu.jsonl, each naming the device. `--dry-run` runs the parts small on
 the CPU (fp32, batches 4 and 8, 1 and 3 negatives, the README's example data, no DeepSpeed launch: its configs are
-validated instead) so CI checks the script itself; its records go to --out and say dry_run.
+validated instead; `--parts race` as `race.py --dry-run`, its runs beside --out as `<out>-race.jsonl`; CI runs
+race.py's own dry run) so CI checks the script itself; its records go to --out and say dry_run.
 
     python benchmarks/gpu.py [--steps 12] [--pairs 3] [--zero-steps 50] [--parts throughput zero2 zero3 default]
+    python benchmarks/gpu.py --parts race [--race-pairs 5] [--race-steps 20]
     python benchmarks/gpu.py --dry-run --out /tmp/gpu-dry.jsonl
 """
 
@@ -31,7 +39,8 @@ from benchmarks.common import RESULTS, ROOT, append_jsonl, bench_args, machine
 
 RECIPE = ROOT / "recipes" / "stsb-adaptive.yaml"
 EXAMPLES = ROOT / "recipes" / "examples"
-PARTS = ("throughput", "zero2", "zero3", "default")
+PARTS = ("throughput", "zero2", "zero3", "default", "race")
+DEFAULT_PARTS = ("throughput", "zero2", "zero3", "default")  # the race is asked for by name: it takes far longer
 
 
 def setting(dry_run: bool):
@@ -73,6 +82,26 @@ def throughput(base, batch: int, negatives: int, steps: int, pairs: int, bf16: b
     }
 
 
+def race_run(dry_run: bool, pairs: int, steps: int, out: Path) -> dict:
+    """benchmarks/race.py (its dry run on the CPU) in its own process, its runs appended to ``out``; the pair ratios
+    of each setting x batch it wrote."""
+    from benchmarks.common import read_jsonl
+
+    before = len(read_jsonl(out))
+    options = ["--dry-run"] if dry_run else ["--pairs", str(pairs), "--steps", str(steps), "--batches", "32", "256"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "race.py"), *options, "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if subprocess.run(command, cwd=ROOT, env=env).returncode != 0:  # its progress prints as it goes
+        raise SystemExit(f"failed: {' '.join(command)} (its output is above; its records are in {out})")
+    ratios = [r for r in read_jsonl(out)[before:] if r.get("kind") == "ratios"]
+    return {
+        "part": "race",
+        "records": str(out),
+        "pairs": pairs if not dry_run else 1,
+        "ratios": [{k: r[k] for k in ("setting", "batch", "race_id", "summary")} for r in ratios],
+    }
+
+
 def hf_margin_run(launcher: list[str], options: list[str], out: Path, env: dict[str, str]) -> dict:
     """`hf-margin train OPTIONS` under ``launcher``; its examples/s, peak GPU memory and the student's STS-B test
     Spearman x100 after training (None when the run skipped the evaluation) from metrics.json."""
@@ -96,9 +125,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--zero-steps", type=int, default=50)
+    parser.add_argument("--race-pairs", type=int, default=5, help="Alternating rounds of the race part.")
+    parser.add_argument("--race-steps", type=int, default=20, help="Timed steps per run of the race part.")
     parser.add_argument(
-        "--parts", nargs="+", default=list(PARTS), choices=list(PARTS), help="Run only these parts (default: all)."
-    )
+        "--parts", nargs="+", default=None, choices=list(PARTS),
+        help="Run only these parts (default: all but race).",
+    )  # fmt: skip
     parser.add_argument(
         "--dry-run", action="store_true", help="Small, on the CPU: checks the script, measures nothing."
     )
@@ -107,6 +139,8 @@ def main() -> None:
     if not opts.dry_run and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU visible: run on a GPU machine, or --dry-run to check the script on the CPU")
     dry = opts.dry_run
+    if opts.parts is None:
+        opts.parts = list(DEFAULT_PARTS)
     device = "cpu (dry run)" if dry else torch.cuda.get_device_name(0)
     common = {"machine": machine(), "device": device, "dry_run": dry}
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
@@ -121,6 +155,14 @@ def main() -> None:
             record = {**throughput(base, batch, n, steps, pairs, bf16=not dry), **common}
             append_jsonl(opts.out, record)
             print(f"batch {batch} x {n} negatives: ours/peer x{record['ratio_median']:.2f}", flush=True)
+
+    if "race" in opts.parts:
+        race_out = opts.out.with_name(f"{opts.out.stem}-race.jsonl") if dry else RESULTS / "race.jsonl"
+        record = {**race_run(dry, opts.race_pairs, opts.race_steps, race_out), **common}
+        append_jsonl(opts.out, record)
+        for r in record["ratios"]:
+            medians = ", ".join(f"{k} x{v['median']:.2f}" for k, v in r["summary"].items() if v["median"])
+            print(f"race {r['setting']} batch {r['batch']}: {medians}", flush=True)
 
     accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
     with tempfile.TemporaryDirectory() as tmp:

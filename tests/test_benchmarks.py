@@ -402,3 +402,97 @@ def test_report_prints_the_memory_gpu_and_corpus_tables_as_benchmarks_md_shows(c
     assert "| triplets built | 1,000,000 |" in out and "| wall time | 39 min |" in out
     assert "| recall@30 against exact search, 1,000 sampled queries | 0.975 |" in out
     assert "| peak RSS | 2,059 MiB |" in out
+
+
+def test_race_dry_run_records_every_arm_of_both_settings_with_their_loader_settings(tmp_path):
+    """Guards benchmarks/race.py (issue 24's fair race) failing on the GPU machine after minutes of device time: its
+    CPU dry run starts every arm in its own process for both settings and records examples/s, real tokens/s and the
+    padded share, the per-pair ratios, and what differs between the arms (only the loader settings and gpu_defaults;
+    the recipe's optimiser, schedule, seed, precision and lengths are the same for all four)."""
+    from benchmarks.race import ARMS, TUNED_LOADER
+
+    out = tmp_path / "race.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/race.py", "--dry-run", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    runs = [r for r in records if r["kind"] == "run"]
+    assert sorted((r["setting"], r["arm"]) for r in runs) == sorted((s, a) for s in ("host", "compute") for a in ARMS)
+    for r in runs:
+        assert r["dry_run"] and not r.get("error") and r["machine"]["commit"] and "tree_clean" in r
+        assert r["examples_per_s"] > 0 and r["tokens_per_s"] > 0 and 0 <= r["padded_share"] < 1
+        assert r["mfu"] is None and r["device"] == "cpu" and r["precision"] == "fp32" and r["batch"] == 4
+        assert r["tokenizers_parallelism_env"] is None  # not forced off for any arm
+    for setting in ("host", "compute"):
+        arms = {r["arm"]: r for r in runs if r["setting"] == setting}
+        same = ("learning_rate", "warmup_steps", "lr_scheduler_type", "weight_decay", "seed", "optim", "bf16",
+                "per_device_train_batch_size", "max_steps", "max_grad_norm")  # fmt: skip
+        assert len({json.dumps([r["args"][k] for k in same]) for r in arms.values()}) == 1
+        assert len({(r["nonembedding_params"], r["layers"], r["negatives"]) for r in arms.values()}) == 1
+        default, tuned = arms["st-default"]["args"], arms["st-tuned"]["args"]
+        assert (default["dataloader_num_workers"], default["dataloader_persistent_workers"]) == (0, False)
+        assert default["logging_nan_inf_filter"] is True
+        assert {k: tuned[k] for k in TUNED_LOADER} == TUNED_LOADER
+        assert {k: arms["ours"]["args"][k] for k in TUNED_LOADER} == TUNED_LOADER
+        assert arms["ours"]["set_explicitly_on_cpu"] == TUNED_LOADER  # gpu_defaults does nothing on a CPU
+        assert arms["ours-plain"]["args"]["dataloader_num_workers"] == 0 and not arms["ours-plain"]["gpu_defaults"]
+    compute = next(r for r in runs if r["setting"] == "compute" and r["arm"] == "st-tuned")
+    assert (compute["query_max_length"], compute["document_max_length"]) == (64, 256)
+    assert compute["router_mapping"]["positive"] == "document"  # the peer reads documents at 256 tokens too
+    ratios = {r["setting"]: r for r in records if r["kind"] == "ratios"}
+    assert set(ratios) == {"host", "compute"}
+    for r in ratios.values():
+        assert set(r["ratios"]) == {"ours/st-tuned", "ours/st-default", "ours/ours-plain"}
+        assert all(len(v) == 1 and v[0] > 0 for v in r["ratios"].values())
+        assert r["summary"]["ours/st-tuned"]["median"] == r["ratios"]["ours/st-tuned"][0]
+    assert "### host, batch 4" in result.stdout and "### compute, batch 4" in result.stdout
+
+
+def test_race_flops_per_token_and_mfu_by_hand():
+    """F = 6 N + 12 L H S per real token; MFU = F x tokens/s / the card's peak dense bf16 FLOP/s (none on a CPU or
+    an unknown card: an L40S is not an L4)."""
+    from transformers import BertConfig, BertModel
+
+    from benchmarks.race import flops_per_token, mfu, nonembedding_params, peak_flops
+
+    assert flops_per_token(1_000_000, 2, 384, 50) == 6_000_000 + 460_800
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12 and peak_flops("NVIDIA L4") == 121e12
+    assert peak_flops("NVIDIA L40S") is None and peak_flops(None) is None
+    assert math.isclose(mfu(6_460_800, 1e6, 989e12), 6.4608e12 / 989e12)
+    assert mfu(6_460_800, 1e6, None) is None
+    # one layer, hidden 8, intermediate 16: q, k, v 3 x 72, attention output 72, LayerNorm 16, intermediate 144,
+    # output 136, LayerNorm 16 = 600; the embeddings and the pooler are not counted
+    tiny = BertModel(BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=16, max_position_embeddings=16))  # fmt: skip
+    assert nonembedding_params(tiny) == 600
+
+
+def test_race_report_lists_every_pair_ratio_with_median_and_spread():
+    """The race table: each arm's medians, and ours / arm for every pair (race and round) in round order with the
+    median and min-max; a failed run and a round missing ours give no ratio."""
+    from benchmarks.race import report
+
+    def run(arm, round_, eps, **extra):
+        return {"kind": "run", "setting": "compute", "batch": 32, "race_id": "r1", "round": round_, "arm": arm,
+                "examples_per_s": eps, "tokens_per_s": eps * 50, "padded_share": 0.25, "mfu": None,
+                "device": "NVIDIA H200", "precision": "bf16", "machine": {"commit": "abc1234"}, "tree_clean": True,
+                **extra}  # fmt: skip
+
+    records = []
+    rounds = [(100, 100, 50, 125), (120, 100, 60, 100), (90, 100, 30, 90)]  # ours, st-tuned, st-default, ours-plain
+    for round_, (ours, tuned, default, plain) in enumerate(rounds):
+        records += [run("ours", round_, ours), run("st-tuned", round_, tuned), run("st-default", round_, default),
+                    run("ours-plain", round_, plain)]  # fmt: skip
+    records += [run("st-tuned", 3, 1.0), run("ours", 4, 0.0, error="exit 1"), run("st-tuned", 4, 5.0)]
+    records.append({"kind": "ratios", "setting": "compute", "batch": 32})
+    lines = report(records).splitlines()
+    assert lines[0] == "### compute, batch 32: NVIDIA H200, bf16"
+    assert lines[2] == "Commit abc1234 (clean tree); 3 pair(s)."
+    assert "| st-tuned | 100.0 | 5,000 | 25.0 % | – | ×1.00, ×1.20, ×0.90 | **×1.00** | ×0.90–×1.20 |" in lines
+    assert "| st-default | 50.0 | 2,500 | 25.0 % | – | ×2.00, ×2.00, ×3.00 | **×2.00** | ×2.00–×3.00 |" in lines
+    assert "| ours | 100.0 | 5,000 | 25.0 % | – | – | – | – |" in lines
+    assert "| ours-plain | 100.0 | 5,000 | 25.0 % | – | ×0.80, ×1.20, ×1.00 | **×1.00** | ×0.80–×1.20 |" in lines
