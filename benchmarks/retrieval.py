@@ -1,7 +1,7 @@
 """Retrieval distillation on SciFact (the retrieval issue's goals): students from the MiniLM (and, where `make mpnet`
-installed it, the mpnet) teacher, with no labels (query-corpus mode on the unlabelled claims) or with the 919
-labelled train pairs added; nDCG@10 / MRR@10 / Recall@100 on the 300 test claims beside the student's and
-teacher's encoding speed, from each run's own metrics.json. Each run is `hf-margin train
+installed it, the mpnet) teacher, or from the mean score of both (`mean-*` arms), with no labels (query-corpus mode
+on the unlabelled claims) or with the 919 labelled train pairs added; nDCG@10 / MRR@10 / Recall@100 on the 300 test
+claims beside the student's and teacher's encoding speed, from each run's own metrics.json. Each run is `hf-margin train
 recipes/scifact-distil.yaml` plus the arm's options, in its own process; finished (arm, options, seed) runs are skipped.
 
     python benchmarks/retrieval.py --arms minilm-2l-nolabel minilm-2l-gold --seeds 42 43 44
@@ -47,6 +47,18 @@ ARMS: dict[str, list[str]] = {
     "mpnet-2l-nolabel": ["--teacher", MPNET, *ALL_LAYERS[:2], "--student_layers", "0", "5"],
     "mpnet-6l-nolabel": ["--teacher", MPNET, *ALL_LAYERS],
     "mpnet-6l-gold": ["--teacher", MPNET, *ALL_LAYERS, "--gold_split", "train"],
+    # both teachers at once: the mean of mpnet's and MiniLM's cosine scores ranks the corpus and gives the margins
+    "mean-6l-nolabel": ["--teacher", MPNET, "--teacher_ensemble", ALL_LAYERS[1], *ALL_LAYERS],
+    "mean-2l-nolabel": [
+        "--teacher",
+        MPNET,
+        "--teacher_ensemble",
+        ALL_LAYERS[1],
+        *ALL_LAYERS[:2],
+        "--student_layers",
+        "0",
+        "5",
+    ],  # fmt: skip
 }
 
 
