@@ -91,6 +91,17 @@ def fresh_student(model_args):
     return load_student(path, layers=model_args.student_layers), AutoTokenizer.from_pretrained(path)
 
 
+def next_rate(dev: dict[float, float]) -> float | None:
+    """The learning-rate grids' rule (sections 8 and 10): the rate to run next when the best dev figure is at the
+    grid's edge (x2 above the top, /2 below the bottom), None once dev falls on both sides of the best."""
+    best = max(dev, key=dev.get)
+    if best == max(dev):
+        return best * 2
+    if best == min(dev):
+        return best / 2
+    return None
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:

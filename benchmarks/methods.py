@@ -43,7 +43,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import FIRST_TWO_LAYERS, GOLD_ONLY, RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    FIRST_TWO_LAYERS,
+    GOLD_ONLY,
+    RESULTS,
+    append_jsonl,
+    machine,
+    next_rate,
+    read_jsonl,
+)
 
 OUT = RESULTS / "methods.jsonl"
 RECIPES = {
@@ -306,13 +314,9 @@ def choose(
             break
         grown = False
         for (s, _, a), grid in grids.items():
-            dev = {lr: runner.done[(s, a, float(lr), seed, 2)]["dev_spearman"] for lr in grid}
-            best = max(dev, key=dev.get)
-            if best == max(grid):
-                grid.append(best * 2)
-                grown = True
-            elif best == min(grid):
-                grid.insert(0, best / 2)
+            rate = next_rate({lr: runner.done[(s, a, float(lr), seed, 2)]["dev_spearman"] for lr in grid})
+            if rate is not None:
+                grid[:] = sorted([*grid, rate])
                 grown = True
         if not grown:
             break

@@ -32,7 +32,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl, train_run, tree_is_clean  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    append_jsonl,
+    machine,
+    next_rate,
+    read_jsonl,
+    train_run,
+    tree_is_clean,
+)
 from benchmarks.methods import mean_sd, paired_diff  # noqa: E402
 
 OUT = RESULTS / "retrieval.jsonl"
@@ -156,10 +164,9 @@ def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Pa
         for loss in losses:  # a best rate at the grid's edge: extend (x2 or /2) until dev falls on both sides
             for _ in range(MAX_EXTENSIONS):
                 dev = {r["lr"]: r["dev_ndcg@10"] for r in read_jsonl(out) if r["loss"] == loss and r["seed"] == 42}
-                best = max(dev, key=dev.get)
-                if min(dev) < best < max(dev):
+                if (rate := next_rate(dev)) is None:
                     break
-                run(loss, best * 2 if best == max(dev) else best / 2, 42)
+                run(loss, rate, 42)
         for loss in losses:
             for seed in seeds:
                 run(loss, chosen_lr(read_jsonl(out), loss), seed)
