@@ -193,6 +193,9 @@ def test_flagembedding_scores_plus_named_teacher_is_refused_unless_rescore(tmp_p
     argv = ["train", "--train_file", str(data), "--teacher", str(teacher_dir), *TRAIN]
     assert main([*argv, "--output_dir", str(tmp_path / "x")]) == 2
     assert "carries teacher scores (pos_scores+neg_scores)" in capsys.readouterr().err
+    only_more = ["train", "--train_file", str(data), "--teacher_ensemble", str(teacher_dir), *TRAIN]
+    assert main([*only_more, "--output_dir", str(tmp_path / "x")]) == 2  # a mean-score teacher is a teacher too
+    assert f"a teacher ({teacher_dir}) was named" in capsys.readouterr().err
     metrics = run(tmp_path, "--train_file", str(data), "--teacher", str(teacher_dir), "--rescore", "true")
     assert metrics["data"]["score_source"] == "pos_scores+neg_scores"  # what the data held; then rescored
     card = (tmp_path / "out" / "README.md").read_text()

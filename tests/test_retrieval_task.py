@@ -88,6 +88,14 @@ def test_own_queries_and_corpus_train_without_labels(tmp_path, teacher_dir):
         (
             ["--task", "retrieval", "--data_dir", "B", "--teacher_type", "cross-encoder", "--teacher_ensemble", "B"],
             "teacher_ensemble averages bi-encoders",
+        ),
+        (
+            ["--task", "retrieval", "--data_dir", "B", "--teacher_similarity", "dot", "--teacher_ensemble", "B"],
+            "teacher_similarity cosine",
+        ),
+        (
+            ["--task", "retrieval", "--data_dir", "B", "--teacher_ensemble", "no/such/teacher"],
+            "'no/such/teacher': no such directory",
         ),  # fmt: skip
     ],
 )
@@ -173,6 +181,8 @@ def test_a_dev_split_is_reported_at_the_end_and_its_queries_may_not_train(tmp_pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["evaluation"]) == {"beir", "beir_dev"}
     assert set(metrics["evaluation"]["beir_dev"]["ndcg@10"]) == {"before", "after", "teacher"}
+    results = yaml.safe_load((out / "README.md").read_text().split("---")[1])["model-index"][0]["results"]
+    assert results and all("beir_dev" not in r["metrics"][0]["name"] for r in results)  # dev chose; test is reported
     assert metrics["data"]["gold_triplets"] == 1 and metrics["data"]["corpus_triplets"] == len(unlabelled) - 3
 
 

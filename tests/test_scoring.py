@@ -163,12 +163,10 @@ def test_scoring_restores_a_training_model_to_training_mode(tokenizer, bi_encode
 # --------------------------------------------------------------------------------------------- mean-score teacher
 
 
-@pytest.mark.parametrize("similarity_fn", ["cosine", "dot"])
-def test_mean_score_teacher_scores_the_mean_of_its_members_and_its_embeddings_agree(
-    tokenizer, sharp_bi_encoder, similarity_fn
-):
-    """Guards the side-by-side embedding: the dot product of two of its rows must be the mean of the members'
-    scores (so search, mining and evaluation rank by the mean), and with cosine members every row is unit-length."""
+def test_mean_score_teacher_scores_the_mean_of_its_members_and_its_embeddings_agree(tokenizer, sharp_bi_encoder):
+    """Guards the side-by-side embedding: the dot product of two of its rows (each unit-length) must be the mean of
+    the members' cosines, so search, mining and evaluation rank by the mean; queries are embedded with each
+    member's own query prompt and length (an E5-style member beside a plain one)."""
     from transformers import BertModel
 
     from .conftest import sharpen, tiny_config
@@ -176,19 +174,19 @@ def test_mean_score_teacher_scores_the_mean_of_its_members_and_its_embeddings_ag
     torch.manual_seed(5)
     wider = sharpen(BertModel(tiny_config(len(tokenizer), hidden_size=48), add_pooling_layer=False), seed=2)
     members = [
-        teacher_for(sharp_bi_encoder, tokenizer, similarity_fn=similarity_fn, batch_size=2),
-        teacher_for(wider, tokenizer, similarity_fn="cosine", pooling="cls"),
+        teacher_for(sharp_bi_encoder, tokenizer, batch_size=2, query_prompt="sea1 ", query_max_length=3),
+        teacher_for(wider, tokenizer, pooling="cls"),
     ]
     mean = MeanScoreScorer(members)
     want = (members[0].score_pairs(QUERIES, DOCUMENTS) + members[1].score_pairs(QUERIES, DOCUMENTS)) / 2
     np.testing.assert_allclose(mean.score_pairs(QUERIES, DOCUMENTS), want, atol=1e-6)
-    q, d = mean.embed(QUERIES, role="query"), mean.embed(DOCUMENTS)
-    assert q.shape == (len(QUERIES), 32 + 48)
+    q, d = mean.embed_queries(QUERIES), mean.embed(DOCUMENTS)
+    assert q.shape == (len(QUERIES), 32 + 48) and mean.similarity_fn == "cosine"
     np.testing.assert_allclose((q * d).sum(-1).numpy(), want, atol=1e-5)
-    assert mean.similarity_fn == similarity_fn
-    if similarity_fn == "cosine":
-        np.testing.assert_allclose(q.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(q.norm(dim=-1).numpy(), 1.0, atol=1e-5)
     assert np.ptp(want - members[0].score_pairs(QUERIES, DOCUMENTS)) > 0.01  # the second member really counts
+    plain = (mean.embed(QUERIES) * d).sum(-1).numpy()
+    assert np.abs(plain - want).max() > 1e-3  # the query role (prompt, 3 tokens) really was used
 
 
 def test_mean_score_teacher_sets_options_on_every_member_and_fingerprints_them_all(tokenizer, bi_encoder):
@@ -201,14 +199,24 @@ def test_mean_score_teacher_sets_options_on_every_member_and_fingerprints_them_a
     assert mean.role_settings("document") == ("", 12) and mean.fingerprint != before
     mean.max_length = 256
     assert mean.fingerprint == before
+    members[1].max_length = 40
+    from hf_margin.evaluation.throughput import encoding_throughput
+
+    assert encoding_throughput(mean, QUERIES, max_length=8)["max_length"] == 8
+    assert [m.max_length for m in members] == [256, 40]  # each member's own length comes back after timing
+    members[1].max_length = 256
     with torch.no_grad():
         members[1].model.get_parameter("encoder.layer.0.output.dense.bias").add_(1e-3)
     assert mean.fingerprint != before  # the second member's weights count
 
 
-def test_mean_score_teacher_refuses_one_member_or_a_cross_encoder(tokenizer, bi_encoder, cross_encoder):
+def test_mean_score_teacher_refuses_one_member_a_dot_product_member_or_a_cross_encoder(
+    tokenizer, bi_encoder, cross_encoder
+):
     with pytest.raises(ValueError, match="at least 2"):
         MeanScoreScorer([teacher_for(bi_encoder, tokenizer)])
+    with pytest.raises(ValueError, match=r"member\(s\) \[1\] score by dot product"):
+        MeanScoreScorer([teacher_for(bi_encoder, tokenizer), teacher_for(bi_encoder, tokenizer, similarity_fn="dot")])
     with pytest.raises(ValueError, match="bi-encoders only; got CrossEncoderScorer"):
         MeanScoreScorer(
             [teacher_for(bi_encoder, tokenizer), CrossEncoderTeacher(cross_encoder, tokenizer, device="cpu")]

@@ -45,7 +45,7 @@ class ModelArguments:
         metadata={
             "help": "More bi-encoder teachers (Hub ids or local directories): the teacher's score becomes the mean "
             "of --teacher's and theirs, e.g. a bigger teacher with the student's own family. Each embeds with its "
-            "own tokenizer, with the teacher's pooling and similarity."
+            "own tokenizer, with the teacher's pooling; cosine scores only."
         },
     )
     teacher_pooling: str = field(default="mean", metadata={"help": "Bi-encoder teacher pooling: 'mean' or 'cls'."})
@@ -70,9 +70,10 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
 
     def __post_init__(self) -> None:
-        if self.teacher_ensemble and self.teacher_type != "bi-encoder":
+        if self.teacher_ensemble and (self.teacher_type != "bi-encoder" or self.teacher_similarity != "cosine"):
             raise UserError(
-                "teacher_ensemble averages bi-encoders' cosine or dot scores: drop it, or use a bi-encoder teacher"
+                "teacher_ensemble averages bi-encoders' cosine scores: drop it, or use a bi-encoder teacher with "
+                "teacher_similarity cosine"
             )
 
 

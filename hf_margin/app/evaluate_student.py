@@ -15,8 +15,8 @@ from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from hf_margin.app.arguments import DataArguments, EvalArguments, ModelArguments, UserError
-from hf_margin.app.loading import checked_model_path, load_checked, load_teacher
+from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
+from hf_margin.app.loading import checked_model_path, load_checked, load_teacher, teacher_name
 from hf_margin.app.report import evaluation_table, quality_kept, run_evaluators, teacher_results, texts_for_speed
 from hf_margin.app.stsb import load_stsb, stsb_evaluators
 from hf_margin.app.tasks.common import Evaluator, user_evaluators
@@ -121,7 +121,7 @@ def teacher_comparison(
     figures = teacher_results(evaluators, teacher, data_args.cache_dir)
     teacher_speed = encoding_throughput(teacher, texts, max_length=speed["max_length"] if speed else None)
     return {
-        "teacher": {"model": model_args.teacher, **figures},
+        "teacher": {"model": teacher_name(model_args, model_args.teacher or DEFAULT_TEACHER), **figures},
         "teacher_speed": teacher_speed,
         "speedup": speed_summary(speed, teacher_speed)["speedup"],
         "quality_kept": quality_kept(evaluation_table({"after": result, "teacher": figures})),

@@ -36,6 +36,12 @@ def checked_model_path(reference: str, role: str) -> str:
     return resolved
 
 
+def check_teachers(model_args: ModelArguments, reference: str | None) -> None:
+    """Refuse early (before any model loads) a teacher, or a member of ``teacher_ensemble``, that cannot load."""
+    for ref in [reference, *(model_args.teacher_ensemble or [])] if reference else []:
+        checked_model_path(ref, "teacher")
+
+
 def load_checked(role: str, reference: str, loader: Callable[[str], Any]) -> Any:
     """``loader(path)`` of the checked ``reference``; a failure to load is one :class:`UserError` line."""
     path = checked_model_path(reference, role)
@@ -58,6 +64,7 @@ def load_teacher(
             reference,
             lambda p: CrossEncoderScorer.from_pretrained(p, apply_sigmoid=model_args.teacher_sigmoid, **common),
         )
+    check_teachers(model_args, reference)  # every path refused before the first model loads
     members = [
         load_checked(
             "teacher",

@@ -140,6 +140,8 @@ def _model_index(table: dict[str, dict[str, dict[str, float]]], task: TaskData) 
     evaluator_of = task.final_evaluators
     out = []
     for name, metrics in table.items():
+        if name.endswith("_dev"):  # a dev split chose the run's settings: the Hub index lists held-out figures only
+            continue
         stsb = name.startswith("stsb_test")
         source = str(getattr(evaluator_of.get(name), "source", name))
         if Path(source).exists():  # a local folder or file: its name, never this machine's path, on the Hub

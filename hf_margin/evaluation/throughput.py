@@ -30,7 +30,8 @@ def encoding_throughput(
     if not hasattr(scorer, "embed") or not texts:
         return None
     texts = list(dict.fromkeys(texts))
-    own = scorer.batch_size, scorer.max_length, getattr(scorer, "query_max_length", None)
+    parts = getattr(scorer, "members", [scorer])  # a mean-score teacher: each member's own settings come back
+    own = [(p.batch_size, p.max_length, getattr(p, "query_max_length", None)) for p in parts]
     scorer.batch_size = batch_size
     if max_length is not None:
         scorer.max_length = max_length
@@ -39,9 +40,10 @@ def encoding_throughput(
     try:
         return _timed(scorer, texts, role) | {"batch_size": batch_size}
     finally:
-        scorer.batch_size, scorer.max_length = own[0], own[1]
-        if role == "query":
-            scorer.query_max_length = own[2]
+        for part, (size, length, query_length) in zip(parts, own):
+            part.batch_size, part.max_length = size, length
+            if role == "query":
+                part.query_max_length = query_length
 
 
 def _timed(scorer: Any, texts: list[str], role: str) -> dict[str, Any]:

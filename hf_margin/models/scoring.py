@@ -376,11 +376,11 @@ class CrossEncoderScorer(_TransformersScorer):
 class MeanScoreScorer:
     """A teacher of several bi-encoders whose score is the mean of theirs: ``t(q, d) = mean_i t_i(q, d)``.
 
-    Each member embeds with its own tokenizer, pooling, width and lengths. :meth:`embed` puts their embeddings
-    side by side, ``(n, H_1 + ... + H_k)``: each part unit-length where the member scores by cosine, and scaled
-    by ``1/sqrt(k)``, so that the dot product of two rows is the mean of the members' scores (and, with cosine
-    members, every row is unit-length, so cosine equals that mean too). Search, mining, margins and evaluation
-    use it as they use one bi-encoder.
+    Each member scores by cosine and embeds with its own tokenizer, pooling, width, prompts and lengths.
+    :meth:`embed` puts their unit-length embeddings side by side, scaled by ``1/sqrt(k)``, ``(n, H_1 + ... + H_k)``:
+    every row is unit-length and the dot product (the cosine) of two rows is the mean of the members' cosines, so
+    search, mining, margins and evaluation use it as they use one bi-encoder. (Dot-product members are refused:
+    search and mining normalise the joined embedding, which would weigh each member by its norm.)
 
     Example::
 
@@ -394,8 +394,11 @@ class MeanScoreScorer:
         bad = [type(m).__name__ for m in members if not isinstance(m, BiEncoderScorer)]
         if bad:
             raise ValueError(f"a mean-score teacher averages bi-encoders only; got {', '.join(bad)}")
+        dot = [i for i, m in enumerate(members) if m.similarity_fn != "cosine"]
+        if dot:
+            raise ValueError(f"a mean-score teacher averages cosine scores; member(s) {dot} score by dot product")
         self.members = list(members)
-        self.similarity_fn = "cosine" if all(m.similarity_fn == "cosine" for m in members) else "dot"
+        self.similarity_fn = "cosine"
 
     # the first member's device and model stand for the teacher where one is named (speed reports its dtype)
     @property
@@ -436,18 +439,20 @@ class MeanScoreScorer:
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str], role: str = "document", *, remember: bool = True) -> torch.Tensor:
-        """``(len(texts), H_1 + ... + H_k)``: the members' embeddings side by side, each part unit-length where
-        its member scores by cosine, all scaled by ``1/sqrt(k)``."""
+        """``(len(texts), H_1 + ... + H_k)``: the members' unit-length embeddings (each with its own settings of
+        ``role``) side by side, scaled by ``1/sqrt(k)``."""
         if not texts:
             return torch.empty(0)
         scale = len(self.members) ** -0.5
-        parts = []
-        for member in self.members:
-            part = member.embed(texts, role=role, remember=remember)
-            if member.similarity_fn == "cosine":
-                part = torch.nn.functional.normalize(part, dim=-1)
-            parts.append(part * scale)
+        parts = [
+            torch.nn.functional.normalize(m.embed(texts, role=role, remember=remember), dim=-1) * scale
+            for m in self.members
+        ]
         return torch.cat(parts, dim=-1)
+
+    def embed_queries(self, texts: Sequence[str]) -> torch.Tensor:
+        """:meth:`embed` with each member's query prompt and length."""
+        return self.embed(texts, role="query")
 
     def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
         """The mean of the members' scores per pair ``(len,)``."""

@@ -11,7 +11,13 @@ from pathlib import Path
 from datasets import Dataset
 
 from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
-from hf_margin.app.loading import checked_model_path, load_miner, load_teacher, require_bi_encoder_miner
+from hf_margin.app.loading import (
+    check_teachers,
+    checked_model_path,
+    load_miner,
+    load_teacher,
+    require_bi_encoder_miner,
+)
 from hf_margin.app.tasks.common import (
     TaskData,
     Unlabelled,
@@ -60,14 +66,15 @@ def _read_user_split(data_args: DataArguments, which: str) -> tuple[Dataset, str
 
 def _teacher_plan(fmt: DataFormat, model_args: ModelArguments, args: MarginDistillConfig, source: str) -> str | None:
     """Which teacher to load for data of format ``fmt`` (None: none), or refuse a teacher named for scored data."""
+    named = model_args.teacher or (model_args.teacher_ensemble or [None])[0]
     if fmt.has_scores:
-        if model_args.teacher and not model_args.rescore:
+        if named and not model_args.rescore:
             raise UserError(
-                f"{source} carries teacher scores ({fmt.score_source}) and --teacher {model_args.teacher} was named: "
-                "train on the data's own scores (drop --teacher) or replace them (--rescore true)"
+                f"{source} carries teacher scores ({fmt.score_source}) and a teacher ({named}) was named: "
+                "train on the data's own scores (drop --teacher/--teacher_ensemble) or replace them (--rescore true)"
             )
         return (model_args.teacher or DEFAULT_TEACHER) if model_args.rescore else None
-    if args.needs_teacher or not fmt.has_negatives or model_args.teacher:
+    if args.needs_teacher or not fmt.has_negatives or named:
         return model_args.teacher or DEFAULT_TEACHER
     return None
 
@@ -115,7 +122,7 @@ def build_user_task(
         raise UserError("corpus mode needs a teacher to build and score triplets: name --teacher (with --rescore "
                         "true for data that carries scores)")  # fmt: skip
     if teacher_ref:
-        checked_model_path(teacher_ref, "teacher")
+        check_teachers(model_args, teacher_ref)
     checked_model_path(model_args.student or teacher_ref, "student")
     if data_args.miner:
         checked_model_path(data_args.miner, "miner")
@@ -192,6 +199,7 @@ def build_unlabelled_task(
     evaluators = user_evaluators(eval_args, args)
     teacher_ref = model_args.teacher or DEFAULT_TEACHER
     require_bi_encoder_miner(model_args, data_args, teacher_ref)
+    check_teachers(model_args, teacher_ref)
     checked_model_path(model_args.student or teacher_ref, "student")
     teacher = load_teacher(model_args, teacher_ref)
     miner = functools.cache(lambda: load_miner(model_args, data_args, teacher))

@@ -13,7 +13,13 @@ from pathlib import Path
 from datasets import Dataset
 
 from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
-from hf_margin.app.loading import checked_model_path, load_miner, load_teacher, require_bi_encoder_miner
+from hf_margin.app.loading import (
+    check_teachers,
+    checked_model_path,
+    load_miner,
+    load_teacher,
+    require_bi_encoder_miner,
+)
 from hf_margin.app.tasks.common import (
     TaskData,
     Unlabelled,
@@ -119,6 +125,7 @@ def build_retrieval_task(
         final[f"{name}_dev"].source = str(folder)
     teacher_ref = model_args.teacher or DEFAULT_TEACHER
     require_bi_encoder_miner(model_args, data_args, teacher_ref)
+    check_teachers(model_args, teacher_ref)
     checked_model_path(model_args.student or teacher_ref, "student")
 
     teacher = load_teacher(model_args, teacher_ref)

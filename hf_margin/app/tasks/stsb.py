@@ -10,7 +10,13 @@ from typing import Any
 from datasets import Dataset
 
 from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments
-from hf_margin.app.loading import checked_model_path, load_miner, load_teacher, require_bi_encoder_miner
+from hf_margin.app.loading import (
+    check_teachers,
+    checked_model_path,
+    load_miner,
+    load_teacher,
+    require_bi_encoder_miner,
+)
 from hf_margin.app.stsb import load_stsb, positive_pairs, stsb_evaluators, unique_sentences
 from hf_margin.app.tasks.common import (
     TaskData,
@@ -72,6 +78,7 @@ def build_stsb_task(
         checked_model_path(model_args.student, "student")
     teacher_ref = model_args.teacher or DEFAULT_TEACHER
     require_bi_encoder_miner(model_args, data_args, teacher_ref)
+    check_teachers(model_args, teacher_ref)
     splits = load_stsb(data_args.data_dir)  # read (and checked) before any model loads
     unlabelled = None  # corpus mode beside the gold pairs (never dev or test sentences)
     if data_args.unlabelled_file == "stsb:train":
