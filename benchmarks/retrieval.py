@@ -72,7 +72,8 @@ ARMS: dict[str, list[str]] = {
 
 # ---- the method grid ---------------------------------------------------------------------------------------------
 
-GRID_TEACHER = ["--teacher", MPNET, "--eval_teacher", "false"]  # the student: the recipe's 2 MiniLM layers
+# the student: layers 0 and 5 of MiniLM (named: a recipe's student defaults to its teacher, here mpnet)
+GRID_TEACHER = ["--teacher", MPNET, "--eval_teacher", "false", *ALL_LAYERS[:2], "--student_layers", "0", "5"]
 GRID_LOSSES: dict[str, list[str]] = {  # every loss option spelled out; the rest is the recipe's
     "margin_mse": ["--loss", "margin_mse"],
     "deadzone_0.25": ["--loss", "adaptive", "--activation", "relu", "--overshoot_width", "0.25"],

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -520,3 +522,24 @@ def test_retrieval_grid_runs_every_loss_at_the_recipe_rate_first_and_extends_an_
     calls.clear()
     grid.run_grid(["margin_mse", "deadzone_0.25"], [42, 43], None, tmp_path / "grid.jsonl")
     assert calls == []  # finished runs are skipped on a rerun
+
+
+def test_retrieval_grid_trains_the_minilm_2_layer_student_from_the_mpnet_teacher(monkeypatch, tmp_path):
+    """Guards the grid's first run, which trained layers 0 and 5 of mpnet itself: the recipe's student defaults to
+    its teacher, so the grid must name MiniLM as the student."""
+    sys.path.insert(0, str(ROOT))
+    import benchmarks.retrieval as grid
+    from hf_margin.app.recipes import parse_recipe
+
+    seen = {}
+
+    def fake_run(recipe, options, cache_dir):
+        seen["options"] = options
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(grid, "train_run", fake_run)
+    with pytest.raises(RuntimeError, match="stop"):
+        grid.run_grid_point("margin_mse", 1e-4, 42, grid.dev_folder(tmp_path), None)
+    model_args = parse_recipe(grid.RECIPE, seen["options"])[0]
+    assert model_args.teacher == grid.MPNET
+    assert (model_args.student, model_args.student_layers) == ("sentence-transformers/all-MiniLM-L6-v2", [0, 5])
