@@ -16,17 +16,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def dry_run(script: str, out: Path) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """``benchmarks/SCRIPT --dry-run --out OUT`` on the CPU, offline: its completed process and its records."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--dry-run", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result, [json.loads(line) for line in out.read_text().splitlines()]
+
+
 def test_gpu_benchmark_dry_run_writes_every_part(tmp_path):
     """Guards `make bench-gpu` failing on a GPU machine for a reason a CPU would have shown (an import, an option
     the CLI refuses, a config accelerate refuses): every part runs small and records what it measured."""
-    out = tmp_path / "gpu.jsonl"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(
-        [sys.executable, "benchmarks/gpu.py", "--dry-run", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    _, records = dry_run("gpu.py", tmp_path / "gpu.jsonl")
     assert all(r["dry_run"] and r["device"] == "cpu (dry run)" for r in records)
     throughput = [r for r in records if r["part"] == "throughput"]
     assert {(r["batch_size"], r["negatives"]) for r in throughput} == {(4, 1), (4, 3), (8, 1), (8, 3)}
@@ -413,14 +417,7 @@ def test_race_dry_run_records_every_arm_of_both_settings_with_their_loader_setti
     the recipe's optimiser, schedule, seed, precision and lengths are the same for all four)."""
     from benchmarks.race import ARMS, TUNED_LOADER
 
-    out = tmp_path / "race.jsonl"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(
-        [sys.executable, "benchmarks/race.py", "--dry-run", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    result, records = dry_run("race.py", tmp_path / "race.jsonl")
     runs = [r for r in records if r["kind"] == "run"]
     assert sorted((r["setting"], r["arm"]) for r in runs) == sorted((s, a) for s in ("host", "compute") for a in ARMS)
     for r in runs:
