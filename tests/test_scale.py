@@ -294,9 +294,19 @@ def test_streamed_dataset_is_scored_into_a_cache_equal_to_the_in_memory_one(tmp_
     assert not list(tmp_path.glob("tmp-*"))
 
 
-def test_streamed_dataset_needs_a_fingerprint_and_valid_rows(tmp_path):
+def test_streamed_dataset_needs_a_fingerprint_and_valid_rows(tmp_path, monkeypatch):
     """A stream without data_fingerprint is refused (its cache could not be found again); a bad row is named
-    by its index in the whole stream, and no cache is left."""
+    by its index in the whole stream, the half-written file's writer is closed, and no cache is left."""
+    import hf_margin.data.margins as margins
+
+    closed = []
+
+    class SpyWriter(margins.ArrowWriter):
+        def close(self):
+            closed.append(True)
+            super().close()
+
+    monkeypatch.setattr(margins, "ArrowWriter", SpyWriter)
     data = make_triplets(20, seed=1).to_list()
     with pytest.raises(ValueError, match="data_fingerprint"):
         attach_teacher_margins(IterableDataset.from_generator(lambda: iter(data)), TopicTeacher(), cache_dir=tmp_path)
@@ -306,6 +316,7 @@ def test_streamed_dataset_needs_a_fingerprint_and_valid_rows(tmp_path):
     stream = IterableDataset.from_generator(lambda: iter(data))
     with pytest.raises(DataValidationError, match="row 13"):
         attach_teacher_margins(stream, TopicTeacher(), cache_dir=tmp_path, batch_size=8, data_fingerprint="bad")
+    assert closed == [True]  # the first batch (rows 0-7) opened the file; row 13 failed the second
     assert [p for p in tmp_path.rglob("*") if not p.name.endswith(".lock")] == []
 
 

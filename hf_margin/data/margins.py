@@ -406,25 +406,28 @@ def _score_stream(
     score = _margin_scorer(teacher, neg_col)
     offset, writer = 0, None
     with written_whole(entry.data_file) as tmp:
-        for batch in tqdm(dataset.iter(batch_size=batch_size), desc="Scoring teacher margins (stream)"):
-            batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
-            n = len(batch[QUERY])
-            validate_triplets(Dataset.from_dict(batch), row_offset=offset)
-            batch.update(score(batch, list(range(offset, offset + n))))
-            if hasattr(teacher, "clear_memo"):  # memory must not grow with the stream
-                teacher.clear_memo()
+        try:
+            for batch in tqdm(dataset.iter(batch_size=batch_size), desc="Scoring teacher margins (stream)"):
+                batch = {k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}
+                n = len(batch[QUERY])
+                validate_triplets(Dataset.from_dict(batch), row_offset=offset)
+                batch.update(score(batch, list(range(offset, offset + n))))
+                if hasattr(teacher, "clear_memo"):  # memory must not grow with the stream
+                    teacher.clear_memo()
+                if writer is None:
+                    inputs = datasets.Features.from_arrow_schema(
+                        pa.Table.from_pydict({k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}).schema
+                    )
+                    features = _scored_features(inputs)
+                    writer = ArrowWriter(path=str(tmp), features=features)
+                writer.write_table(pa.Table.from_pydict(batch, schema=features.arrow_schema))
+                offset += n
             if writer is None:
-                inputs = datasets.Features.from_arrow_schema(
-                    pa.Table.from_pydict({k: v for k, v in batch.items() if k not in TEACHER_COLUMNS}).schema
-                )
-                features = _scored_features(inputs)
-                writer = ArrowWriter(path=str(tmp), features=features)
-            writer.write_table(pa.Table.from_pydict(batch, schema=features.arrow_schema))
-            offset += n
-        if writer is None:
-            raise DataValidationError("the streamed dataset is empty (0 rows): there is nothing to score")
-        writer.finalize()
-        writer.close()
+                raise DataValidationError("the streamed dataset is empty (0 rows): there is nothing to score")
+            writer.finalize()
+        finally:  # a failed batch closes the half-written file before written_whole removes it
+            if writer is not None:
+                writer.close()
     entry.seal()
     logger.info("Scored %d streamed rows into %s", offset, entry.data_file)
 
