@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,36 @@ def next_rate(dev: dict[float, float]) -> float | None:
     if best == min(dev):
         return best / 2
     return None
+
+
+def choose_rates(
+    grids: dict[Hashable, list[float]],
+    run: Callable[[list[tuple[Hashable, float]]], Mapping[tuple[Hashable, float], float]],
+    extend: int,
+) -> dict[Hashable, float]:
+    """The learning-rate choice of every grid benchmark: each arm's dev-best rate.
+
+    ``grids``: {arm: starting rates} (the base grid and any rate the arm already ran at, so the harness and the
+    report choose from the same runs). ``run(points)`` runs the (arm, rate) points not yet done (side by side or
+    one by one, in any order, resuming from its results file) and returns dev figures for at least those points.
+    Up to ``extend`` times, an arm whose best rate is at its grid's edge gains the next rate (:func:`next_rate`);
+    returns {arm: rate with the best dev}."""
+    grids = {arm: sorted(set(rates)) for arm, rates in grids.items()}
+    dev: dict[tuple[Hashable, float], float] = {}
+    points = [(arm, lr) for arm, grid in grids.items() for lr in grid]
+    for round_ in range(extend + 1):
+        dev.update(run(points))
+        if round_ == extend:
+            break
+        points = []
+        for arm, grid in grids.items():
+            if (rate := next_rate({lr: dev[(arm, lr)] for lr in grid})) is not None:
+                grid.append(rate)
+                grid.sort()
+                points.append((arm, rate))
+        if not points:
+            break
+    return {arm: max(grid, key=lambda lr: dev[(arm, lr)]) for arm, grid in grids.items()}
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -48,8 +48,8 @@ from benchmarks.common import (  # noqa: E402
     GOLD_ONLY,
     RESULTS,
     append_jsonl,
+    choose_rates,
     machine,
-    next_rate,
     read_jsonl,
 )
 
@@ -301,34 +301,24 @@ def choose(
         if run_seed == seed and layers == 2:
             earlier.setdefault((setting, arm), set()).add(lr)
     grids = {
-        (s, f, a): sorted({float(lr) for lr in lrs} | earlier.get((s, a), set()))
+        (s, f, a): [float(lr) for lr in lrs] + sorted(earlier.get((s, a), set()))
         for s in settings
         for f, arms in families(s).items()
         if f in names
         for a in arms
     }
-    for round_ in range(extend + 1):
-        specs = [(s, f, a, lr, seed, 2) for (s, f, a), grid in grids.items() for lr in grid]
-        runner.run(specs)
-        if round_ == extend:
-            break
-        grown = False
-        for (s, _, a), grid in grids.items():
-            rate = next_rate({lr: runner.done[(s, a, float(lr), seed, 2)]["dev_spearman"] for lr in grid})
-            if rate is not None:
-                grid[:] = sorted([*grid, rate])
-                grown = True
-        if not grown:
-            break
+
+    def run(points: list[tuple[Any, float]]) -> dict[tuple[Any, float], float]:
+        runner.run([(s, f, a, lr, seed, 2) for (s, f, a), lr in points])
+        return {((s, f, a), lr): runner.done[(s, a, float(lr), seed, 2)]["dev_spearman"] for (s, f, a), lr in points}
+
+    rates = choose_rates(grids, run, extend)
     choice = {}
-    for s in settings:
-        for f, arms in families(s).items():
-            if f not in names:
-                continue
-            runs = [runner.done[(s, a, float(lr), seed, 2)] for a in arms for lr in grids[(s, f, a)]]
-            best = max(runs, key=lambda r: r["dev_spearman"])
-            choice[(s, f)] = (best["arm"], best["lr"])
-    return choice
+    for (s, f, a), lr in rates.items():  # a family with several arms (KL temperatures): its dev-best arm
+        dev = runner.done[(s, a, float(lr), seed, 2)]["dev_spearman"]
+        if (s, f) not in choice or dev > choice[(s, f)][2]:
+            choice[(s, f)] = (a, lr, dev)
+    return {key: (arm, lr) for key, (arm, lr, _) in choice.items()}
 
 
 def main() -> None:
