@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (  # noqa: E402
     RESULTS,
     append_jsonl,
+    choose_rates,
     machine,
-    next_rate,
     read_jsonl,
     train_run,
     tree_is_clean,
@@ -73,7 +73,10 @@ ARMS: dict[str, list[str]] = {
 # ---- the method grid ---------------------------------------------------------------------------------------------
 
 # the student: layers 0 and 5 of MiniLM (named: a recipe's student defaults to its teacher, here mpnet)
-GRID_TEACHER = ["--teacher", MPNET, "--eval_teacher", "false", *ALL_LAYERS[:2], "--student_layers", "0", "5"]
+GRID_TEACHER = ["--teacher", MPNET, *ALL_LAYERS[:2], "--student_layers", "0", "5"]
+# what cannot change from one grid run to the next is not measured again: the teacher's figures, the untrained
+# student's and the encoding speeds (the arms' runs report them)
+GRID_QUIET = ["--eval_teacher", "false", "--eval_before", "false", "--measure_speed", "false"]
 GRID_LOSSES: dict[str, list[str]] = {  # every loss option spelled out; the rest is the recipe's
     "margin_mse": ["--loss", "margin_mse"],
     "deadzone_0.25": ["--loss", "adaptive", "--activation", "relu", "--overshoot_width", "0.25"],
@@ -114,7 +117,8 @@ def dev_folder(work: Path) -> Path:
 
 def run_grid_point(loss: str, lr: float, seed: int, folder: Path, cache_dir: str | None) -> dict[str, Any]:
     """One grid run (its own process): test and dev figures of the student after training."""
-    options = [*GRID_TEACHER, *GRID_LOSSES[loss], "--teacher_margin_scaling", "none", "--learning_rate", str(lr)]
+    options = [*GRID_TEACHER, *GRID_QUIET, *GRID_LOSSES[loss], "--teacher_margin_scaling", "none"]
+    options += ["--learning_rate", str(lr)]
     options += ["--data_dir", str(folder), "--query_file", str(folder / "train-queries.txt"), "--dev_split", "dev"]
     metrics, wall = train_run(RECIPE, [*options, "--seed", str(seed)], cache_dir)
     evaluation = metrics["evaluation"]
@@ -128,9 +132,7 @@ def run_grid_point(loss: str, lr: float, seed: int, folder: Path, cache_dir: str
             for split, name in (("test", "scifact"), ("dev", "scifact_dev"))
             for m in ("ndcg@10", "mrr@10")
         },  # fmt: skip
-        "before": {m: evaluation["scifact"][m]["before"] for m in ("ndcg@10", "mrr@10")},
         "train_queries": metrics["data"]["corpus_triplets"],
-        "speed": metrics["speed"],
         "wall_s": wall,
         "machine": machine(),
         "clean_tree": tree_is_clean(),
@@ -144,14 +146,12 @@ def chosen_lr(records: list[dict[str, Any]], loss: str) -> float | None:
 
 
 def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Path) -> None:
-    """Seed 42 at every rate of each loss, then the other seeds at its dev-chosen rate; finished runs skipped."""
+    """Seed 42 at every rate of each loss (:func:`benchmarks.common.choose_rates`), then the other seeds at its
+    dev-chosen rate; finished runs skipped."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as work:
         folder = dev_folder(Path(work))
-        # every loss at the recipe's rate first (a grid cut short still compares the losses), then the other rates
-        rates = sorted(GRID_LRS, key=lambda lr: (lr != 1e-4, lr))
-        choose = [(loss, lr, 42) for lr in rates for loss in losses]
 
         def run(loss: str, lr: float, seed: int) -> None:
             if (loss, lr, seed) in {(r["loss"], r["lr"], r["seed"]) for r in read_jsonl(out)}:
@@ -160,17 +160,18 @@ def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Pa
             append_jsonl(out, record)
             print(json.dumps({k: record[k] for k in ("loss", "lr", "seed", "dev_ndcg@10", "test_ndcg@10")}))
 
-        for loss, lr, seed in choose:
-            run(loss, lr, seed)
-        for loss in losses:  # a best rate at the grid's edge: extend (x2 or /2) until dev falls on both sides
-            for _ in range(MAX_EXTENSIONS):
-                dev = {r["lr"]: r["dev_ndcg@10"] for r in read_jsonl(out) if r["loss"] == loss and r["seed"] == 42}
-                if (rate := next_rate(dev)) is None:
-                    break
-                run(loss, rate, 42)
+        def run_points(points: list[tuple[Any, float]]) -> dict[tuple[Any, float], float]:
+            # every loss at the recipe's rate first (a grid cut short still compares the losses), then the others
+            for loss, lr in sorted(points, key=lambda point: (point[1] != 1e-4, point[1])):
+                run(loss, lr, 42)
+            return {(r["loss"], r["lr"]): r["dev_ndcg@10"] for r in read_jsonl(out) if r["seed"] == 42}
+
+        earlier = {(r["loss"], r["lr"]) for r in read_jsonl(out) if r["seed"] == 42}
+        grids = {loss: [*GRID_LRS, *(lr for name, lr in earlier if name == loss)] for loss in losses}
+        chosen = choose_rates(grids, run_points, MAX_EXTENSIONS)
         for loss in losses:
             for seed in seeds:
-                run(loss, chosen_lr(read_jsonl(out), loss), seed)
+                run(loss, chosen[loss], seed)
 
 
 def grid_report(records: list[dict[str, Any]]) -> str:

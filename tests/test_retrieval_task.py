@@ -186,6 +186,22 @@ def test_a_dev_split_is_reported_at_the_end_and_its_queries_may_not_train(tmp_pa
     assert metrics["data"]["gold_triplets"] == 1 and metrics["data"]["corpus_triplets"] == len(unlabelled) - 3
 
 
+def test_a_search_run_can_skip_the_before_row_and_the_timing(tmp_path, teacher_dir, capsys):
+    """--eval_before false --measure_speed false (the runs of a learning-rate search, where neither changes):
+    only the trained student is evaluated, nothing is timed, and the summary and card say nothing of either."""
+    folder, _ = write_beir(tmp_path / "beir")
+    out = tmp_path / "out"
+    argv = ["train", *TRAIN, *MINING, "--task", "retrieval", "--data_dir", str(folder), "--teacher", str(teacher_dir)]
+    argv += ["--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--eval_teacher", "false"]
+    assert main([*argv, "--eval_before", "false", "--measure_speed", "false"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["evaluation"]["beir"]["ndcg@10"]) == {"after"}
+    assert metrics["speed"] == {"student": None, "teacher": None, "speedup": None}
+    assert "encoding speed" not in capsys.readouterr().out
+    card = (out / "README.md").read_text()
+    assert "student before training" not in card and "**Speed**" not in card
+
+
 def test_a_mean_score_teacher_of_two_families_builds_the_set_from_the_mean_of_their_scores(tmp_path, teacher_dir):
     """--teacher_ensemble: the two teachers (another tokenizer and width each) rank the corpus by the mean of their
     cosines, so every built triplet's teacher scores are that mean; the card and metrics name both teachers."""

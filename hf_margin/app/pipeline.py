@@ -76,9 +76,10 @@ def run_train(
     if task.teacher is not None and state.is_main_process and eval_args.eval_teacher:  # once, on the main process
         rows["teacher"] = teacher_results(task.final_evaluators, task.teacher, data_args.cache_dir)
     speed_texts = texts_for_speed(task.final_evaluators)
+    timed = eval_args.measure_speed and state.is_main_process
     teacher_speed = (  # at the student's length: the two encoders timed on the same input
         encoding_throughput(task.teacher, speed_texts, max_length=kind.max_length)
-        if task.teacher is not None and state.is_main_process
+        if task.teacher is not None and timed
         else None
     )
     del task.teacher  # the teacher never sits in training memory
@@ -95,7 +96,7 @@ def run_train(
         student_ref,
         lambda p: AutoTokenizer.from_pretrained(p, trust_remote_code=model_args.trust_remote_code),
     )
-    if state.is_main_process:  # on this process's device (the student is still on the CPU)
+    if state.is_main_process and eval_args.eval_before:  # on this process's device (the student is on the CPU)
         rows["before"] = run_evaluators(task.final_evaluators, kind.scorer(student, tokenizer, device=state.device))
     # the trainer rescales the teacher margins (teacher_margin_scaling), once; 'auto' needs the teacher's type
     args.resolve_teacher_margin_scaling(model_args.teacher_type)
@@ -116,7 +117,7 @@ def run_train(
     if state.is_main_process:
         rows["after"] = after
     student_speed = (
-        encoding_throughput(kind.scorer(trainer.model, tokenizer), speed_texts) if state.is_main_process else None
+        encoding_throughput(kind.scorer(trainer.model, tokenizer), speed_texts) if timed else None
     )
     table = evaluation_table(rows)
     metrics = {
