@@ -116,9 +116,7 @@ def run_train(
     after = run_evaluators(task.final_evaluators, kind.scorer(trainer.model, tokenizer))
     if state.is_main_process:
         rows["after"] = after
-    student_speed = (
-        encoding_throughput(kind.scorer(trainer.model, tokenizer), speed_texts) if timed else None
-    )
+    student_speed = encoding_throughput(kind.scorer(trainer.model, tokenizer), speed_texts) if timed else None
     table = evaluation_table(rows)
     metrics = {
         "recipe": args.run_name,
