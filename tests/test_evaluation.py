@@ -59,34 +59,6 @@ def test_retrieval_needs_a_bi_encoder():
         RetrievalEvaluator(data)(TableScorer({}))
 
 
-def test_evaluators_over_one_corpus_embed_it_once_with_the_same_figures():
-    """A test and a dev split of one BEIR folder search one corpus: run together, the corpus is embedded once (it
-    was embedded per split), and each split's figures are those it gets alone."""
-    import torch
-
-    from hf_margin.app.report import run_evaluators
-
-    class Letters:
-        similarity_fn = "cosine"
-
-        def __init__(self):
-            self.embedded = []
-
-        def embed(self, texts):
-            self.embedded += texts
-            return torch.tensor([[t.count("a") + 0.1, t.count("b") + 0.1] for t in texts])
-
-    corpus = {"d1": "aaa", "d2": "bbb", "d3": "ab"}
-    test = RetrievalEvaluator(RetrievalData(corpus, {"q": "aa"}, {"q": {"d1": 1}}), name="test")
-    dev = RetrievalEvaluator(RetrievalData(dict(corpus), {"v": "b"}, {"v": {"d3": 1}}), name="dev")
-    alone = {e.name: run_evaluators({e.name: e}, Letters()) for e in (test, dev)}
-    scorer = Letters()
-    together = run_evaluators({"test": test, "dev": dev}, scorer)
-    assert together == {**alone["test"], **alone["dev"]}
-    assert together["test"]["mrr@10"] == 100.0 and together["dev"]["mrr@10"] == 50.0
-    assert sorted(scorer.embedded) == sorted(["aa", "b", *corpus.values()])  # the corpus once, each query once
-
-
 def test_throughput_times_a_scorer_at_the_length_asked_and_restores_its_own(bi_encoder, tokenizer):
     """A teacher is timed at its student's length: the record says that length, the texts were cut at it, and
     the scorer keeps its own length and batch size afterwards."""

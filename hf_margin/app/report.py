@@ -22,31 +22,9 @@ from hf_margin.training.config import MarginDistillConfig
 logger = logging.getLogger(__name__)
 
 
-class SharedEmbeddings:
-    """``scorer`` with each batch it embeds remembered: retrieval evaluators that search one corpus (the test and
-    dev splits of one BEIR folder) embed it once. Every other attribute is the scorer's."""
-
-    def __init__(self, scorer: Any) -> None:
-        self._scorer = scorer
-        self._memo: dict[tuple[str, ...], Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._scorer, name)
-
-    def embed(self, texts: list[str]) -> Any:
-        """``(n, H)`` embeddings of ``texts``, computed once per distinct batch."""
-        key = tuple(texts)
-        if key not in self._memo:
-            self._memo[key] = self._scorer.embed(texts)
-        return self._memo[key]
-
-
 def run_evaluators(evaluators: dict[str, Evaluator], scorer: Any) -> dict[str, dict[str, float]]:
     """``{name: {metric: value}}``; an evaluator that cannot run with this scorer (IR with a cross-encoder) is
-    left out with a log line. Retrieval evaluators over one corpus share its embedding."""
-    corpora = [e.data.corpus for e in evaluators.values() if isinstance(e, RetrievalEvaluator)]
-    if hasattr(scorer, "embed") and any(a == b for i, a in enumerate(corpora) for b in corpora[i + 1 :]):
-        scorer = SharedEmbeddings(scorer)
+    left out with a log line."""
     out = {}
     for name, evaluator in evaluators.items():
         try:
