@@ -168,10 +168,10 @@ def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Pa
 
         earlier = {(r["loss"], r["lr"]) for r in read_jsonl(out) if r["seed"] == 42}
         grids = {loss: [*GRID_LRS, *(lr for name, lr in earlier if name == loss)] for loss in losses}
-        chosen = choose_rates(grids, run_points, MAX_EXTENSIONS)
+        choose_rates(grids, run_points, MAX_EXTENSIONS)
         for loss in losses:
-            for seed in seeds:
-                run(loss, chosen[loss], seed)
+            for seed in seeds:  # at the rate the report names (ties: the earlier run)
+                run(loss, chosen_lr(read_jsonl(out), loss), seed)
 
 
 def grid_report(records: list[dict[str, Any]]) -> str:

@@ -230,14 +230,14 @@ class EvalArguments:
     eval_before: bool = field(
         default=True,
         metadata={
-            "help": "Evaluate the untrained student too (the 'before' row of the summary and card); false saves "
-            "one evaluation pass where it cannot change, e.g. across the runs of a learning-rate search."
+            "help": "train: evaluate the untrained student too (the 'before' row of the summary and card); false "
+            "saves one evaluation pass where it cannot change, e.g. across the runs of a learning-rate search."
         },
     )
     measure_speed: bool = field(
         default=True,
         metadata={
-            "help": "Time the student's and the teacher's encoding (the card's speed line, metrics.json 'speed'); "
-            "false skips it, e.g. across the runs of a learning-rate search."
+            "help": "train: time the student's and the teacher's encoding (the card's speed line, metrics.json "
+            "'speed'); false skips it, e.g. across the runs of a learning-rate search."
         },
     )
