@@ -146,8 +146,8 @@ def chosen_lr(records: list[dict[str, Any]], loss: str) -> float | None:
 
 
 def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Path) -> None:
-    """Seed 42 at every rate of each loss (:func:`benchmarks.common.choose_rates`), then the other seeds at its
-    dev-chosen rate; finished runs skipped."""
+    """Seed 42 at every rate of each loss (:func:`benchmarks.common.choose_rates`), then the other seeds, one
+    seed of every loss at a time, at each loss's dev-chosen rate; finished runs skipped."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as work:
@@ -169,8 +169,8 @@ def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Pa
         earlier = {(r["loss"], r["lr"]) for r in read_jsonl(out) if r["seed"] == 42}
         grids = {loss: [*GRID_LRS, *(lr for name, lr in earlier if name == loss)] for loss in losses}
         choose_rates(grids, run_points, MAX_EXTENSIONS)
-        for loss in losses:
-            for seed in seeds:  # at the rate the report names (ties: the earlier run)
+        for seed in seeds:  # seed by seed, so a grid cut short still pairs every loss on the seeds it ran
+            for loss in losses:  # at the rate the report names (ties: the earlier run)
                 run(loss, chosen_lr(read_jsonl(out), loss), seed)
 
 

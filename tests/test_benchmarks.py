@@ -499,7 +499,8 @@ def test_race_report_lists_every_pair_ratio_with_median_and_spread():
 
 def test_retrieval_grid_runs_every_loss_at_the_recipe_rate_first_and_extends_an_edge_choice(tmp_path, monkeypatch):
     """A grid cut short still compares the losses at one rate; a best rate at the grid's edge is extended (x2, /2)
-    until dev falls on both sides, then the other seeds run at the dev-chosen rate."""
+    until dev falls on both sides, then the other seeds run at the dev-chosen rate, seed by seed (a grid cut short
+    still pairs every loss)."""
     sys.path.insert(0, str(ROOT))
     import benchmarks.retrieval as grid
 
@@ -512,12 +513,13 @@ def test_retrieval_grid_runs_every_loss_at_the_recipe_rate_first_and_extends_an_
         return {"loss": loss, "lr": lr, "seed": seed, "dev_ndcg@10": dev[loss][lr], "test_ndcg@10": 0.0}
 
     monkeypatch.setattr(grid, "run_grid_point", point)
-    grid.run_grid(["margin_mse", "deadzone_0.25"], [42, 43], None, tmp_path / "grid.jsonl")
+    grid.run_grid(["margin_mse", "deadzone_0.25"], [42, 43, 44], None, tmp_path / "grid.jsonl")
     assert calls[:2] == [("margin_mse", 1e-4, 42), ("deadzone_0.25", 1e-4, 42)]
     assert calls[6:] == [("margin_mse", 2.5e-5, 42), ("deadzone_0.25", 4e-4, 42), ("deadzone_0.25", 8e-4, 42),
-                         ("margin_mse", 5e-5, 43), ("deadzone_0.25", 4e-4, 43)]  # fmt: skip
+                         ("margin_mse", 5e-5, 43), ("deadzone_0.25", 4e-4, 43),
+                         ("margin_mse", 5e-5, 44), ("deadzone_0.25", 4e-4, 44)]  # fmt: skip
     calls.clear()
-    grid.run_grid(["margin_mse", "deadzone_0.25"], [42, 43], None, tmp_path / "grid.jsonl")
+    grid.run_grid(["margin_mse", "deadzone_0.25"], [42, 43, 44], None, tmp_path / "grid.jsonl")
     assert calls == []  # finished runs are skipped on a rerun
 
 
