@@ -188,11 +188,11 @@ def grid_report(records: list[dict[str, Any]]) -> str:
         at_choice[loss] = [r for r in records if r["loss"] == loss and r["lr"] == lr]
     for loss, runs in at_choice.items():
         dev = {r["lr"]: r["dev_ndcg@10"] for r in records if r["loss"] == loss and r["seed"] == 42}
-        cells = ", ".join(("**{:g}: {:.2f}**" if lr == runs[0]["lr"] else "{:g}: {:.2f}").format(lr, v)
+        cells = ", ".join(("**{:.0e}: {:.2f}**" if lr == runs[0]["lr"] else "{:.0e}: {:.2f}").format(lr, v)
                           for lr, v in sorted(dev.items()))  # fmt: skip
         base = at_choice.get("margin_mse", [])
         lines.append(
-            f"| {loss} | {cells} | {runs[0]['lr']:g} | {len(runs)} | {mean_sd([r['test_ndcg@10'] for r in runs])} | "
+            f"| {loss} | {cells} | {runs[0]['lr']:.0e} | {len(runs)} | {mean_sd([r['test_ndcg@10'] for r in runs])} | "
             f"{paired_diff(runs, base, 'test_ndcg@10') if loss != 'margin_mse' else '–'} | "
             f"{mean_sd([r['test_mrr@10'] for r in runs])} | "
             f"{paired_diff(runs, base, 'test_mrr@10') if loss != 'margin_mse' else '–'} |"

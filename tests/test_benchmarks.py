@@ -379,8 +379,8 @@ def test_retrieval_grid_dev_split_never_trains_or_tests_on_its_queries(tmp_path)
     records += [run("deadzone_0.25", 1e-4, 43, 0, 59)]
     assert chosen_lr(records, "margin_mse") == 2e-4  # the test figure (55 at 1e-4) plays no part
     table = grid_report(records)
-    assert "| margin_mse | 0.0001: 50.00, **0.0002: 52.00** | 0.0002 | 2 | 55.00 ± 1.41 |" in table
-    assert "| deadzone_0.25 | 5e-05: 49.00, **0.0001: 51.00** | 0.0001 | 2 | 74.50 ± 21.92 | +19.50 [" in table
+    assert "| margin_mse | 1e-04: 50.00, **2e-04: 52.00** | 2e-04 | 2 | 55.00 ± 1.41 |" in table
+    assert "| deadzone_0.25 | 5e-05: 49.00, **1e-04: 51.00** | 1e-04 | 2 | 74.50 ± 21.92 | +19.50 [" in table
 
 
 def test_report_prints_the_memory_gpu_and_corpus_tables_as_benchmarks_md_shows(capsys):
