@@ -44,7 +44,7 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.methods import mean_sd, paired_diff  # noqa: E402
 
 OUT = RESULTS / "retrieval.jsonl"
-GRID_OUT = RESULTS / "retrieval_methods.jsonl"
+GRID_OUT = RESULTS / "retrieval_methods.jsonl"  # the mpnet teacher; the recipe's own teacher: GRID_OUTS["minilm"]
 SCIFACT = ROOT / "hf_margin" / "app" / "data" / "scifact"
 RECIPE = ROOT / "recipes" / "scifact-distil.yaml"
 MPNET = "sentence-transformers/all-mpnet-base-v2"
@@ -72,8 +72,13 @@ ARMS: dict[str, list[str]] = {
 
 # ---- the method grid ---------------------------------------------------------------------------------------------
 
-# the student: layers 0 and 5 of MiniLM (named: a recipe's student defaults to its teacher, here mpnet)
-GRID_TEACHER = ["--teacher", MPNET, *ALL_LAYERS[:2], "--student_layers", "0", "5"]
+# the student: layers 0 and 5 of MiniLM (named: a recipe's student defaults to its teacher, here mpnet); "minilm" is
+# the recipe's own setting (MiniLM teaches its layers 0 and 5), which decides the recipe's loss
+GRID_TEACHERS: dict[str, list[str]] = {
+    "mpnet": ["--teacher", MPNET, *ALL_LAYERS[:2], "--student_layers", "0", "5"],
+    "minilm": [],
+}
+GRID_OUTS = {"mpnet": GRID_OUT, "minilm": RESULTS / "retrieval_methods_minilm.jsonl"}
 # what cannot change from one grid run to the next is not measured again: the teacher's figures, the untrained
 # student's and the encoding speeds (the arms' runs report them)
 GRID_QUIET = ["--eval_teacher", "false", "--eval_before", "false", "--measure_speed", "false"]
@@ -115,9 +120,11 @@ def dev_folder(work: Path) -> Path:
     return folder
 
 
-def run_grid_point(loss: str, lr: float, seed: int, folder: Path, cache_dir: str | None) -> dict[str, Any]:
+def run_grid_point(
+    loss: str, lr: float, seed: int, folder: Path, cache_dir: str | None, teacher: str = "mpnet"
+) -> dict[str, Any]:
     """One grid run (its own process): test and dev figures of the student after training."""
-    options = [*GRID_TEACHER, *GRID_QUIET, *GRID_LOSSES[loss], "--teacher_margin_scaling", "none"]
+    options = [*GRID_TEACHERS[teacher], *GRID_QUIET, *GRID_LOSSES[loss], "--teacher_margin_scaling", "none"]
     options += ["--learning_rate", str(lr)]
     options += ["--data_dir", str(folder), "--query_file", str(folder / "train-queries.txt"), "--dev_split", "dev"]
     metrics, wall = train_run(RECIPE, [*options, "--seed", str(seed)], cache_dir)
@@ -126,6 +133,7 @@ def run_grid_point(loss: str, lr: float, seed: int, folder: Path, cache_dir: str
         "loss": loss,
         "lr": lr,
         "seed": seed,
+        "teacher": teacher,
         "options": options,
         **{
             f"{split}_{m}": evaluation[name][m]["after"]
@@ -145,7 +153,9 @@ def chosen_lr(records: list[dict[str, Any]], loss: str) -> float | None:
     return max(dev, key=dev.get) if dev else None
 
 
-def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Path) -> None:
+def run_grid(
+    losses: list[str], seeds: list[int], cache_dir: str | None, out: Path, teacher: str = "mpnet"
+) -> None:
     """Seed 42 at every rate of each loss (:func:`benchmarks.common.choose_rates`), then the other seeds, one
     seed of every loss at a time, at each loss's dev-chosen rate; finished runs skipped."""
     import tempfile
@@ -156,7 +166,7 @@ def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Pa
         def run(loss: str, lr: float, seed: int) -> None:
             if (loss, lr, seed) in {(r["loss"], r["lr"], r["seed"]) for r in read_jsonl(out)}:
                 return
-            record = run_grid_point(loss, lr, seed, folder, cache_dir)
+            record = run_grid_point(loss, lr, seed, folder, cache_dir, teacher)
             append_jsonl(out, record)
             print(json.dumps({k: record[k] for k in ("loss", "lr", "seed", "dev_ndcg@10", "test_ndcg@10")}))
 
@@ -256,17 +266,18 @@ def main() -> None:
     parser.add_argument("--cache_dir", default=None, help="Cache of built sets and margins (kept across runs).")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="More hf-margin options, last.")
     parser.add_argument("--report", action="store_true", help="Print the table from the results and exit.")
-    parser.add_argument("--grid", action="store_true", help="The method grid (mpnet -> 2 layers) instead of --arms.")
+    parser.add_argument("--grid", action="store_true", help="The method grid (a teacher -> 2 layers), not --arms.")
+    parser.add_argument("--grid_teacher", default="mpnet", choices=list(GRID_TEACHERS), help="minilm: the recipe's.")
     parser.add_argument("--grid_losses", nargs="+", default=list(GRID_LOSSES), choices=list(GRID_LOSSES))
     parser.add_argument("--grid_seeds", nargs="+", type=int, default=[42, 43, 44])
-    parser.add_argument("--out", type=Path, default=None, help=f"Default {OUT.name}, or {GRID_OUT.name} with --grid.")
+    parser.add_argument("--out", type=Path, default=None, help=f"Default {OUT.name}, or the teacher's with --grid.")
     opts = parser.parse_args()
-    opts.out = opts.out or (GRID_OUT if opts.grid else OUT)
+    opts.out = opts.out or (GRID_OUTS[opts.grid_teacher] if opts.grid else OUT)
     if opts.report:
         print((grid_report if opts.grid else report)(read_jsonl(opts.out)))
         return
     if opts.grid:
-        run_grid(opts.grid_losses, opts.grid_seeds, opts.cache_dir, opts.out)
+        run_grid(opts.grid_losses, opts.grid_seeds, opts.cache_dir, opts.out, opts.grid_teacher)
         return
     variant = " ".join(opts.extra)
     done = {(r["arm"], r.get("variant", ""), r["seed"]) for r in read_jsonl(opts.out)}

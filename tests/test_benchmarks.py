@@ -508,7 +508,7 @@ def test_retrieval_grid_runs_every_loss_at_the_recipe_rate_first_and_extends_an_
     dev["deadzone_0.25"] |= {4e-4: 52, 8e-4: 51.5}
     calls = []
 
-    def point(loss, lr, seed, folder, cache_dir):
+    def point(loss, lr, seed, folder, cache_dir, teacher):
         calls.append((loss, lr, seed))
         return {"loss": loss, "lr": lr, "seed": seed, "dev_ndcg@10": dev[loss][lr], "test_ndcg@10": 0.0}
 
@@ -523,9 +523,10 @@ def test_retrieval_grid_runs_every_loss_at_the_recipe_rate_first_and_extends_an_
     assert calls == []  # finished runs are skipped on a rerun
 
 
-def test_retrieval_grid_trains_the_minilm_2_layer_student_from_the_mpnet_teacher(monkeypatch, tmp_path):
+@pytest.mark.parametrize("teacher", ["mpnet", "minilm"])
+def test_retrieval_grid_trains_the_minilm_2_layer_student_from_either_teacher(monkeypatch, tmp_path, teacher):
     """Guards the grid's first run, which trained layers 0 and 5 of mpnet itself: the recipe's student defaults to
-    its teacher, so the grid must name MiniLM as the student."""
+    its teacher, so the mpnet grid must name MiniLM as the student. The minilm grid is the recipe's own setting."""
     sys.path.insert(0, str(ROOT))
     import benchmarks.retrieval as grid
     from hf_margin.app.recipes import parse_recipe
@@ -538,7 +539,11 @@ def test_retrieval_grid_trains_the_minilm_2_layer_student_from_the_mpnet_teacher
 
     monkeypatch.setattr(grid, "train_run", fake_run)
     with pytest.raises(RuntimeError, match="stop"):
-        grid.run_grid_point("margin_mse", 1e-4, 42, grid.dev_folder(tmp_path), None)
+        grid.run_grid_point("margin_mse", 1e-4, 42, grid.dev_folder(tmp_path), None, teacher)
     model_args = parse_recipe(grid.RECIPE, seen["options"])[0]
-    assert model_args.teacher == grid.MPNET
-    assert (model_args.student, model_args.student_layers) == ("sentence-transformers/all-MiniLM-L6-v2", [0, 5])
+    expected = {"mpnet": grid.MPNET, "minilm": "sentence-transformers/all-MiniLM-L6-v2"}[teacher]
+    assert model_args.teacher == expected
+    assert (model_args.student or model_args.teacher, model_args.student_layers) == (
+        "sentence-transformers/all-MiniLM-L6-v2",
+        [0, 5],
+    )
