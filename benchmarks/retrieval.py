@@ -153,9 +153,7 @@ def chosen_lr(records: list[dict[str, Any]], loss: str) -> float | None:
     return max(dev, key=dev.get) if dev else None
 
 
-def run_grid(
-    losses: list[str], seeds: list[int], cache_dir: str | None, out: Path, teacher: str = "mpnet"
-) -> None:
+def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Path, teacher: str = "mpnet") -> None:
     """Seed 42 at every rate of each loss (:func:`benchmarks.common.choose_rates`), then the other seeds, one
     seed of every loss at a time, at each loss's dev-chosen rate; finished runs skipped."""
     import tempfile
