@@ -153,9 +153,17 @@ def chosen_lr(records: list[dict[str, Any]], loss: str) -> float | None:
     return max(dev, key=dev.get) if dev else None
 
 
-def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Path, teacher: str = "mpnet") -> None:
+def run_grid(
+    losses: list[str],
+    seeds: list[int],
+    cache_dir: str | None,
+    out: Path,
+    teacher: str = "mpnet",
+    rates: tuple[float, ...] = GRID_LRS,
+) -> None:
     """Seed 42 at every rate of each loss (:func:`benchmarks.common.choose_rates`), then the other seeds, one
-    seed of every loss at a time, at each loss's dev-chosen rate; finished runs skipped."""
+    seed of every loss at a time, at each loss's dev-chosen rate; finished runs skipped. ``rates``: each loss's
+    starting grid (a best rate at its edge is extended, so two rates also bracket the choice)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as work:
@@ -175,7 +183,7 @@ def run_grid(losses: list[str], seeds: list[int], cache_dir: str | None, out: Pa
             return {(r["loss"], r["lr"]): r["dev_ndcg@10"] for r in read_jsonl(out) if r["seed"] == 42}
 
         earlier = {(r["loss"], r["lr"]) for r in read_jsonl(out) if r["seed"] == 42}
-        grids = {loss: [*GRID_LRS, *(lr for name, lr in earlier if name == loss)] for loss in losses}
+        grids = {loss: [*rates, *(lr for name, lr in earlier if name == loss)] for loss in losses}
         choose_rates(grids, run_points, MAX_EXTENSIONS)
         for seed in seeds:  # seed by seed, so a grid cut short still pairs every loss on the seeds it ran
             for loss in losses:  # at the rate the report names (ties: the earlier run)
@@ -268,6 +276,7 @@ def main() -> None:
     parser.add_argument("--grid_teacher", default="mpnet", choices=list(GRID_TEACHERS), help="minilm: the recipe's.")
     parser.add_argument("--grid_losses", nargs="+", default=list(GRID_LOSSES), choices=list(GRID_LOSSES))
     parser.add_argument("--grid_seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--grid_lrs", nargs="+", type=float, default=list(GRID_LRS), help="Each loss's first rates.")
     parser.add_argument("--out", type=Path, default=None, help=f"Default {OUT.name}, or the teacher's with --grid.")
     opts = parser.parse_args()
     opts.out = opts.out or (GRID_OUTS[opts.grid_teacher] if opts.grid else OUT)
@@ -275,7 +284,7 @@ def main() -> None:
         print((grid_report if opts.grid else report)(read_jsonl(opts.out)))
         return
     if opts.grid:
-        run_grid(opts.grid_losses, opts.grid_seeds, opts.cache_dir, opts.out, opts.grid_teacher)
+        run_grid(opts.grid_losses, opts.grid_seeds, opts.cache_dir, opts.out, opts.grid_teacher, tuple(opts.grid_lrs))
         return
     variant = " ".join(opts.extra)
     done = {(r["arm"], r.get("variant", ""), r["seed"]) for r in read_jsonl(opts.out)}

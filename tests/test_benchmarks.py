@@ -547,3 +547,21 @@ def test_retrieval_grid_trains_the_minilm_2_layer_student_from_either_teacher(mo
         "sentence-transformers/all-MiniLM-L6-v2",
         [0, 5],
     )
+
+
+def test_retrieval_grid_from_two_rates_extends_below_when_the_lower_wins(tmp_path, monkeypatch):
+    """``--grid_lrs 1e-4 2e-4``: a best dev at 1e-4 (the bottom edge) runs 5e-5 next; once dev falls on both sides,
+    the other seeds run at 1e-4."""
+    sys.path.insert(0, str(ROOT))
+    import benchmarks.retrieval as grid
+
+    dev = {5e-5: 50.0, 1e-4: 52.0, 2e-4: 51.0}
+    calls = []
+
+    def point(loss, lr, seed, folder, cache_dir, teacher):
+        calls.append((lr, seed, teacher))
+        return {"loss": loss, "lr": lr, "seed": seed, "dev_ndcg@10": dev[lr], "test_ndcg@10": 0.0}
+
+    monkeypatch.setattr(grid, "run_grid_point", point)
+    grid.run_grid(["listwise_kl_T0.1"], [42, 43], None, tmp_path / "grid.jsonl", "minilm", (1e-4, 2e-4))
+    assert calls == [(1e-4, 42, "minilm"), (2e-4, 42, "minilm"), (5e-5, 42, "minilm"), (1e-4, 43, "minilm")]
