@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -230,3 +232,25 @@ def timing_cross_encoder(path: str, **kwargs):
 
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     return CrossEncoderTeacher(model, AutoTokenizer.from_pretrained(path), **kwargs)
+
+
+def mean_sd(values: list[float]) -> str:
+    """Mean ± sample sd to 2 decimals (the mean alone for one value, – for none)."""
+    if len(values) < 2:
+        return f"{values[0]:.2f}" if values else "–"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def paired_diff(a: list[dict], b: list[dict], key: str) -> str:
+    """Mean paired difference a − b over shared seeds, with a 95% t interval."""
+    from scipy import stats
+
+    seeds = sorted({r["seed"] for r in a} & {r["seed"] for r in b})
+    if len(seeds) < 2:
+        return "–"
+    va = {r["seed"]: r[key] for r in a}
+    vb = {r["seed"]: r[key] for r in b}
+    diffs = [va[s] - vb[s] for s in seeds]
+    mean = statistics.mean(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"

@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
+from benchmarks.common import RESULTS, append_jsonl, machine, mean_sd, read_jsonl  # noqa: E402
 from benchmarks.methods import (  # noqa: E402
     MSE_FAMILIES,
     adaptive_families,
@@ -43,7 +43,6 @@ from benchmarks.methods import (  # noqa: E402
     dev_best,
     families,
     init_worker,
-    mean_sd,
     recipe,
     train_one,
 )

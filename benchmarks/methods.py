@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import gc
 import hashlib
-import math
 import os
 import statistics
 import sys
@@ -50,6 +49,8 @@ from benchmarks.common import (  # noqa: E402
     append_jsonl,
     choose_rates,
     machine,
+    mean_sd,
+    paired_diff,
     read_jsonl,
 )
 
@@ -431,27 +432,6 @@ def capacity_families(final: dict, setting: str, names: list[str]) -> list[str]:
     """The three adaptive-family arms of ``names`` with the best dev, and the better Margin-MSE (:func:`dev_ranked`)."""
     adaptive = [f for f in names if f not in BASELINES]
     return [*dev_ranked(final, setting, adaptive)[:3], *dev_ranked(final, setting, MSE_FAMILIES)[:1]]
-
-
-def mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.2f}" if values else "–"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def paired_diff(a: list[dict], b: list[dict], key: str) -> str:
-    """Mean paired difference a − b over shared seeds, with a 95% t interval."""
-    from scipy import stats
-
-    seeds = sorted({r["seed"] for r in a} & {r["seed"] for r in b})
-    if len(seeds) < 2:
-        return "–"
-    va = {r["seed"]: r[key] for r in a}
-    vb = {r["seed"]: r[key] for r in b}
-    diffs = [va[s] - vb[s] for s in seeds]
-    mean = statistics.mean(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
 
 
 def _dev_by_lr(records: list[dict[str, Any]], setting: str, arm: str, dry_run: bool) -> str:

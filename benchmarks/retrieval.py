@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,11 +36,12 @@ from benchmarks.common import (  # noqa: E402
     append_jsonl,
     choose_rates,
     machine,
+    mean_sd,
+    paired_diff,
     read_jsonl,
     train_run,
     tree_is_clean,
 )
-from benchmarks.methods import mean_sd, paired_diff  # noqa: E402
 
 OUT = RESULTS / "retrieval.jsonl"
 GRID_OUT = RESULTS / "retrieval_methods.jsonl"  # the mpnet teacher; the recipe's own teacher: GRID_OUTS["minilm"]
@@ -249,17 +249,14 @@ def report(records: list[dict[str, Any]]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
-    def spread(values: list[float]) -> str:
-        return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
-
     for arm, runs in arms.items():
         f = [r["figures"] for r in runs]
         s = runs[-1]["speed"]
         teacher = next((x["ndcg@10"]["teacher"] for x in f if "teacher" in x["ndcg@10"]), float("nan"))
         lines.append(
             f"| {arm} | {', '.join(str(r['seed']) for r in runs)} | {f[0]['ndcg@10']['before']:.2f} | "
-            f"{spread([x['ndcg@10']['after'] for x in f])} | {spread([x['mrr@10']['after'] for x in f])} | "
-            f"{spread([x['recall@100']['after'] for x in f])} | {teacher:.2f} | "
+            f"{mean_sd([x['ndcg@10']['after'] for x in f])} | {mean_sd([x['mrr@10']['after'] for x in f])} | "
+            f"{mean_sd([x['recall@100']['after'] for x in f])} | {teacher:.2f} | "
             f"{s['student']['texts_per_s']:.1f} / {s['teacher']['texts_per_s']:.1f} | {s['speedup']:.2f}x |"
         )
     return "\n".join(lines)

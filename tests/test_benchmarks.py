@@ -152,7 +152,7 @@ def test_teacher_fingerprint_tells_two_trainings_of_the_teacher_apart(tmp_path, 
 def test_paired_difference_interval_by_hand():
     """The paired difference to Margin-MSE is the mean over shared seeds with a 95% t interval (2 degrees of freedom
     for 3 seeds: t = 4.303)."""
-    from benchmarks.methods import paired_diff
+    from benchmarks.common import paired_diff
 
     a = [{"seed": s, "x": v} for s, v in [(0, 70.0), (1, 71.0), (2, 72.5)]]
     b = [{"seed": s, "x": v} for s, v in [(0, 69.0), (1, 69.5), (2, 70.0), (3, 99.0)]]
