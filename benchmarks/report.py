@@ -320,12 +320,14 @@ def corpus_build() -> None:
 
 
 def retrieval_grid() -> None:
-    """Section 10: the method grid of ``benchmarks/retrieval.py --grid``."""
-    from benchmarks.retrieval import GRID_OUT, grid_report
+    """Section 10: the method grids of ``benchmarks/retrieval.py --grid [--grid_teacher minilm]``."""
+    from benchmarks.retrieval import GRID_OUTS, grid_report
 
-    records = read_jsonl(GRID_OUT)
-    if records:
-        print(grid_report(records))
+    for teacher, out in GRID_OUTS.items():
+        records = read_jsonl(out)
+        if records:
+            print(f"\n{teacher} teacher ({out.name}):\n")
+            print(grid_report(records))
 
 
 def runner_report(module_name: str) -> None:
@@ -354,7 +356,7 @@ SECTIONS = {  # name: (BENCHMARKS.md section, printer)
     "student_layers": ("9. Which 2 layers to start from", lambda: runner_report("student_layers")),
     "corpus_memory": ("9. Memory of corpus mode", corpus_memory),
     "retrieval": ("10. Retrieval distillation on SciFact", lambda: runner_report("retrieval")),
-    "retrieval_methods": ("10. Which loss on SciFact (mpnet -> 2 layers)", lambda: retrieval_grid()),
+    "retrieval_methods": ("10. Which loss on SciFact (a teacher -> 2 layers)", lambda: retrieval_grid()),
     "corpus_search": ("11. Corpora of 100k to 1M texts: the searches", corpus_search),
     "corpus_build": ("11. Corpora of 100k to 1M texts: corpus mode on 1M", corpus_build),
     "export": ("12. ONNX export", lambda: runner_report("export")),
