@@ -7,15 +7,17 @@ recipes/scifact-distil.yaml` plus the arm's options, in its own process; finishe
     python benchmarks/retrieval.py --arms minilm-2l-nolabel minilm-2l-gold --seeds 42 43 44
     python benchmarks/retrieval.py --report
 
-The method grid (`--grid`): from the mpnet teacher into the 2-layer student, no labels, Margin-MSE, the adaptive
+The method grid (`--grid`): from the mpnet teacher (`--grid_teacher minilm`: the recipe's own, MiniLM) into the
+2-layer student, no labels, Margin-MSE, the adaptive
 loss's best arm (two-sided dead zone 0.25) and listwise KL (T 0.1). Each loss's learning rate is chosen on a dev
 split carved from the judged train claims (200 of them, a fixed sample: qrels/dev.tsv of a work folder; they are
-taken out of the training queries), seed 42, from 5e-5, 1e-4 and 2e-4, extended (x2 or /2) while the best rate is at
-the grid's edge; seeds 43 and 44 then run at the choice. Test figures are reported,
-never used to choose, with paired differences to Margin-MSE (`--grid --report`).
+taken out of the training queries), seed 42, from 5e-5, 1e-4 and 2e-4 (`--grid_lrs`), extended (x2 or /2) while
+the best rate is at the grid's edge; seeds 43 and 44 then run at the choice. Test figures are reported, never used
+to choose, with paired differences to Margin-MSE (`--grid --report`).
 
     python benchmarks/retrieval.py --grid [--grid_losses margin_mse deadzone_0.25] [--grid_seeds 42]
     python benchmarks/retrieval.py --grid --report
+    python benchmarks/retrieval.py --grid --grid_teacher minilm --grid_lrs 1e-4 2e-4  # then --report
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from benchmarks.common import (  # noqa: E402
 )
 
 OUT = RESULTS / "retrieval.jsonl"
-GRID_OUT = RESULTS / "retrieval_methods.jsonl"  # the mpnet teacher; the recipe's own teacher: GRID_OUTS["minilm"]
 SCIFACT = ROOT / "hf_margin" / "app" / "data" / "scifact"
 RECIPE = ROOT / "recipes" / "scifact-distil.yaml"
 MPNET = "sentence-transformers/all-mpnet-base-v2"
@@ -78,7 +79,7 @@ GRID_TEACHERS: dict[str, list[str]] = {
     "mpnet": ["--teacher", MPNET, *ALL_LAYERS[:2], "--student_layers", "0", "5"],
     "minilm": [],
 }
-GRID_OUTS = {"mpnet": GRID_OUT, "minilm": RESULTS / "retrieval_methods_minilm.jsonl"}
+GRID_OUTS = {"mpnet": RESULTS / "retrieval_methods.jsonl", "minilm": RESULTS / "retrieval_methods_minilm.jsonl"}
 # what cannot change from one grid run to the next is not measured again: the teacher's figures, the untrained
 # student's and the encoding speeds (the arms' runs report them)
 GRID_QUIET = ["--eval_teacher", "false", "--eval_before", "false", "--measure_speed", "false"]
