@@ -83,3 +83,27 @@ def test_throughput_times_a_scorer_at_the_length_asked_and_restores_its_own(bi_e
     assert record["max_length"] == 16 and set(seen) == {16} and record["batch_size"] == 32
     assert (teacher.max_length, teacher.batch_size) == (128, 7)
     assert encoding_throughput(teacher, ["a text"])["max_length"] == 128
+
+
+def test_the_speed_line_counts_threads_and_says_when_cores_sit_idle(monkeypatch):
+    """One thread reads "1 thread"; a CPU run on fewer threads than its cores says so in the line and in a
+    warning that names the launcher's fix; all cores in use, no warning."""
+    import torch
+
+    from hf_margin.app.report import speed_line
+    from hf_margin.evaluation import throughput
+
+    def record(threads: int, cores: int) -> dict:
+        return {"texts_per_s": 50.0, "device": "cpu", "dtype": "float32", "threads": threads, "cores": cores,
+                "max_length": 256}  # fmt: skip
+
+    assert "cpu, float32, 1 thread of 2 cores, 256 tokens" in speed_line({"student": record(1, 2)})
+    assert "cpu, float32, 2 threads, 256 tokens" in speed_line({"student": record(2, 2)})
+    monkeypatch.setattr(throughput, "available_cores", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    warning = throughput.fewer_threads_than_cores()
+    assert "1 of this process's 4 CPU cores (OMP_NUM_THREADS=1)" in warning
+    assert "--num_cpu_threads_per_process 4" in warning
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert throughput.fewer_threads_than_cores() is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import time
 from dataclasses import asdict
@@ -28,10 +29,12 @@ from hf_margin.app.report import (
 )
 from hf_margin.app.tasks import build_task
 from hf_margin.data.fresh_negatives import FreshNegatives
-from hf_margin.evaluation.throughput import encoding_throughput, speed_summary
+from hf_margin.evaluation.throughput import encoding_throughput, fewer_threads_than_cores, speed_summary
 from hf_margin.models.kind import StudentKind
 from hf_margin.training.config import MarginDistillConfig
 from hf_margin.training.trainer import MarginDistillTrainer
+
+logger = logging.getLogger(__name__)
 
 
 def run_score_teacher(
@@ -70,6 +73,8 @@ def run_train(
             "eval_strategy is set but there is nothing to evaluate: give --validation_file, "
             "--sts_eval_file or --ir_eval_dir, or --eval_strategy no"
         )
+    if state.device.type == "cpu" and state.num_processes == 1 and (warning := fewer_threads_than_cores()):
+        logger.warning(warning)
     task = build_task(model_args, data_args, eval_args, args)
     kind: StudentKind = args.student_kind
     rows: dict[str, dict[str, dict[str, float]]] = {}

@@ -100,7 +100,13 @@ def speed_line(speed: dict[str, Any]) -> str | None:
     student, teacher = speed.get("student"), speed.get("teacher")
     if not student:
         return None
-    setting = f"{student['device']}, {student['dtype']}, {student['threads']} threads, {student['max_length']} tokens"
+    threads = student["threads"]
+    cores = student.get("cores", 0) if student["device"] == "cpu" else 0
+    of_cores = f" of {cores} cores" if threads < cores else ""
+    setting = (
+        f"{student['device']}, {student['dtype']}, {threads} thread{'s' if threads != 1 else ''}{of_cores}, "
+        f"{student['max_length']} tokens"
+    )
     if not teacher:
         return f"student {student['texts_per_s']:.1f} texts/s ({setting})"
     return (

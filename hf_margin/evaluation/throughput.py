@@ -3,6 +3,7 @@ length it ran at, so a report can say how much faster the student is than its te
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +27,8 @@ def encoding_throughput(
     None for a scorer that does not embed (a cross-encoder). ``max_length``: truncate at this many tokens instead
     of the scorer's own (a teacher timed at its student's length, so the two are compared on the same input).
 
-    Returns ``{"texts_per_s", "texts", "seconds", "batch_size", "max_length", "device", "dtype", "threads"}``."""
+    Returns ``{"texts_per_s", "texts", "seconds", "batch_size", "max_length", "device", "dtype", "threads",
+    "cores"}``: ``threads`` is torch's intra-op count, ``cores`` the CPUs this process may run on."""
     if not hasattr(scorer, "embed") or not texts:
         return None
     texts = list(dict.fromkeys(texts))
@@ -67,7 +69,27 @@ def _timed(scorer: Any, texts: list[str], role: str) -> dict[str, Any]:
         "device": str(scorer.device),
         "dtype": str(getattr(model, "dtype", None) or next(model.parameters()).dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
+        "cores": available_cores(),
     }
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity where the OS says, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def fewer_threads_than_cores() -> str | None:
+    """A warning when torch uses fewer CPU threads than the cores it may run on (``accelerate launch`` sets
+    ``OMP_NUM_THREADS=1`` unless told otherwise), or None."""
+    threads, cores = torch.get_num_threads(), available_cores()
+    if threads >= cores:
+        return None
+    return (
+        f"torch runs on {threads} of this process's {cores} CPU cores (OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), so CPU training and the speed figures use {threads} "
+        f"thread{'s' if threads != 1 else ''}: under accelerate launch, pass --num_cpu_threads_per_process {cores} "
+        "(or set OMP_NUM_THREADS) to use them all"
+    )
 
 
 def speed_summary(student: dict[str, Any] | None, teacher: dict[str, Any] | None) -> dict[str, Any]:
@@ -76,4 +98,4 @@ def speed_summary(student: dict[str, Any] | None, teacher: dict[str, Any] | None
     return {"student": student, "teacher": teacher, "speedup": speedup}
 
 
-__all__ = ["encoding_throughput", "speed_summary"]
+__all__ = ["available_cores", "encoding_throughput", "fewer_threads_than_cores", "speed_summary"]
