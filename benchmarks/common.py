@@ -1,4 +1,13 @@
-"""Shared setup of the benchmarks: the default recipe's triplets, students, machine description."""
+"""The benchmarks' one harness, which each script specialises with its own arms and record:
+
+- a run: :func:`train_run` (``hf-margin train`` in its own process, the user's path) or a worker of
+  ``methods.py``'s pool (:func:`bench_args`, :func:`fresh_student`);
+- resume: :class:`Results`, the results file keyed by each run's identity (a finished run never reruns);
+- the learning rate chosen on dev: :func:`choose_rates` (:func:`next_rate` extends a grid at its edge);
+- the spread over seeds: :func:`mean_sd`, :func:`paired_diff`; the record's context: :func:`machine`,
+  :func:`tree_is_clean`.
+
+Tables come from ``benchmarks/report.py`` (or a script's ``--report``)."""
 
 from __future__ import annotations
 
@@ -136,9 +145,38 @@ def choose_rates(
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """One record, one line; after a line cut short by a killed run, on a line of its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    with open(path, "a+b") as f:
+        cut = f.tell() > 0 and f.seek(-1, os.SEEK_END) is not None and f.read(1) != b"\n"
+        f.write((("\n" if cut else "") + json.dumps(record) + "\n").encode())
+
+
+class Results:
+    """A benchmark's results file, the resume half of every harness: the records kept so far, keyed by ``key``
+    (the run's identity: arm, rate, seed, ...), so a finished run is never run again and a run killed mid-way
+    loses only itself. ``keep`` filters what counts (a dry run's records never stand in for a real run's)."""
+
+    def __init__(
+        self,
+        path: Path,
+        key: Callable[[dict[str, Any]], Hashable],
+        keep: Callable[[dict[str, Any]], bool] = lambda record: True,
+    ) -> None:
+        self.path, self.key = path, key
+        self.done: dict[Hashable, dict[str, Any]] = {key(r): r for r in read_jsonl(path) if keep(r)}
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.done
+
+    def add(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Append ``record`` to the file (at once: each run is written as it ends) and count it as done."""
+        append_jsonl(self.path, record)
+        self.done[self.key(record)] = record
+        return record
+
+    def records(self) -> list[dict[str, Any]]:
+        return list(self.done.values())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

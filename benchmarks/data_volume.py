@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, append_jsonl, machine, mean_sd, read_jsonl  # noqa: E402
+from benchmarks.common import RESULTS, Results, append_jsonl, machine, mean_sd, read_jsonl  # noqa: E402
 from benchmarks.methods import (  # noqa: E402
     MSE_FAMILIES,
     adaptive_families,
@@ -121,13 +121,13 @@ def build_sets(positives: list[int], work: Path, dry_run: bool, scalings: set[st
     return paths, timings
 
 
-def finished_runs(records: list[dict[str, Any]], dry_run: bool) -> set[tuple[str, str, int]]:
-    """(set, arm, seed) of the training runs already in the results (the build-time rows are not runs)."""
-    return {
-        (r["set"], r["arm"], r["seed"])
-        for r in records
-        if r.get("part") == "train" and r.get("dry_run", False) == dry_run
-    }
+def finished_runs(path: Path, dry_run: bool) -> Results:
+    """The training runs already in the results, keyed (set, arm, seed); the build-time rows are not runs."""
+    return Results(
+        path,
+        key=lambda r: (r["set"], r["arm"], r["seed"]),
+        keep=lambda r: r.get("part") == "train" and r.get("dry_run", False) == dry_run,
+    )
 
 
 def main() -> None:
@@ -150,7 +150,7 @@ def main() -> None:
     gpu = torch.cuda.is_available() and not opts.dry_run
     workers = opts.workers or (8 if gpu else max(1, os.cpu_count() or 1))
     threads = 2 if gpu else max(1, (os.cpu_count() or 1) // workers)
-    done = finished_runs(read_jsonl(opts.out), opts.dry_run)
+    done = finished_runs(opts.out, opts.dry_run)
     info = {"machine": machine(), "dry_run": opts.dry_run}
     with tempfile.TemporaryDirectory() as tmp:
         paths, timings = build_sets(opts.positives, Path(tmp), opts.dry_run, {p[2] for p in picked.values()})
@@ -174,8 +174,7 @@ def main() -> None:
         context = get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(threads,)) as pool:
             for job, record in zip(jobs, pool.map(train_one, jobs)):
-                record = {**record, "part": "train", "set": job["set"], "rows": job["rows"], **info}
-                append_jsonl(opts.out, record)
+                record = done.add({**record, "part": "train", "set": job["set"], "rows": job["rows"], **info})
                 print(
                     f"{job['set']:16s} {job['arm']:24s} seed={job['seed']} test={record['test_spearman']:.2f} "
                     f"MRR@10={record['test_mrr10']:.2f} ({record['train_seconds']:.0f}s)",

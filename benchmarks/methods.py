@@ -46,7 +46,7 @@ from benchmarks.common import (  # noqa: E402
     FIRST_TWO_LAYERS,
     GOLD_ONLY,
     RESULTS,
-    append_jsonl,
+    Results,
     choose_rates,
     machine,
     mean_sd,
@@ -249,7 +249,8 @@ class Runner:
     def __init__(self, pool, paths: dict[str, Any], out: Path, tmp: Path, dry_run: bool, max_steps: int) -> None:
         self.pool, self.paths, self.out, self.tmp = pool, paths, out, tmp
         self.dry_run, self.max_steps = dry_run, max_steps
-        self.done = {self.key(r): r for r in read_jsonl(out) if r.get("dry_run", False) == dry_run}
+        self.results = Results(out, self.key, keep=lambda r: r.get("dry_run", False) == dry_run)
+        self.done = self.results.done
         self.machine = machine()
         self.teachers = {setting: teacher_fingerprint(setting) for setting in RECIPES if setting in paths}
 
@@ -280,8 +281,7 @@ class Runner:
             key, record = futures[future], future.result()
             record["machine"] = self.machine
             record["teacher"] = self.teachers.get(record["setting"])
-            append_jsonl(self.out, record)
-            self.done[key] = record
+            self.results.add(record)
             print(
                 f"{record['setting']:5s} {record['arm']:26s} L{record['layers']} lr={record['lr']:g} "
                 f"seed={record['seed']} dev={record['dev_spearman']:.2f} test={record['test_spearman']:.2f} "

@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl, train_run  # noqa: E402
+from benchmarks.common import RESULTS, Results, append_jsonl, machine, read_jsonl, train_run  # noqa: E402
 
 OUT = RESULTS / "pareto.jsonl"
 TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -171,15 +171,16 @@ def main() -> None:
             for point in speed_points([*opts.layers, DEPTH], opts.rounds):
                 append_jsonl(opts.out, point)
                 print(json.dumps({k: point[k] for k in ("layers", "texts_per_s", "rounds")}), flush=True)
-        done = {(r["task"], tuple(r["layers"]), r["seed"]) for r in read_jsonl(opts.out) if r["kind"] == "quality"}
+        done = Results(
+            opts.out, key=lambda r: (r["task"], tuple(r["layers"]), r["seed"]), keep=lambda r: r["kind"] == "quality"
+        )
         for task in opts.tasks:
             for n in opts.layers:
                 for seed in opts.seeds:
-                    if (task, tuple(spread_layers(n)), seed) in done:
-                        continue
-                    record = train_point(task, spread_layers(n), seed, opts.cache_dir)
-                    append_jsonl(opts.out, record)
-                    print(json.dumps({k: record[k] for k in ("task", "layers", "seed", "after", "wall_s")}), flush=True)
+                    if (task, tuple(spread_layers(n)), seed) not in done:
+                        record = done.add(train_point(task, spread_layers(n), seed, opts.cache_dir))
+                        shown = {k: record[k] for k in ("task", "layers", "seed", "after", "wall_s")}
+                        print(json.dumps(shown), flush=True)
     print(report(read_jsonl(opts.out), plot=opts.out.with_suffix(".png")))
 
 

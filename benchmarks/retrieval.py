@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
     RESULTS,
-    append_jsonl,
+    Results,
     choose_rates,
     machine,
     mean_sd,
@@ -167,28 +167,27 @@ def run_grid(
     starting grid (a best rate at its edge is extended, so two rates also bracket the choice)."""
     import tempfile
 
+    results = Results(out, key=lambda r: (r["loss"], r["lr"], r["seed"]))
     with tempfile.TemporaryDirectory() as work:
         folder = dev_folder(Path(work))
 
         def run(loss: str, lr: float, seed: int) -> None:
-            if (loss, lr, seed) in {(r["loss"], r["lr"], r["seed"]) for r in read_jsonl(out)}:
-                return
-            record = run_grid_point(loss, lr, seed, folder, cache_dir, teacher)
-            append_jsonl(out, record)
-            print(json.dumps({k: record[k] for k in ("loss", "lr", "seed", "dev_ndcg@10", "test_ndcg@10")}))
+            if (loss, lr, seed) not in results:
+                record = results.add(run_grid_point(loss, lr, seed, folder, cache_dir, teacher))
+                print(json.dumps({k: record[k] for k in ("loss", "lr", "seed", "dev_ndcg@10", "test_ndcg@10")}))
 
         def run_points(points: list[tuple[Any, float]]) -> dict[tuple[Any, float], float]:
             # every loss at the recipe's rate first (a grid cut short still compares the losses), then the others
             for loss, lr in sorted(points, key=lambda point: (point[1] != 1e-4, point[1])):
                 run(loss, lr, 42)
-            return {(r["loss"], r["lr"]): r["dev_ndcg@10"] for r in read_jsonl(out) if r["seed"] == 42}
+            return {(loss, lr): r["dev_ndcg@10"] for (loss, lr, seed), r in results.done.items() if seed == 42}
 
-        earlier = {(r["loss"], r["lr"]) for r in read_jsonl(out) if r["seed"] == 42}
+        earlier = {(loss, lr) for loss, lr, seed in results.done if seed == 42}
         grids = {loss: [*rates, *(lr for name, lr in earlier if name == loss)] for loss in losses}
         choose_rates(grids, run_points, MAX_EXTENSIONS)
         for seed in seeds:  # seed by seed, so a grid cut short still pairs every loss on the seeds it ran
             for loss in losses:  # at the rate the report names (ties: the earlier run)
-                run(loss, chosen_lr(read_jsonl(out), loss), seed)
+                run(loss, chosen_lr(results.records(), loss), seed)
 
 
 def grid_report(records: list[dict[str, Any]]) -> str:
@@ -285,14 +284,12 @@ def main() -> None:
         run_grid(opts.grid_losses, opts.grid_seeds, opts.cache_dir, opts.out, opts.grid_teacher, tuple(opts.grid_lrs))
         return
     variant = " ".join(opts.extra)
-    done = {(r["arm"], r.get("variant", ""), r["seed"]) for r in read_jsonl(opts.out)}
+    results = Results(opts.out, key=lambda r: (r["arm"], r.get("variant", ""), r["seed"]))
     for arm in opts.arms:
         for seed in opts.seeds:
-            if (arm, variant, seed) in done:
-                continue
-            record = run_arm(arm, seed, opts.extra, opts.cache_dir)
-            append_jsonl(opts.out, record)
-            print(json.dumps({k: record[k] for k in ("arm", "seed", "figures", "wall_s")}), flush=True)
+            if (arm, variant, seed) not in results:
+                record = results.add(run_arm(arm, seed, opts.extra, opts.cache_dir))
+                print(json.dumps({k: record[k] for k in ("arm", "seed", "figures", "wall_s")}), flush=True)
 
 
 if __name__ == "__main__":

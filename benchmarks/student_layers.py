@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import DEFAULT_RECIPE, RESULTS, append_jsonl, machine, read_jsonl  # noqa: E402
+from benchmarks.common import DEFAULT_RECIPE, RESULTS, Results, machine, read_jsonl  # noqa: E402
 
 OUT = RESULTS / "student_layers.jsonl"
 
@@ -56,7 +56,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     kind = args.student_kind
     dev = stsb_evaluators(load_stsb(None)["validation"], "dev", duplicates=False)["dev"]
-    done = {tuple(r["layers"]) for r in read_jsonl(opts.out) if r["teacher"] == model_args.teacher}
+    done = Results(opts.out, key=lambda r: tuple(r["layers"]), keep=lambda r: r["teacher"] == model_args.teacher)
     total = AutoConfig.from_pretrained(path).num_hidden_layers
     for layers in itertools.combinations(range(total), opts.size):
         if layers in done:
@@ -65,7 +65,7 @@ def main() -> None:
         with torch.inference_mode():
             spearman = dev(kind.scorer(model, tokenizer))["spearman"]
         record = {"teacher": model_args.teacher, "layers": list(layers), "dev_spearman": spearman}
-        append_jsonl(opts.out, {**record, "machine": machine()})
+        done.add({**record, "machine": machine()})
         print(f"layers {list(layers)}: STS-B dev Spearman {spearman:.2f}", flush=True)
     print(report(read_jsonl(opts.out)))
 

@@ -233,18 +233,26 @@ def test_student_layers_report_ranks_by_dev_and_keeps_the_latest_record_of_a_pai
     assert report(records).splitlines()[2:] == ["| t | 0, 5 | 80.20 |", "| t | 0, 1 | 64.70 |"]
 
 
-def test_data_volume_rerun_skips_finished_runs_and_reads_past_build_time_rows():
+def test_data_volume_rerun_skips_finished_runs_and_reads_past_build_time_rows(tmp_path):
     """Guards the resumed data-volume run crashing on its own build-time rows (they have no `set`): a second
-    `data_volume.py` call raised KeyError before training anything."""
+    `data_volume.py` call raised KeyError before training anything. A run added is written and counted at once;
+    a line cut short by a killed run is read past (that run is redone)."""
+    from benchmarks.common import read_jsonl
     from benchmarks.data_volume import finished_runs
 
+    out = tmp_path / "data_volume.jsonl"
     records = [
         {"part": "build", "positives": 1, "state": "uncached", "seconds": 34.2, "triplets": 10536},
         {"part": "train", "set": "gold", "arm": "deadzone_0.25", "seed": 0},
         {"part": "train", "set": "gold", "arm": "deadzone_0.25", "seed": 1, "dry_run": True},
     ]
-    assert finished_runs(records, dry_run=False) == {("gold", "deadzone_0.25", 0)}
-    assert finished_runs(records, dry_run=True) == {("gold", "deadzone_0.25", 1)}
+    out.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"part": "train", "set": "gold", "ar')
+    assert set(finished_runs(out, dry_run=False).done) == {("gold", "deadzone_0.25", 0)}
+    assert set(finished_runs(out, dry_run=True).done) == {("gold", "deadzone_0.25", 1)}
+    runs = finished_runs(out, dry_run=False)
+    runs.add({"part": "train", "set": "gold", "arm": "margin_mse", "seed": 0})
+    assert ("gold", "margin_mse", 0) in runs and ("gold", "margin_mse", 0) in finished_runs(out, dry_run=False)
+    assert len(read_jsonl(out)) == 4
 
 
 def test_data_volume_report_keeps_build_times_apart_by_thread_count():
