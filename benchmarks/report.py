@@ -26,6 +26,94 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, read_jsonl  # noqa: E402
 from hf_margin.data.search import default_nlist  # noqa: E402
 
+# ---- at a glance: the first screen of BENCHMARKS.md ----------------------------------------------------------------
+
+# (row label, family on the same-scale teacher, family on the cross-scale one); figures at each family's dev choice
+GLANCE_STSB_LOSSES = [
+    ("Margin-MSE, moment-matched margins", "margin_mse_student", "margin_mse_student"),
+    ("adaptive, dead zone ρ = 0, moment-matched", "deadzone_0_student", "deadzone_0_student"),
+    ("listwise KL (temperature chosen on dev)", "listwise_kl", "listwise_kl"),
+    ("adaptive, dead zone ρ = 0.25 (the library default; moment-matched on the cross-scale teacher)",
+     "deadzone_0.25", "deadzone_0.25_student"),
+    ("adaptive, one-sided hinge (the method as first shipped)", "adaptive_relu", "adaptive_relu"),
+]  # fmt: skip
+
+
+GLANCE_RETRIEVAL_LOSSES = {
+    "listwise_kl_T0.1": "listwise KL, T = 0.1",
+    "margin_mse": "Margin-MSE",
+    "deadzone_0.25": "adaptive, dead zone ρ = 0.25 (the library default)",
+}
+GLANCE_TEACHERS = {"mpnet": "mpnet teacher", "minilm": "MiniLM teacher (the recipe's)"}
+
+
+def glance() -> None:
+    """The two "which loss?" tables of BENCHMARKS.md's first screen: STS-B (``methods.py``'s records, each loss at
+    its seed-0 dev choice, 2 layers) and SciFact (``retrieval.py --grid``'s, each teacher's grid)."""
+    from benchmarks.common import mean_sd, paired_diff
+    from benchmarks.methods import OUT as METHODS
+    from benchmarks.methods import chosen_runs
+    from benchmarks.retrieval import GRID_OUTS, chosen_lr
+
+    final = chosen_runs(read_jsonl(METHODS))
+    cells = {
+        (label, setting): final.get((setting, family, 2), [])
+        for label, same, cross in GLANCE_STSB_LOSSES
+        for setting, family in (("same", same), ("cross", cross))
+    }
+    best = {
+        setting: max((statistics.mean(r["test_spearman"] for r in runs), label)
+                     for (label, s), runs in cells.items() if s == setting and runs)[1]
+        for setting in ("same", "cross")
+    }  # fmt: skip
+
+    def cell(label: str, setting: str) -> str:
+        runs = cells[(label, setting)]
+        text = (
+            f"{mean_sd([r['test_spearman'] for r in runs])} (T = {runs[0]['arm'].split('_T')[1]})"
+            if (runs and "_T" in runs[0]["arm"])
+            else mean_sd([r["test_spearman"] for r in runs])
+            if runs
+            else "–"
+        )
+        return f"**{text}**" if runs and best[setting] == label else text
+
+    print("STS-B test Spearman x100, 2-layer student, 3 seeds (`python benchmarks/methods.py --report`):\n")
+    print("| loss | same-scale teacher (MiniLM bi-encoder) | cross-scale teacher (cross-encoder logits) |")
+    print("| --- | --- | --- |")
+    for label, _, _ in GLANCE_STSB_LOSSES:
+        print(f"| {label} | {cell(label, 'same')} | {cell(label, 'cross')} |")
+    grids = {teacher: read_jsonl(out) for teacher, out in GRID_OUTS.items()}
+    print(
+        "\nSciFact test nDCG@10 x100, a teacher into the 2-layer student, no labels, 3 seeds "
+        "(`python benchmarks/retrieval.py --grid [--grid_teacher minilm] --report`):\n"
+    )
+    print(
+        "| loss | "
+        + " | ".join(f"{GLANCE_TEACHERS[t]}: lr, test nDCG@10 | paired Δ vs Margin-MSE (95% t)" for t in grids)
+        + " |"
+    )
+    print("| --- |" + " --- | --- |" * len(grids))
+    at_choice = {
+        (t, loss): [r for r in records if r["loss"] == loss and r["lr"] == chosen_lr(records, loss)]
+        for t, records in grids.items()
+        for loss in GLANCE_RETRIEVAL_LOSSES
+    }
+    best = {
+        t: max(
+            GLANCE_RETRIEVAL_LOSSES, key=lambda loss: statistics.mean(r["test_ndcg@10"] for r in at_choice[(t, loss)])
+        )
+        for t in grids
+    }
+    for loss, label in GLANCE_RETRIEVAL_LOSSES.items():
+        parts = []
+        for t in grids:
+            runs, base = at_choice[(t, loss)], at_choice[(t, "margin_mse")]
+            figure = mean_sd([r["test_ndcg@10"] for r in runs])
+            parts.append(f"{runs[0]['lr']:.0e}, " + (f"**{figure}**" if best[t] == loss else figure))
+            parts.append("–" if loss == "margin_mse" else paired_diff(runs, base, "test_ndcg@10"))
+        print(f"| {label} | " + " | ".join(parts) + " |")
+
 
 def quality() -> None:
     runs = read_jsonl(RESULTS / "quality.jsonl")
@@ -343,6 +431,7 @@ def runner_report(module_name: str) -> None:
 
 
 SECTIONS = {  # name: (BENCHMARKS.md section, printer)
+    "glance": ("At a glance: which loss?", glance),
     "quality": ("1. Quality of transfer (superseded by 8)", quality),
     "speed": ("2. Training speed against the peer", speed),
     "teacher_cache": ("3. Teacher scoring and the cache", teacher_cache),

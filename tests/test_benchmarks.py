@@ -357,6 +357,20 @@ def test_one_report_module_prints_a_runner_table_under_its_section(capsys):
     assert "| mpnet-2l-nolabel --eval_teacher false | 42 | 31.99 | 58.63 |" in out
 
 
+def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(capsys):
+    """BENCHMARKS.md's "which loss?" tables come from report.py (``--only glance``), not by hand: each row the
+    figure of its loss at the dev-chosen rate, the best of each column in bold, every grid's teacher a column."""
+    from benchmarks import report
+
+    report.main(["--only", "glance"])
+    out = capsys.readouterr().out
+    assert "| Margin-MSE, moment-matched margins | **72.45 ± 0.33** | 72.51 ± 0.37 |" in out
+    assert "| listwise KL (temperature chosen on dev) | 71.50 ± 0.59 (T = 0.1) | **73.10 ± 0.72 (T = 0.1)** |" in out
+    assert "| listwise KL, T = 0.1 | 2e-04, **59.52 ± 1.60** | +1.25 [-0.64, +3.14] | 2e-04, **58.83 ± 0.62** |" in out
+    glance = (ROOT / "BENCHMARKS.md").read_text().split("## 1.")[0]
+    assert "72.45 ± 0.33" in glance and "58.83 ± 0.62" in glance and "--only glance" in glance
+
+
 def test_retrieval_grid_dev_split_never_trains_or_tests_on_its_queries(tmp_path):
     """The grid's dev claims are judged train claims: none is a training query, none a test query, and each keeps
     every judgement of qrels/train.tsv; the learning rate is chosen on seed-42 dev alone."""
