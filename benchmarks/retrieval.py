@@ -249,15 +249,20 @@ def report(records: list[dict[str, Any]]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
-    for arm, runs in arms.items():
-        f = [r["figures"] for r in runs]
+    for arm, runs in arms.items():  # a figure a run skipped (--eval_before / --eval_teacher / --measure_speed
+        f = [r["figures"] for r in runs]  # false) reads "–"
         s = runs[-1]["speed"]
-        teacher = next((x["ndcg@10"]["teacher"] for x in f if "teacher" in x["ndcg@10"]), float("nan"))
+        before = next((f"{x['ndcg@10']['before']:.2f}" for x in f if "before" in x["ndcg@10"]), "–")
+        teacher = next((f"{x['ndcg@10']['teacher']:.2f}" for x in f if "teacher" in x["ndcg@10"]), "–")
+        speeds = (
+            (f"{s['student']['texts_per_s']:.1f} / {s['teacher']['texts_per_s']:.1f}", f"{s['speedup']:.2f}x")
+            if s.get("speedup")
+            else ("–", "–")
+        )
         lines.append(
-            f"| {arm} | {', '.join(str(r['seed']) for r in runs)} | {f[0]['ndcg@10']['before']:.2f} | "
+            f"| {arm} | {', '.join(str(r['seed']) for r in runs)} | {before} | "
             f"{mean_sd([x['ndcg@10']['after'] for x in f])} | {mean_sd([x['mrr@10']['after'] for x in f])} | "
-            f"{mean_sd([x['recall@100']['after'] for x in f])} | {teacher:.2f} | "
-            f"{s['student']['texts_per_s']:.1f} / {s['teacher']['texts_per_s']:.1f} | {s['speedup']:.2f}x |"
+            f"{mean_sd([x['recall@100']['after'] for x in f])} | {teacher} | {speeds[0]} | {speeds[1]} |"
         )
     return "\n".join(lines)
 

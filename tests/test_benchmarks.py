@@ -587,3 +587,20 @@ def test_retrieval_grid_from_two_rates_extends_below_when_the_lower_wins(tmp_pat
     monkeypatch.setattr(grid, "run_grid_point", point)
     grid.run_grid(["listwise_kl_T0.1"], [42, 43], None, tmp_path / "grid.jsonl", "minilm", (1e-4, 2e-4))
     assert calls == [(1e-4, 42, "minilm"), (2e-4, 42, "minilm"), (5e-5, 42, "minilm"), (1e-4, 43, "minilm")]
+
+
+def test_retrieval_report_marks_the_figures_a_quiet_run_skipped():
+    """A run with --eval_before / --eval_teacher / --measure_speed false has no 'before', teacher or speed figure:
+    the table says "–" there instead of failing after a 40-minute run; seeds are pooled per arm and variant."""
+    from benchmarks.retrieval import report
+
+    def record(seed: int, after: float, quiet: bool) -> dict:
+        figures = {m: {"after": after, **({} if quiet else {"before": 31.99, "teacher": 64.51})}
+                   for m in ("ndcg@10", "mrr@10", "recall@100")}  # fmt: skip
+        speed = {"student": None, "teacher": None, "speedup": None} if quiet else {
+            "student": {"texts_per_s": 75.0}, "teacher": {"texts_per_s": 25.0}, "speedup": 3.0}  # fmt: skip
+        return {"arm": "a", "variant": "--quiet" if quiet else "", "seed": seed, "figures": figures, "speed": speed}
+
+    rows = report([record(42, 60.0, True), record(43, 62.0, True), record(42, 58.0, False)]).splitlines()[2:]
+    assert rows[0] == "| a --quiet | 42, 43 | – | 61.00 ± 1.41 | 61.00 ± 1.41 | 61.00 ± 1.41 | – | – | – |"
+    assert rows[1] == "| a | 42 | 31.99 | 58.00 | 58.00 | 58.00 | 64.51 | 75.0 / 25.0 | 3.00x |"
