@@ -113,6 +113,62 @@ def glance() -> None:
             parts.append(f"{runs[0]['lr']:.0e}, " + (f"**{figure}**" if best[t] == loss else figure))
             parts.append("–" if loss == "margin_mse" else paired_diff(runs, base, "test_ndcg@10"))
         print(f"| {label} | " + " | ".join(parts) + " |")
+    glance_data()
+
+
+# (row label, no-label runs, labelled runs, teacher's figure): runs named by (results file, selector) below
+GLANCE_DATA = [
+    ("STS-B test Spearman (2-layer, dead zone 0.25, 3 seeds)",
+     ("data_volume", "corpus_p1 deadzone_0.25"), ("data_volume", "gold deadzone_0.25"), "82.03"),
+    ("SciFact test nDCG@10 (2-layer, MiniLM teacher, seed 42)",
+     ("retrieval", "minilm-2l-nolabel --query_file /tmp/exp/claims_titles2200.txt --eval_teacher false"),
+     ("retrieval", "minilm-2l-gold --per_device_train_batch_size 8 --learning_rate 1e-4 --num_train_epochs 1 "
+                   "--warmup_steps 10"), "64.51"),
+    ("SciFact test nDCG@10 (2-layer, MiniLM teacher, 3 epochs, one-sided hinge, seed 42)", None,
+     ("retrieval", "minilm-2l-gold --overshoot_width none --learning_rate 1e-4 --num_train_epochs 3 --eval_teacher "
+                   "false --eval_before false --measure_speed false"), "64.51"),
+    ("SciFact test nDCG@10, mpnet teacher → all-MiniLM-L6-v2 whole",
+     ("retrieval", "mpnet-6l-nolabel --eval_teacher false"),
+     ("retrieval", "mpnet-6l-gold --learning_rate 1e-4 --eval_teacher false --eval_before false --measure_speed "
+                   "false"), "mpnet 64.12"),
+]  # fmt: skip
+
+
+def glance_data() -> None:
+    """BENCHMARKS.md's "do I need labels?" table: each task's student trained on a teacher-built set against one
+    with labels, mean ± sd over the seeds each ran (``data_volume.py``'s and ``retrieval.py``'s records)."""
+    from benchmarks.common import mean_sd
+
+    def figures(source: tuple[str, str] | None) -> str:
+        if source is None:
+            return "–"
+        name, selector = source
+        if name == "data_volume":
+            runs = [
+                r
+                for r in read_jsonl(RESULTS / "data_volume.jsonl")
+                if r.get("part") == "train" and not r.get("dry_run") and f"{r['set']} {r['arm']}" == selector
+            ]
+            kind = "gold" if runs and runs[0]["set"] == "gold" else "teacher-built"
+            return (
+                f"{mean_sd([r['test_spearman'] for r in runs])} ({runs[0]['rows']:,} {kind} triplets)" if runs else "–"
+            )
+        runs = [r for r in read_jsonl(RESULTS / "retrieval.jsonl")
+                if f"{r['arm']} {r.get('variant', '')}".strip() == selector]  # fmt: skip
+        if not runs:
+            return "not run yet"
+        data = runs[0]["data"]
+        sets = f"{data['gold_triplets']:,} gold + " if data.get("gold_triplets") else ""
+        seeds = f"; seeds {', '.join(str(r['seed']) for r in runs)}" if len(runs) > 1 else ""
+        return f"{mean_sd([r['figures']['ndcg@10']['after'] for r in runs])} ({sets}{data['corpus_triplets']:,} " \
+            f"teacher-built triplets{seeds})"  # fmt: skip
+
+    print("\nDo I need labels? (`python benchmarks/data_volume.py --report`, `python benchmarks/retrieval.py "
+          "--report`):\n")  # fmt: skip
+    print("| task | no label (teacher-built only) | with labels | teacher |")
+    print("| --- | --- | --- | --- |")
+    for label, unlabelled, labelled, teacher in GLANCE_DATA:
+        print(f"| {label} | {figures(unlabelled)} | {figures(labelled)} | {teacher} |")
 
 
 def quality() -> None:
