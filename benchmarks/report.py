@@ -506,6 +506,7 @@ SECTIONS = {  # name: (BENCHMARKS.md section, printer)
     "corpus_build": ("11. Corpora of 100k to 1M texts: corpus mode on 1M", corpus_build),
     "export": ("12. ONNX export", lambda: runner_report("export")),
     "pareto": ("12. Quality against speed", lambda: runner_report("pareto")),
+    "recipe_runs": ("The README's recipes: wall time and peak memory", lambda: runner_report("recipe_runs")),
 }
 
 

@@ -604,3 +604,33 @@ def test_retrieval_report_marks_the_figures_a_quiet_run_skipped():
     rows = report([record(42, 60.0, True), record(43, 62.0, True), record(42, 58.0, False)]).splitlines()[2:]
     assert rows[0] == "| a --quiet | 42, 43 | – | 61.00 ± 1.41 | 61.00 ± 1.41 | 61.00 ± 1.41 | – | – | – |"
     assert rows[1] == "| a | 42 | 31.99 | 58.00 | 58.00 | 58.00 | 64.51 | 75.0 / 25.0 | 3.00x |"
+
+
+def test_recipe_runs_time_a_recipe_on_an_empty_cache_and_restore_the_users(monkeypatch, tmp_path):
+    """benchmarks/recipe_runs.py: an empty-cache run sees a fresh HF_DATASETS_CACHE (nothing cached in it) and the
+    user's setting comes back after; the record keeps the run's own figures, and the table reads them."""
+    from benchmarks import recipe_runs
+
+    (tmp_path / "users").mkdir()
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "users"))
+    seen = []
+
+    def fake_run(recipe, options):
+        cache = Path(os.environ["HF_DATASETS_CACHE"])
+        seen.append((cache, list(cache.iterdir())))
+        metrics = {
+            "evaluation": {"scifact": {"ndcg@10": {"before": 31.99, "after": 56.55, "teacher": 64.51}}},
+            "speed": {"student": {"texts_per_s": 73.5}, "teacher": {"texts_per_s": 33.2}, "speedup": 73.5 / 33.2},
+        }
+        return metrics, 529.0
+
+    monkeypatch.setattr(recipe_runs, "train_run", fake_run)
+    record = recipe_runs.run_recipe(ROOT / "recipes" / "scifact-distil.yaml", "empty", [])
+    assert seen[0][0] != tmp_path / "users" and seen[0][1] == []
+    assert os.environ["HF_DATASETS_CACHE"] == str(tmp_path / "users")
+    recipe_runs.run_recipe(ROOT / "recipes" / "scifact-distil.yaml", "warm", [])
+    assert seen[1][0] == tmp_path / "users"
+    assert record["recipe"] == "recipes/scifact-distil.yaml" and record["peak_rss_gb"] >= 0  # no child ran here
+    row = recipe_runs.report([record]).splitlines()[2]
+    assert row.startswith("| recipes/scifact-distil.yaml | empty | scifact ndcg@10 | 31.99 -> 56.55 | 64.51 | ")
+    assert "73.5 / 33.2 (2.21x) | 8 min 49 s |" in row
