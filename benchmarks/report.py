@@ -120,14 +120,14 @@ def glance() -> None:
 GLANCE_DATA = [
     ("STS-B test Spearman (2-layer, dead zone 0.25, 3 seeds)",
      ("data_volume", "corpus_p1 deadzone_0.25"), ("data_volume", "gold deadzone_0.25"), "82.03"),
-    ("SciFact test nDCG@10 (2-layer, MiniLM teacher, seed 42)",
+    ("SciFact test nDCG@10 (2-layer, MiniLM teacher, 1 epoch)",
      ("retrieval", "minilm-2l-nolabel --query_file /tmp/exp/claims_titles2200.txt --eval_teacher false"),
      ("retrieval", "minilm-2l-gold --per_device_train_batch_size 8 --learning_rate 1e-4 --num_train_epochs 1 "
                    "--warmup_steps 10"), "64.51"),
-    ("SciFact test nDCG@10 (2-layer, MiniLM teacher, 3 epochs, one-sided hinge, seed 42)", None,
+    ("SciFact test nDCG@10 (2-layer, MiniLM teacher, 3 epochs, one-sided hinge)", None,
      ("retrieval", "minilm-2l-gold --overshoot_width none --learning_rate 1e-4 --num_train_epochs 3 --eval_teacher "
                    "false --eval_before false --measure_speed false"), "64.51"),
-    ("SciFact test nDCG@10, mpnet teacher → all-MiniLM-L6-v2 whole",
+    ("SciFact test nDCG@10, mpnet teacher → all-MiniLM-L6-v2 whole (dead zone, 1e-4, 1 epoch)",
      ("retrieval", "mpnet-6l-nolabel --eval_teacher false"),
      ("retrieval", "mpnet-6l-gold --learning_rate 1e-4 --eval_teacher false --eval_before false --measure_speed "
                    "false"), "mpnet 64.12"),
@@ -159,7 +159,7 @@ def glance_data() -> None:
             return "not run yet"
         data = runs[0]["data"]
         sets = f"{data['gold_triplets']:,} gold + " if data.get("gold_triplets") else ""
-        seeds = f"; seeds {', '.join(str(r['seed']) for r in runs)}" if len(runs) > 1 else ""
+        seeds = f"; seed{'s' if len(runs) > 1 else ''} {', '.join(str(r['seed']) for r in runs)}"
         return f"{mean_sd([r['figures']['ndcg@10']['after'] for r in runs])} ({sets}{data['corpus_triplets']:,} " \
             f"teacher-built triplets{seeds})"  # fmt: skip
 
