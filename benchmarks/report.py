@@ -169,6 +169,42 @@ def glance_data() -> None:
     print("| --- | --- | --- | --- |")
     for label, unlabelled, labelled, teacher in GLANCE_DATA:
         print(f"| {label} | {figures(unlabelled)} | {figures(labelled)} | {teacher} |")
+    glance_speed()
+
+
+def glance_speed() -> None:
+    """BENCHMARKS.md's "how fast?" table: teacher and 2-layer student as the SciFact recipe's latest run measured
+    them (``recipe_runs.py``), and the exported student's backends as ``export.py``'s latest run measured them, each
+    against the PyTorch student of its own run."""
+    from benchmarks import export, recipe_runs
+
+    runs = [r for r in read_jsonl(recipe_runs.OUT) if r["recipe"] == "recipes/scifact-distil.yaml" and r["speed"]]
+    exports = read_jsonl(export.OUT)
+    print(
+        "\nHow fast? (`python benchmarks/recipe_runs.py --report`, `python benchmarks/export.py --report`; SciFact "
+        "abstracts at 256 tokens, batches of 32 sorted by length, 2 threads):\n"
+    )
+    print("| model | abstracts/s | vs | nDCG@10 | measured by |")
+    print("| --- | --- | --- | --- | --- |")
+    if runs:
+        r = runs[-1]
+        speed, figures = r["speed"], r["evaluation"]["scifact"]["ndcg@10"]
+        by = f"`recipe_runs.py`, {r['cache']} cache, commit {r['machine']['commit']}"
+        print(f"| teacher all-MiniLM-L6-v2 (6 layers) | {speed['teacher']['texts_per_s']:.1f} | 1x | "
+              f"{figures['teacher']:.2f} | {by} |")  # fmt: skip
+        print(f"| 2-layer student, PyTorch fp32 | {speed['student']['texts_per_s']:.1f} | **{speed['speedup']:.2f}x** "
+              f"the teacher | {figures['after']:.2f} | {by} |")  # fmt: skip
+    if exports:
+        r = exports[-1]
+        speed, base = r["export"]["speed"], r["export"]["speed"]["pytorch"]["texts_per_s"]
+        by = f"`export.py`, commit {r['machine']['commit']}"
+        for backend, key, label in [
+            ("torch", "pytorch", "the exported student, PyTorch fp32 (the same run's baseline)"),
+            ("onnx-O2", "onnx/model_O2.onnx", "the same, ONNX fp32 fused for onnxruntime"),
+            ("onnx-int8", "onnx/model_qint8.onnx", "the same, ONNX int8 (dynamic, per-channel)"),
+        ]:
+            print(f"| {label} | {speed[key]['texts_per_s']:.1f} | {speed[key]['texts_per_s'] / base:.2f}x PyTorch | "
+                  f"{r['quality'][backend]['scifact']['ndcg@10']:.2f} | {by} |")  # fmt: skip
 
 
 def quality() -> None:
