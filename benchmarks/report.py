@@ -170,6 +170,7 @@ def glance_data() -> None:
     for label, unlabelled, labelled, teacher in GLANCE_DATA:
         print(f"| {label} | {figures(unlabelled)} | {figures(labelled)} | {teacher} |")
     glance_speed()
+    glance_scale()
 
 
 def glance_speed() -> None:
@@ -205,6 +206,51 @@ def glance_speed() -> None:
         ]:
             print(f"| {label} | {speed[key]['texts_per_s']:.1f} | {speed[key]['texts_per_s'] / base:.2f}x PyTorch | "
                   f"{r['quality'][backend]['scifact']['ndcg@10']:.2f} | {by} |")  # fmt: skip
+
+
+def glance_scale() -> None:
+    """BENCHMARKS.md's "what scale?" table, each row from its section's records: training time per 1,000 triplets
+    (``scaling.py``), streamed memory (``stream_memory.py``), corpus mode's host memory per text
+    (``corpus_memory.py``, the largest stub-encoder embedding), the searches at 100k texts and the 1M build
+    (``corpus_scale.py``)."""
+    scaling = read_jsonl(RESULTS / "scaling.jsonl")
+    stream = sorted(read_jsonl(RESULTS / "stream_memory.jsonl"), key=lambda r: r["rows"])
+    stubs = [r for r in read_jsonl(RESULTS / "corpus_memory.jsonl") if r.get("stub")]
+    embeds = [r for r in stubs if r.get("stage") == "embed"]
+    scale = read_jsonl(RESULTS / "corpus_scale.jsonl")
+    print("\nWhat scale? (`python benchmarks/report.py --only scaling stream_memory corpus_memory corpus_search "
+          "corpus_build` prints the sections' tables these rows come from):\n")  # fmt: skip
+    print("| what | measured |")
+    print("| --- | --- |")
+    if scaling:
+        per_1k = [1000 * r["epoch_s"] / r["examples"] for r in scaling]
+        sizes = sorted(r["examples"] for r in scaling)
+        print(f"| training time | linear: {min(per_1k):.0f} to {max(per_1k):.0f} s per 1,000 triplets from "
+              f"{sizes[0]:,} to {sizes[-1]:,} (2 layers, 64 tokens, section 4) |")  # fmt: skip
+    if stream:
+        print(f"| streamed training data | memory flat: {stream[0]['peak_rss_mb_after_scoring']:.0f} → "
+              f"{stream[-1]['peak_rss_mb_after_scoring']:.0f} MiB for {stream[0]['rows']:,} → {stream[-1]['rows']:,} "
+              "rows (section 5) |")  # fmt: skip
+    if embeds:
+        big = max(embeds, key=lambda r: r["texts"])  # the embedding's own growth; the build adds its search
+        per_text = 1024 * (big["peak_rss_mb"] - big["peak_rss_mb_before_building"]) / big["texts"]
+        peak = max(r["peak_rss_mb"] for r in stubs if r["texts"] == big["texts"])
+        print(f"| corpus mode, embeddings in RAM | {per_text:.1f} KiB of host memory per text; peak RSS "
+              f"{peak / 1024:.1f} GiB at {big['texts']:,} texts (section 9) |")  # fmt: skip
+    searches = {
+        r["search"]: r for r in scale if r["stage"] == "search" and not r["corpus_mode"] and r["size"] == 100_000
+    }
+    if searches:
+        recall = ", ".join(f"{name} {searches[name]['recall@10']:.2f}" for name in ("flat", "hnsw", "ivf", "ivfpq")
+                           if name in searches)  # fmt: skip
+        print(f"| nearest-neighbour search | exact, chunked, below 200,000 documents; FAISS above (`--search faiss`), "
+              f"re-scored exactly; recall@10 against exact at 100,000 texts (nprobe {searches['ivf']['nprobe']}): "
+              f"{recall} (section 11) |")  # fmt: skip
+    for r in [r for r in scale if r["corpus_mode"]]:
+        print(f"| corpus mode at {r['size']:,} texts, embeddings on disk ({r['dtype']}, {r['search']}, nprobe "
+              f"{r['nprobe']}) | {r['corpus_mode_s'] / 60:.0f} min with a stub encoder, recall@30 "
+              f"{r['recall@30']:.3f} on {r['sample']:,} sampled queries, peak RSS {r['peak_rss_mb'] / 1024:.2f} GiB "
+              "(section 11) |")  # fmt: skip
 
 
 def quality() -> None:
