@@ -260,3 +260,18 @@ def test_listwise_kl_pushes_the_student_towards_the_teachers_order():
     assert s.grad[0, 0] < 0  # gradient descent increases Δs for the negative the teacher separates
     with pytest.raises(ValueError, match="temperature"):
         listwise_kl_loss(torch.zeros(2), torch.zeros(2), student_temperature=0.0)
+
+
+def test_module_forms_take_their_options_from_the_registry():
+    """Each nn.Module form is derived from its registry entry: it accepts exactly the options the entry lists (by
+    name, or positionally in the entry's order) and names them when given another; one form per registry loss."""
+    from hf_margin.training.losses import LOSS_REGISTRY, RegistryLoss
+
+    forms = {cls.name: cls for cls in RegistryLoss.__subclasses__()}
+    assert set(forms) == set(LOSS_REGISTRY)
+    with pytest.raises(TypeError, match=r"no option margin; its options: \['activation', 'teacher_activation'"):
+        AdaptiveDifferenceLoss(margin=0.1)
+    with pytest.raises(TypeError, match="at most 1 positional"):
+        LabelHingeLoss(0.1, 0.2)
+    assert ListwiseKLLoss(0.5, 0.1).options == {"temperature": 0.5, "student_temperature": 0.1}
+    assert "overshoot_width=0.25" in repr(AdaptiveDifferenceLoss(overshoot_width=0.25))

@@ -165,81 +165,6 @@ def label_hinge_loss(
     return _reduce(F.relu(margin - student_margin), mask, num_items)
 
 
-class AdaptiveDifferenceLoss(nn.Module):
-    """``nn.Module`` form of :func:`adaptive_difference_loss`; options fixed at construction."""
-
-    def __init__(
-        self,
-        activation: Activation = "relu",
-        teacher_activation: TeacherActivation = "identity",
-        temperature: float = 1.0,
-        scale: float = 1.0,
-        beta: float = 1.0,
-        overshoot_width: float | None = None,
-        mse_weight: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.overshoot_width = overshoot_width
-        self.mse_weight = mse_weight
-        self.activation = activation
-        self.teacher_activation = teacher_activation
-        self.temperature = temperature
-        self.scale = scale
-        self.beta = beta
-
-    def forward(
-        self,
-        student_margin: Tensor,
-        teacher_margin: Tensor,
-        mask: Tensor | None = None,
-        num_items: Tensor | int | float | None = None,
-    ) -> Tensor:
-        return adaptive_difference_loss(
-            student_margin,
-            teacher_margin,
-            activation=self.activation,
-            teacher_activation=self.teacher_activation,
-            temperature=self.temperature,
-            scale=self.scale,
-            beta=self.beta,
-            overshoot_width=self.overshoot_width,
-            mse_weight=self.mse_weight,
-            mask=mask,
-            num_items=num_items,
-        )
-
-
-class MarginMSELoss(nn.Module):
-    """``nn.Module`` form of :func:`margin_mse_loss`."""
-
-    def forward(
-        self,
-        student_margin: Tensor,
-        teacher_margin: Tensor,
-        mask: Tensor | None = None,
-        num_items: Tensor | int | float | None = None,
-    ) -> Tensor:
-        return margin_mse_loss(student_margin, teacher_margin, mask=mask, num_items=num_items)
-
-
-class LabelHingeLoss(nn.Module):
-    """``nn.Module`` form of :func:`label_hinge_loss`."""
-
-    def __init__(self, margin: float = 0.1) -> None:
-        super().__init__()
-        self.margin = margin
-
-    def forward(
-        self,
-        student_margin: Tensor,
-        teacher_margin: Tensor | None = None,
-        mask: Tensor | None = None,
-        num_items: Tensor | int | float | None = None,
-    ) -> Tensor:
-        """Same positional signature as the other losses; ``teacher_margin`` is ignored (no teacher)."""
-        return label_hinge_loss(student_margin, margin=self.margin, mask=mask, num_items=num_items)
-
-
 def listwise_kl_loss(
     student_margin: Tensor,
     teacher_margin: Tensor,
@@ -285,31 +210,6 @@ def listwise_kl_loss(
     if one_negative:
         per_negative, mask = per_negative.squeeze(-1), None if mask is None else mask.squeeze(-1)
     return _reduce(per_negative, mask, num_items)
-
-
-class ListwiseKLLoss(nn.Module):
-    """``nn.Module`` form of :func:`listwise_kl_loss`."""
-
-    def __init__(self, temperature: float = 1.0, student_temperature: float | None = None) -> None:
-        super().__init__()
-        self.temperature = temperature
-        self.student_temperature = student_temperature
-
-    def forward(
-        self,
-        student_margin: Tensor,
-        teacher_margin: Tensor,
-        mask: Tensor | None = None,
-        num_items: Tensor | int | float | None = None,
-    ) -> Tensor:
-        return listwise_kl_loss(
-            student_margin,
-            teacher_margin,
-            temperature=self.temperature,
-            student_temperature=self.student_temperature,
-            mask=mask,
-            num_items=num_items,
-        )
 
 
 @dataclass(frozen=True)
@@ -383,3 +283,60 @@ LOSS_REGISTRY: dict[str, LossSpec] = {
     ),
 }
 """Every distillation loss by its ``loss=`` name; config choices, the trainer and the model card read this."""
+
+
+class RegistryLoss(nn.Module):
+    """``nn.Module`` form of a registry loss (``name``): its options, those its :class:`LossSpec` lists (as keyword
+    arguments, or positionally in that order), fixed at construction; the function's defaults for the rest.
+    ``forward(student_margin, teacher_margin=None, mask=None, num_items=None)`` returns the loss, a scalar."""
+
+    name: str = ""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__()
+        spec = LOSS_REGISTRY[self.name]
+        allowed = [_ARGUMENT_NAMES.get(o, o) for o in spec.options]
+        if len(args) > len(allowed):
+            raise TypeError(f"{type(self).__name__} takes at most {len(allowed)} positional options {allowed}")
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no option {', '.join(unknown)}; its options: {allowed}")
+        self.options = dict(zip(allowed, args)) | options
+
+    def forward(
+        self,
+        student_margin: Tensor,
+        teacher_margin: Tensor | None = None,
+        mask: Tensor | None = None,
+        num_items: Tensor | int | float | None = None,
+    ) -> Tensor:
+        spec = LOSS_REGISTRY[self.name]
+        margins = (student_margin, teacher_margin) if spec.needs_teacher else (student_margin,)
+        return spec.function(*margins, **self.options, mask=mask, num_items=num_items)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+class AdaptiveDifferenceLoss(RegistryLoss):
+    """``nn.Module`` form of :func:`adaptive_difference_loss` (``loss="adaptive"``)."""
+
+    name = "adaptive"
+
+
+class MarginMSELoss(RegistryLoss):
+    """``nn.Module`` form of :func:`margin_mse_loss` (``loss="margin_mse"``)."""
+
+    name = "margin_mse"
+
+
+class LabelHingeLoss(RegistryLoss):
+    """``nn.Module`` form of :func:`label_hinge_loss` (``loss="label_hinge"``; option ``margin``); no teacher."""
+
+    name = "label_hinge"
+
+
+class ListwiseKLLoss(RegistryLoss):
+    """``nn.Module`` form of :func:`listwise_kl_loss` (``loss="listwise_kl"``)."""
+
+    name = "listwise_kl"
