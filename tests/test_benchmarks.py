@@ -369,6 +369,7 @@ def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(ca
     assert "| listwise KL, T = 0.1 | 2e-04, **59.52 ± 1.60** | +1.25 [-0.64, +3.14] | 2e-04, **58.83 ± 0.62** |" in out
     assert "| the same, ONNX int8 (dynamic, per-channel) | 114.2 | 1.49x PyTorch | 57.48 |" in out
     assert "| 64.47 (917 gold + 1,101 teacher-built triplets; seed 42) |" in out
+    assert "one-sided hinge) | – | 65.21 (917 gold + 1,101 teacher-built triplets; seed 42) | 64.51 |" in out
     assert "| 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled queries, peak RSS 2.01 GiB" in out
     glance = (ROOT / "BENCHMARKS.md").read_text().split("## 1.")[0]
     assert "72.45 ± 0.33" in glance and "58.83 ± 0.62" in glance and "--only glance" in glance
