@@ -48,8 +48,9 @@ GLANCE_TEACHERS = {"mpnet": "mpnet teacher", "minilm": "MiniLM teacher (the reci
 
 
 def glance() -> None:
-    """The two "which loss?" tables of BENCHMARKS.md's first screen: STS-B (``methods.py``'s records, each loss at
-    its seed-0 dev choice, 2 layers) and SciFact (``retrieval.py --grid``'s, each teacher's grid)."""
+    """Every table of BENCHMARKS.md's first screen: which loss on STS-B (``methods.py``'s records, each loss at its
+    seed-0 dev choice, 2 layers) and on SciFact (``retrieval.py --grid``'s, each teacher's grid), then
+    :func:`glance_data`, :func:`glance_speed` and :func:`glance_scale`."""
     from benchmarks.common import mean_sd, paired_diff
     from benchmarks.methods import OUT as METHODS
     from benchmarks.methods import chosen_runs

@@ -358,8 +358,8 @@ def test_one_report_module_prints_a_runner_table_under_its_section(capsys):
 
 
 def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(capsys):
-    """BENCHMARKS.md's "which loss?" tables come from report.py (``--only glance``), not by hand: each row the
-    figure of its loss at the dev-chosen rate, the best of each column in bold, every grid's teacher a column."""
+    """BENCHMARKS.md's first screen comes from report.py (``--only glance``), not by hand: the "which loss?" rows at
+    each loss's dev-chosen rate (best in bold, every grid's teacher a column), the labels, speed and scale rows."""
     from benchmarks import report
 
     report.main(["--only", "glance"])
