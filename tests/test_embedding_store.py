@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,6 +295,47 @@ def test_faiss_searches_a_float16_corpus_on_disk_without_copying_it(tmp_path):
     exclude = [[i] for i in range(20)]
     assert torch.equal(index.search(queries, k=10, exclude=exclude)[1],
                        exact_search(queries, corpus, k=10, similarity="dot", exclude=exclude)[1])  # fmt: skip
+
+
+def resident_file_kib() -> int | None:
+    """This process's file-backed resident memory (``RssFile`` of /proc/self/status), None where there is none."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in lines if line.startswith("RssFile:")), None)
+
+
+def test_released_pages_leave_the_resident_set_and_the_values_unchanged(tmp_path):
+    """Reading a whole memory-mapped corpus makes all of it resident; release_pages gives the pages back (the file
+    and its values stay), only for maps: an in-memory tensor is left alone. The index built over the map, which
+    releases as it fills, still returns the exact top 10."""
+    from hf_margin.data.embedding_store import memmap_tensor, release_pages
+
+    if resident_file_kib() is None:
+        pytest.skip("no RssFile in /proc/self/status")
+    rows = torch.randn(8192, 1024, generator=torch.Generator().manual_seed(0))  # 32 MiB of float32
+    np.save(tmp_path / "corpus.npy", rows.numpy())
+    corpus = memmap_tensor(np.load(tmp_path / "corpus.npy", mmap_mode="r"))
+    before = resident_file_kib()
+    assert torch.equal(corpus.clone(), rows)  # every page read
+    assert resident_file_kib() - before > 24 * 1024
+    assert release_pages(corpus)
+    assert resident_file_kib() - before < 8 * 1024
+    assert torch.equal(corpus.clone(), rows)  # faulted back in from the file
+    assert not release_pages(rows) and not release_pages(corpus.clone())
+    assert torch.equal(rows, torch.randn(8192, 1024, generator=torch.Generator().manual_seed(0)))
+
+    faiss = pytest.importorskip("faiss")
+    del faiss
+    from hf_margin.data.search import SearchIndex, SearchOptions
+    from hf_margin.evaluation.retrieval import exact_search
+
+    queries = rows[:16]
+    index = SearchIndex(corpus, SearchOptions(search="faiss", index="flat"))
+    found = index.search(queries, k=10)[1]
+    assert resident_file_kib() - before < 8 * 1024  # filled and searched, then released
+    assert torch.equal(found, exact_search(queries, corpus, k=10, similarity="dot")[1])
 
 
 MINING_SCRIPT = """

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hf_margin.app.cli import main
@@ -314,13 +315,47 @@ class FixedTeacher:
 def test_teacher_figures_are_cached_by_teacher_and_evaluation(tmp_path):
     """The teacher's evaluation costs a whole corpus embedding: a rerun reads its figures from the cache, and
     another teacher or another evaluation set computes them anew."""
-    from hf_margin.app.report import teacher_results
+    from hf_margin.app.report import cached_results
 
     CountingEvaluator.calls = 0
-    first = teacher_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("a"), str(tmp_path))
-    again = teacher_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("a"), str(tmp_path))
+    first = cached_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("a"), str(tmp_path))
+    again = cached_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("a"), str(tmp_path))
     assert first == again == {"ir": {"ndcg@10": 1.0}} and CountingEvaluator.calls == 1
-    teacher_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("b"), str(tmp_path))
-    teacher_results({"ir": CountingEvaluator(2.0)}, FixedTeacher("a"), str(tmp_path))
+    cached_results({"ir": CountingEvaluator(1.0)}, FixedTeacher("b"), str(tmp_path))
+    cached_results({"ir": CountingEvaluator(2.0)}, FixedTeacher("a"), str(tmp_path))
     assert CountingEvaluator.calls == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("tmp")]
+
+
+def test_untrained_student_figures_are_cached_by_its_weights(tmp_path):
+    """The student's "before" figures are cached as the teacher's are: two loads of one cut give one fingerprint
+    (a rerun reads the figures), and a changed weight, another cut or another length gives another."""
+    from transformers import AutoTokenizer
+
+    from hf_margin.app.report import cached_results
+    from hf_margin.models.kind import StudentKind
+
+    folder = write_tiny_teacher(tmp_path / "teacher")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    kind = StudentKind()
+    first = kind.scorer(kind.load(folder, layers=[0]), tokenizer)
+    same = kind.scorer(kind.load(folder, layers=[0]), tokenizer)
+    assert first.fingerprint == same.fingerprint
+    changed = kind.load(folder, layers=[0])
+    with torch.no_grad():
+        changed.embeddings.word_embeddings.weight[0, 0] += 1e-3
+    others = [
+        kind.scorer(changed, tokenizer),
+        kind.scorer(kind.load(folder, layers=[1]), tokenizer),
+        kind.scorer(kind.load(folder, layers=[0]), tokenizer, max_length=8),
+    ]
+    assert len({first.fingerprint, *(o.fingerprint for o in others)}) == 4
+
+    CountingEvaluator.calls = 0
+    cached_results({"ir": CountingEvaluator(1.0)}, first, str(tmp_path), who="student")
+    again = cached_results({"ir": CountingEvaluator(1.0)}, same, str(tmp_path), who="student")
+    assert again == {"ir": {"ndcg@10": 1.0}} and CountingEvaluator.calls == 1
+    assert [p.name.split("-")[:2] for p in tmp_path.glob("*.json")] == [["student", "evaluation"]]
+    for other in others:
+        cached_results({"ir": CountingEvaluator(1.0)}, other, str(tmp_path), who="student")
+    assert CountingEvaluator.calls == 4

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from hf_margin.app.arguments import DEFAULT_TEACHER, DataArguments, EvalArguments, ModelArguments, UserError
 from hf_margin.app.loading import checked_model_path, load_checked, load_teacher, teacher_name
-from hf_margin.app.report import evaluation_table, quality_kept, run_evaluators, teacher_results, texts_for_speed
+from hf_margin.app.report import cached_results, evaluation_table, quality_kept, run_evaluators, texts_for_speed
 from hf_margin.app.stsb import load_stsb, stsb_evaluators
 from hf_margin.app.tasks.common import Evaluator, user_evaluators
 from hf_margin.data.formats import normalize_dataset
@@ -118,7 +118,7 @@ def teacher_comparison(
     """The teacher's figures on the same evaluators (cached), its speed on the same texts, the student's speed-up
     over it and the share of its quality the student keeps."""
     teacher = load_teacher(model_args)
-    figures = teacher_results(evaluators, teacher, data_args.cache_dir)
+    figures = cached_results(evaluators, teacher, data_args.cache_dir)
     teacher_speed = encoding_throughput(teacher, texts, max_length=speed["max_length"] if speed else None)
     return {
         "teacher": {"model": teacher_name(model_args, model_args.teacher or DEFAULT_TEACHER), **figures},

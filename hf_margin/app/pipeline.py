@@ -19,12 +19,12 @@ from transformers import AutoTokenizer
 from hf_margin.app.arguments import DataArguments, EvalArguments, ModelArguments, UserError
 from hf_margin.app.loading import load_checked
 from hf_margin.app.report import (
+    cached_results,
     card_info,
     evaluation_table,
     print_summary,
     quality_kept,
     run_evaluators,
-    teacher_results,
     texts_for_speed,
 )
 from hf_margin.app.tasks import build_task
@@ -79,7 +79,7 @@ def run_train(
     kind: StudentKind = args.student_kind
     rows: dict[str, dict[str, dict[str, float]]] = {}
     if task.teacher is not None and state.is_main_process and eval_args.eval_teacher:  # once, on the main process
-        rows["teacher"] = teacher_results(task.final_evaluators, task.teacher, data_args.cache_dir)
+        rows["teacher"] = cached_results(task.final_evaluators, task.teacher, data_args.cache_dir)
     speed_texts = texts_for_speed(task.final_evaluators)
     timed = eval_args.measure_speed and state.is_main_process
     teacher_speed = (  # at the student's length: the two encoders timed on the same input
@@ -102,7 +102,8 @@ def run_train(
         lambda p: AutoTokenizer.from_pretrained(p, trust_remote_code=model_args.trust_remote_code),
     )
     if state.is_main_process and eval_args.eval_before:  # on this process's device (the student is on the CPU)
-        rows["before"] = run_evaluators(task.final_evaluators, kind.scorer(student, tokenizer, device=state.device))
+        before = kind.scorer(student, tokenizer, device=state.device)
+        rows["before"] = cached_results(task.final_evaluators, before, data_args.cache_dir, who="student")
     # the trainer rescales the teacher margins (teacher_margin_scaling), once; 'auto' needs the teacher's type
     args.resolve_teacher_margin_scaling(model_args.teacher_type)
     train = task.train

@@ -1,6 +1,6 @@
-"""What a run reports: its evaluators run (the teacher's figures cached), the before / after / teacher table, the
-summary it prints, the speed line, the share of the teacher's quality the student keeps, and what the model card
-says of the run (evaluation rows, model-index results, data)."""
+"""What a run reports: its evaluators run (the figures of the teacher and the untrained student cached), the
+before / after / teacher table, the summary it prints, the speed line, the share of the teacher's quality the
+student keeps, and what the model card says of the run (evaluation rows, model-index results, data)."""
 
 from __future__ import annotations
 
@@ -34,19 +34,23 @@ def run_evaluators(evaluators: dict[str, Evaluator], scorer: Any) -> dict[str, d
     return out
 
 
-def teacher_results(evaluators: dict[str, Evaluator], teacher: Any, cache_dir: str | None) -> dict[str, Any]:
-    """:func:`run_evaluators` for the teacher, remembered in the cache by the teacher's and the evaluators'
-    fingerprints: the teacher's figures never change, so a rerun does not embed the evaluation corpus again."""
-    key = Hasher.hash([teacher.fingerprint, {name: Hasher.hash(e) for name, e in sorted(evaluators.items())}])
+def cached_results(
+    evaluators: dict[str, Evaluator], scorer: Any, cache_dir: str | None, who: str = "teacher"
+) -> dict[str, Any]:
+    """:func:`run_evaluators`, remembered in the cache by the scorer's and the evaluators' fingerprints (the
+    scorer's is a content hash of its weights, tokenizer and scoring options). A fixed model's figures never
+    change: a rerun embeds the evaluation corpus again neither for the teacher nor for the untrained student
+    (``who`` names the cache file: ``teacher`` or ``student``)."""
+    key = Hasher.hash([scorer.fingerprint, {name: Hasher.hash(e) for name, e in sorted(evaluators.items())}])
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = path / f"teacher-evaluation-{key}.json"
+    path = path / f"{who}-evaluation-{key}.json"
     try:
         results = json.loads(path.read_text())
-        logger.info("Teacher figures from the cache (%s)", path)
+        logger.info("The %s's figures from the cache (%s)", who, path)
         return results
     except (OSError, ValueError):
         pass
-    results = run_evaluators(evaluators, teacher)
+    results = run_evaluators(evaluators, scorer)
     path.parent.mkdir(parents=True, exist_ok=True)
     with written_whole(path) as tmp:
         tmp.write_text(json.dumps(results))

@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from hf_margin.data.cache import CacheEntry, file_sha256, written_whole
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DTYPES", "DiskEmbeddings", "embed_to_disk", "memmap_tensor"]
+__all__ = ["DTYPES", "DiskEmbeddings", "embed_to_disk", "memmap_tensor", "release_pages"]
 
 EMBEDDINGS_VERSION = "1"
 DTYPES = ("float32", "float16")
@@ -97,7 +99,8 @@ def _join_shards(entry: CacheEntry, num_texts: int, shard_size: int, dtype: str)
         for shard in range(num_shards):
             part = np.load(_shard_files(folder, shard)[0], mmap_mode="r")
             out[shard * shard_size : shard * shard_size + part.shape[0]] = part
-        out.flush()
+            out.flush()
+            release_pages(out)  # written back: the joined file never sits whole in this process's memory
         del out
     entry.seal(rows=num_texts, columns=[f"{dtype}[{width}]"])
     _remove_shards(folder)
@@ -173,8 +176,28 @@ def embed_to_disk(
     return np.load(entry.data_file, mmap_mode="r")
 
 
+_MAPPED: dict[int, np.memmap] = {}  # id of a tensor from memmap_tensor -> its map, while the tensor lives
+
+
 def memmap_tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor over a read-only memory map (no copy; the library only reads it)."""
+    """A tensor over a read-only memory map (no copy; the library only reads it); :func:`release_pages` knows it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
+        tensor = torch.from_numpy(array)
+    if isinstance(array, np.memmap):
+        _MAPPED[id(tensor)] = array
+        weakref.finalize(tensor, _MAPPED.pop, id(tensor), None)
+    return tensor
+
+
+def release_pages(mapped: np.ndarray | torch.Tensor) -> bool:
+    """Drop the pages of a memory-mapped array (or of a tensor from :func:`memmap_tensor`) from this process's
+    resident memory (``MADV_DONTNEED``); anything else is left alone. The data stays in the file and the kernel's
+    page cache: the next read faults its pages back in. A pass over a whole map (filling an index, a recall check)
+    would otherwise leave all ``N x H`` of it counted in the process's RSS. Returns whether pages were released."""
+    array = _MAPPED.get(id(mapped)) if isinstance(mapped, torch.Tensor) else mapped
+    handle = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
+    if handle is None or not hasattr(mmap, "MADV_DONTNEED"):  # not a map, or no madvise on this platform
+        return False
+    handle.madvise(mmap.MADV_DONTNEED)
+    return True

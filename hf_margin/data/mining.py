@@ -333,7 +333,7 @@ def _triplets_from_rankings(
         options["disk"] = disk.fingerprint()
     hashed = [Hasher.hash(queries)] if symmetric else [Hasher.hash(queries), Hasher.hash(documents)]
     fingerprint = Hasher.hash([kind, MINING_VERSION, *hashed, chosen, miner.fingerprint, options])
-    doc_index = {t: j for j, t in enumerate(documents)}
+    doc_index = {} if symmetric else {t: j for j, t in enumerate(documents)}  # N entries: only where used
     embeddings: dict[str, torch.Tensor] = {}  # filled on first call (or by embed_all): a cached run never embeds
     index: list[SearchIndex] = []
     dropped = [0]

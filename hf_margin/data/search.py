@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_margin.data.embedding_store import release_pages
 from hf_margin.evaluation.retrieval import _drop_excluded, exact_search
 
 logger = logging.getLogger(__name__)
@@ -237,13 +238,17 @@ class SearchIndex:
             index.cp.spherical = True  # unit-length centroids: lists by inner product
             index.nprobe = min(opts.nprobe, nlist)
             sample = np.random.default_rng(opts.seed).choice(n, size=train_size, replace=False)
-            index.train(self._float32_rows(torch.from_numpy(np.sort(sample))))
+            training = self._float32_rows(torch.from_numpy(np.sort(sample)))
+            release_pages(self.corpus)  # the sample touched most pages of a memory-mapped corpus
+            index.train(training)
+            del training
             detail = f" nlist={nlist} nprobe={index.nprobe}{detail} (trained on {train_size:,} documents)"
             self._quantizer = quantizer  # the IVF index points at it: keep it alive
         for start in range(
             0, n, ADD_CHUNK
         ):  # a chunk at a time: a float16 or memory-mapped corpus is never copied whole
             index.add(self._float32_rows(slice(start, start + ADD_CHUNK)))
+            release_pages(self.corpus)  # a memory-mapped corpus is read once, never held whole
         self._faiss_index = index
         per_vector = index.code_size if opts.index == "ivfpq" else 4 * width  # codes, or float32 vectors
         per_vector += {"ivf": 8, "ivfpq": 8, "hnsw": 8 * opts.hnsw_m}.get(opts.index, 0)  # list ids / graph links
@@ -271,7 +276,9 @@ class SearchIndex:
             device; where exclusions leave a query fewer documents, its row is padded with ``-inf`` / ``-1``.
         """
         if self.kind == "exact":
-            return exact_search(query_embeddings, self.corpus, k=k, similarity="dot", exclude=exclude)
+            found = exact_search(query_embeddings, self.corpus, k=k, similarity="dot", exclude=exclude)
+            release_pages(self.corpus)
+            return found
         _check_inputs(query_embeddings, self.corpus.shape[1], k, exclude)
         all_scores, all_indices = [], []
         for q0 in range(0, query_embeddings.shape[0], self.query_chunk_size):
@@ -289,6 +296,7 @@ class SearchIndex:
         self._searches += 1
         if self._checked < self.options.check_queries and query_embeddings.shape[0]:
             self._check(query_embeddings, indices, k, exclude)
+        release_pages(self.corpus)  # the pages re-scoring and exact checks read: host memory holds the index
         return scores, indices
 
     def _faiss_chunk(
