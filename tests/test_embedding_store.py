@@ -323,6 +323,7 @@ def test_released_pages_leave_the_resident_set_and_the_values_unchanged(tmp_path
     assert release_pages(corpus)
     assert resident_file_kib() - before < 8 * 1024
     assert torch.equal(corpus.clone(), rows)  # faulted back in from the file
+    assert release_pages(corpus[100:200])  # a view of the map releases it too
     assert not release_pages(rows) and not release_pages(corpus.clone())
     assert torch.equal(rows, torch.randn(8192, 1024, generator=torch.Generator().manual_seed(0)))
 

@@ -176,7 +176,7 @@ def embed_to_disk(
     return np.load(entry.data_file, mmap_mode="r")
 
 
-_MAPPED: dict[int, np.memmap] = {}  # id of a tensor from memmap_tensor -> its map, while the tensor lives
+_MAPPED: dict[int, np.memmap] = {}  # storage address of a tensor from memmap_tensor -> its map, while it lives
 
 
 def memmap_tensor(array: np.ndarray) -> torch.Tensor:
@@ -185,8 +185,9 @@ def memmap_tensor(array: np.ndarray) -> torch.Tensor:
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         tensor = torch.from_numpy(array)
     if isinstance(array, np.memmap):
-        _MAPPED[id(tensor)] = array
-        weakref.finalize(tensor, _MAPPED.pop, id(tensor), None)
+        address = tensor.untyped_storage().data_ptr()  # views and slices of the tensor share it
+        _MAPPED[address] = array
+        weakref.finalize(tensor, _MAPPED.pop, address, None)
     return tensor
 
 
@@ -195,9 +196,16 @@ def release_pages(mapped: np.ndarray | torch.Tensor) -> bool:
     resident memory (``MADV_DONTNEED``); anything else is left alone. The data stays in the file and the kernel's
     page cache: the next read faults its pages back in. A pass over a whole map (filling an index, a recall check)
     would otherwise leave all ``N x H`` of it counted in the process's RSS. Returns whether pages were released."""
-    array = _MAPPED.get(id(mapped)) if isinstance(mapped, torch.Tensor) else mapped
+    if isinstance(mapped, torch.Tensor):
+        array = _MAPPED.get(mapped.untyped_storage().data_ptr()) if mapped.device.type == "cpu" else None
+    else:
+        array = mapped
     handle = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
-    if handle is None or not hasattr(mmap, "MADV_DONTNEED"):  # not a map, or no madvise on this platform
+    # not a map; a copy-on-write map ("c": its changes live only in these pages); or no madvise on this platform
+    if handle is None or array.mode == "c" or not hasattr(mmap, "MADV_DONTNEED"):
         return False
-    handle.madvise(mmap.MADV_DONTNEED)
+    try:
+        handle.madvise(mmap.MADV_DONTNEED)
+    except OSError:  # e.g. locked pages: they stay, nothing is lost
+        return False
     return True

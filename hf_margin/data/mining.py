@@ -14,7 +14,7 @@ from datasets.fingerprint import Hasher
 
 from hf_margin.data.cache import CacheEntry
 from hf_margin.data.columns import DataValidationError
-from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk, memmap_tensor
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk, memmap_tensor, release_pages
 from hf_margin.data.margins import BAND, default_cache_dir
 from hf_margin.data.search import SearchIndex, SearchOptions, choose_search
 from hf_margin.evaluation.retrieval import exact_search
@@ -101,6 +101,7 @@ def mine_hard_negatives(
             ranked = [[j for j in row if j >= 0] for row in index[0].search(queries, k=depth)[1].tolist()]
         elif disk is not None:  # the corpus on disk: searched in chunks, float32 scores
             ranked = exact_search(queries, corpus_emb, k=depth, similarity="dot")[1].tolist()
+            release_pages(corpus_emb)
         else:  # torch.topk as ever: its choice among tied scores decides which negatives are drawn
             ranked = (queries @ corpus_emb.T).topk(depth, dim=-1).indices.tolist()
         out: dict[str, list] = {"negatives": [], **({BAND: []} if keep_band else {})}
@@ -355,6 +356,8 @@ def _triplets_from_rankings(
         docs = embeddings["documents"]
         idx = batch["index"]
         query_emb = docs[idx] if symmetric else embeddings["queries"][idx]
+        if not symmetric:
+            release_pages(embeddings["queries"])  # this batch's rows are copied out
         if symmetric:
             exclude = [[i] for i in idx]
         else:  # a query is never its own document
