@@ -638,3 +638,30 @@ def test_recipe_runs_time_a_recipe_on_an_empty_cache_and_restore_the_users(monke
     row = recipe_runs.report([record]).splitlines()[2]
     assert row.startswith("| recipes/scifact-distil.yaml | empty | scifact ndcg@10 | 31.99 -> 56.55 | 64.51 | ")
     assert "73.5 / 33.2 (2.21x) | 8 min 49 s |" in row
+
+
+def test_a_tree_is_clean_despite_the_records_the_benchmarks_write(monkeypatch, tmp_path):
+    """A benchmark's records (benchmarks/results/) do not make the measured tree dirty, so a run's later seeds are
+    recorded as clean as its first; any other change, tracked or new, does."""
+    from benchmarks import common
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "runs.jsonl").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    assert common.tree_is_clean()
+    with (tmp_path / "benchmarks" / "results" / "runs.jsonl").open("a") as f:
+        f.write("{}\n")
+    (tmp_path / "benchmarks" / "results" / "new.jsonl").write_text("{}\n")
+    assert common.tree_is_clean()
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert not common.tree_is_clean()
+    git("checkout", "-q", "code.py")
+    (tmp_path / "script.sh").write_text("run\n")
+    assert not common.tree_is_clean()
