@@ -238,8 +238,11 @@ class SearchIndex:
             index.cp.spherical = True  # unit-length centroids: lists by inner product
             index.nprobe = min(opts.nprobe, nlist)
             sample = np.random.default_rng(opts.seed).choice(n, size=train_size, replace=False)
-            training = self._float32_rows(torch.from_numpy(np.sort(sample)))
-            release_pages(self.corpus)  # the sample touched most pages of a memory-mapped corpus
+            rows = torch.from_numpy(np.sort(sample))
+            training = np.empty((train_size, width), dtype=np.float32)
+            for start in range(0, train_size, ADD_CHUNK):  # a chunk at a time, its pages released after each
+                training[start : start + ADD_CHUNK] = self._float32_rows(rows[start : start + ADD_CHUNK])
+                release_pages(self.corpus)  # a seeded sample touches most pages of a memory-mapped corpus
             index.train(training)
             del training
             detail = f" nlist={nlist} nprobe={index.nprobe}{detail} (trained on {train_size:,} documents)"
