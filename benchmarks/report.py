@@ -248,8 +248,10 @@ def glance_scale() -> None:
               f"re-scored exactly; recall@10 against exact at 100,000 texts (nprobe {searches['ivf']['nprobe']}): "
               f"{recall} (section 11) |")  # fmt: skip
     for r in [r for r in scale if r["corpus_mode"]]:
+        threads = r["machine"]["torch_threads"]
         print(f"| corpus mode at {r['size']:,} texts, embeddings on disk ({r['dtype']}, {r['search']}, nprobe "
-              f"{r['nprobe']}) | {r['corpus_mode_s'] / 60:.0f} min with a stub encoder, recall@30 "
+              f"{r['nprobe']}; {threads} thread{'s' if threads > 1 else ''}, commit {r['machine']['commit']}) | "
+              f"{r['corpus_mode_s'] / 60:.0f} min with a stub encoder, recall@30 "
               f"{r['recall@30']:.3f} on {r['sample']:,} sampled queries, peak RSS {r['peak_rss_mb'] / 1024:.2f} GiB "
               "(section 11) |")  # fmt: skip
 
@@ -535,15 +537,29 @@ def corpus_search() -> None:
 
 
 def corpus_build() -> None:
-    """Section 11: the whole corpus-mode build on N stub texts: triplets, wall time, the index's recall, peak RSS."""
-    for r in [r for r in read_jsonl(RESULTS / "corpus_scale.jsonl") if r["corpus_mode"]]:
-        print(f"\n{r['size']:,} texts, the whole corpus-mode build ({r['search']}, nprobe {r['nprobe']}):")
-        print("| | measured |")
-        print("| --- | --- |")
-        print(f"| triplets built | {r['triplets']:,} |")
-        print(f"| wall time | {r['corpus_mode_s'] / 60:.0f} min |")
-        print(f"| recall@30 against exact search, {r['sample']:,} sampled queries | {r['recall@30']:.3f} |")
-        print(f"| peak RSS | {r['peak_rss_mb']:,.0f} MiB |")
+    """Section 11: the whole corpus-mode build on N stub texts, one column per run (its commit and threads):
+    triplets, wall time, the index's recall, peak RSS."""
+    runs = [r for r in read_jsonl(RESULTS / "corpus_scale.jsonl") if r["corpus_mode"]]
+    for size in sorted({r["size"] for r in runs}):
+        same = [r for r in runs if r["size"] == size]
+        print(f"\n{size:,} texts, the whole corpus-mode build ({same[0]['search']}, nprobe {same[0]['nprobe']}):")
+
+        def row(label: str, cells: list[str]) -> None:
+            print(f"| {label} | " + " | ".join(cells) + " |")
+
+        heads = []
+        for r in same:
+            threads = r["machine"]["torch_threads"]
+            heads.append(f"commit {r['machine']['commit']}, {threads} thread{'s' if threads > 1 else ''}")
+        row("run", heads)
+        print("| --- |" + " --- |" * len(same))
+        row("triplets built", [f"{r['triplets']:,}" for r in same])
+        row("wall time", [f"{r['corpus_mode_s'] / 60:.0f} min" for r in same])
+        row(
+            f"recall@30 against exact search, {same[0]['sample']:,} sampled queries",
+            [f"{r['recall@30']:.3f}" for r in same],
+        )
+        row("peak RSS", [f"{r['peak_rss_mb']:,.0f} MiB" for r in same])
 
 
 def retrieval_grid() -> None:

@@ -369,8 +369,9 @@ def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(ca
     assert "| listwise KL, T = 0.1 | 2e-04, **59.52 ± 1.60** | +1.25 [-0.64, +3.14] | 2e-04, **58.83 ± 0.62** |" in out
     assert "| the same, ONNX int8 (dynamic, per-channel) | 114.2 | 1.49x PyTorch | 57.48 |" in out
     assert "| 64.47 (917 gold + 1,101 teacher-built triplets; seed 42) |" in out
-    assert "one-sided hinge) | – | 65.21 (917 gold + 1,101 teacher-built triplets; seed 42) | 64.51 |" in out
-    assert "| 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled queries, peak RSS 2.01 GiB" in out
+    assert "one-sided hinge) | – | 64.76 ± 0.79 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
+    assert "32; 1 thread, commit 8317caa) | 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
+    assert "32; 2 threads, commit 2055f77) | 15 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
     glance = (ROOT / "BENCHMARKS.md").read_text().split("## 1.")[0]
     assert "72.45 ± 0.33" in glance and "58.83 ± 0.62" in glance and "--only glance" in glance
 
@@ -431,9 +432,10 @@ def test_report_prints_the_memory_gpu_and_corpus_tables_as_benchmarks_md_shows(c
         "| FAISS IVF-PQ (nlist 1,265, nprobe 16, 96 codes of 8 bits, 4x candidates re-scored) | 77 | 58 | 0.961 " in out
     )
     assert "| FAISS flat | 0.5 | 442 | 1.000 | 1.000 | 1,461 |" in out
-    assert "| triplets built | 1,000,000 |" in out and "| wall time | 39 min |" in out
-    assert "| recall@30 against exact search, 1,000 sampled queries | 0.975 |" in out
-    assert "| peak RSS | 2,059 MiB |" in out
+    assert "| run | commit 8317caa, 1 thread | commit 2055f77, 2 threads |" in out
+    assert "| triplets built | 1,000,000 | 1,000,000 |" in out and "| wall time | 39 min | 15 min |" in out
+    assert "| recall@30 against exact search, 1,000 sampled queries | 0.975 | 0.975 |" in out
+    assert "| peak RSS | 2,059 MiB | 2,067 MiB | 1,774 MiB |" in out
 
 
 def test_race_dry_run_records_every_arm_of_both_settings_with_their_loader_settings(tmp_path):
