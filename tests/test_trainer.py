@@ -290,12 +290,11 @@ def test_python_route_writes_card_metrics_and_curves_on_save(tmp_path, scored, t
 
 def test_gpu_defaults_turn_on_bf16_and_loader_workers_without_overriding_the_recipe(tmp_path, monkeypatch):
     """On a CUDA GPU the recipes' plain settings become bf16 + 2 persistent loader workers; an explicit fp16 or a
-    worker count the user set is kept, and a CPU run is left as the Trainer has it, less pinned memory."""
+    worker count the user set is kept, and a CPU run is left as the Trainer has it."""
     from hf_margin.training.config import GPU_LOADER_WORKERS
 
     cpu = config(tmp_path)
     assert not cpu.bf16 and cpu.dataloader_num_workers == 0
-    assert not cpu.dataloader_pin_memory  # no accelerator: nothing to pin for, and no loader warning
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     plain = config(tmp_path)
     plain._apply_gpu_defaults()

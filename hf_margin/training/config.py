@@ -256,8 +256,6 @@ class MarginDistillConfig(TrainingArguments):
                 raise ValueError(f"{name} must be >= 2; got {value}")
         if self.gpu_defaults and not self.use_cpu and torch.cuda.is_available():
             self._apply_gpu_defaults()
-        if self.use_cpu or not torch.accelerator.is_available():
-            self.dataloader_pin_memory = False  # nothing to pin for: the loader would warn on every epoch
         super().__post_init__()
 
     def _apply_gpu_defaults(self) -> None:
