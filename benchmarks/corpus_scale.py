@@ -10,6 +10,10 @@ is per process). Stages, each timed:
 - ``search``: ``--sample`` seeded queries (corpus mode: every text is a query and never its own neighbour), top 30,
   timed and extrapolated to all N queries; recall@10 and @30 against the exact search of the same queries.
 
+``--device cuda`` runs the exact search on the GPU (:attr:`SearchOptions.device`): ``build`` is then the copy of the
+corpus to the GPU, the sample is searched once untimed first (CUDA start-up), and recall is checked against the CPU's
+exact search on the first ``--check`` sampled queries (default: all of them).
+
 ``--corpus_mode`` instead runs the whole corpus-mode build (:func:`hf_margin.data.mining.build_corpus_triplets`,
 every text a query, 1 positive and 4 negatives from ranks [3, 30), embeddings on disk) and records its wall time,
 peak RSS and the index's recall@30 on ``--sample`` checked queries. ``--processes 2`` embeds under
@@ -19,6 +23,8 @@ peak RSS and the index's recall@30 on ``--sample`` checked queries. ``--processe
     python benchmarks/corpus_scale.py --sizes 1000000 --searches ivf ivfpq --dtype float16
     python benchmarks/corpus_scale.py --sizes 1000000 --corpus_mode --searches ivf --dtype float16
     python benchmarks/corpus_scale.py --sizes 100000 --stage embed --processes 1 2
+    python benchmarks/corpus_scale.py --sizes 10000000 --searches exact --device cuda --sample 65536 --check 256 \
+        --processes 8                                  (a GPU machine: scripts/gpu_session.sh, part "scale")
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from hf_margin.data.search import SearchIndex, SearchOptions, recall_at_k
 from hf_margin.evaluation.retrieval import exact_search
 
 o = json.loads(sys.argv[1])
+GPU_WARMUP = 8192
 state = PartialState(cpu=True)
 n, width = o["size"], o["width"]
 centres = torch.randn(o["clusters"], width, generator=torch.Generator().manual_seed(0))
@@ -73,7 +80,8 @@ texts = [f"t{i}" for i in range(n)]
 disk = DiskEmbeddings(shard_size=o["shard_size"], dtype=o["dtype"])
 exact = o["search"] == "exact"
 search = SearchOptions(search="exact" if exact else "faiss", index="flat" if exact else o["search"], nprobe=o["nprobe"],
-                       ef_search=o["ef_search"], check_queries=o["sample"] if o["corpus_mode"] else 0)
+                       ef_search=o["ef_search"], check_queries=o["sample"] if o["corpus_mode"] else 0,
+                       device=o["device"] if exact else "cpu")
 out = {"rss_mb_start": rss()}
 cache = o["cache"]
 if o["corpus_mode"]:
@@ -99,16 +107,21 @@ else:
         corpus = memmap_tensor(emb)
         start = time.perf_counter()
         index = SearchIndex(corpus, search)
-        out["build_s"] = time.perf_counter() - start
+        out.update(build_s=time.perf_counter() - start, search_device=str(index.device), reason=index.reason)
         rows = torch.randperm(n, generator=torch.Generator().manual_seed(1))[: o["sample"]].sort().values
         queries = corpus[rows].float()
         exclude = [[r] for r in rows.tolist()]
+        if index.device.type == "cuda":  # CUDA and cuBLAS start-up, untimed
+            index.search(queries[:GPU_WARMUP], k=30, exclude=exclude[:GPU_WARMUP])
         start = time.perf_counter()
-        _, found = index.search(queries, k=30, exclude=exclude)
+        _, found = index.search(queries, k=30, exclude=exclude)  # results come back to the CPU: synchronised
         seconds = time.perf_counter() - start
-        _, exact = exact_search(queries, corpus, k=30, similarity="dot", exclude=exclude)
-        out.update(search_s_sample=seconds, search_s_all_queries=seconds * n / len(rows),
-                   **{f"recall@{k}": recall_at_k(found[:, :k], exact[:, :k], k) for k in (10, 30)})
+        check = min(o["check"] or len(rows), len(rows))
+        _, exact = exact_search(queries[:check], corpus, k=30, similarity="dot", exclude=exclude[:check])
+        out.update(search_s_sample=seconds, search_s_all_queries=seconds * n / len(rows), checked=check,
+                   **{f"recall@{k}": recall_at_k(found[:check, :k], exact[:, :k], k) for k in (10, 30)})
+        if index.device.type == "cuda":
+            out["gpu_peak_mib"] = torch.cuda.max_memory_allocated(index.device) / 2**20
 out["peak_rss_mb"] = rss()
 print("RESULT " + json.dumps(out), flush=True)
 """
@@ -124,6 +137,16 @@ def run_one(options: dict, processes: int) -> list[dict]:
 
 
 def _run(options: dict, processes: int, cache: str) -> list[dict]:
+    if processes > 1 and options["device"].startswith("cuda") and options["stage"] == "search":
+        # the CPU processes embed with the GPUs hidden (the gloo launch needs that); then one process with the GPU
+        # visible opens the finished cache (no embedding left) and searches
+        embedded = _run({**options, "stage": "embed", "device": "cpu"}, processes, cache)
+        searched = _run(options, 1, cache)
+        main = next(r for r in embedded if r["process"] == 0)
+        return [r for r in embedded if r["process"] != 0] + [
+            {**searched[0], "embed_s": main["embed_s"], "shards_embedded": main["shards_embedded"],
+             "processes": processes, "embed_peak_rss_mb": main["peak_rss_mb"]}
+        ]  # fmt: skip
     options = {**options, "cache": cache}
     command = [sys.executable, "-c", CHILD, json.dumps(options)]
     if processes > 1:
@@ -132,14 +155,17 @@ def _run(options: dict, processes: int, cache: str) -> list[dict]:
         config = ROOT / "recipes" / "accelerate" / "multi-cpu.yaml"
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
         command += ["--num_processes", str(processes), str(script), json.dumps(options)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), **_env()})
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), **_env(options["device"])}
+    )
     if done.returncode != 0:
         raise SystemExit(f"{options} failed:\n{done.stderr[-3000:]}")
     return [json.loads(line[len("RESULT ") :]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+def _env(device: str) -> dict[str, str]:
+    hide = {} if device.startswith("cuda") else {"CUDA_VISIBLE_DEVICES": ""}
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **hide}
 
 
 def main() -> None:
@@ -156,6 +182,8 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=1.0, help="Noise norm around each cluster centre (unit).")
     parser.add_argument("--shard_size", type=int, default=65_536)
     parser.add_argument("--sample", type=int, default=1000, help="Queries timed and checked against exact search.")
+    parser.add_argument("--check", type=int, default=0, help="Sampled queries checked against exact (0: all).")
+    parser.add_argument("--device", default="cpu", help="Where the exact search runs: cpu, cuda or cuda:N.")
     parser.add_argument("--nprobe", type=int, default=16)
     parser.add_argument("--ef_search", type=int, default=128)
     parser.add_argument("--tmp", default="/tmp", help="Where the cache of each run is made (and deleted).")
@@ -164,7 +192,8 @@ def main() -> None:
     for size in opts.sizes:
         for processes in opts.processes:
             for search in opts.searches if opts.stage == "search" or opts.corpus_mode else ["exact"]:
-                names = ("width", "clusters", "noise", "shard_size", "sample", "nprobe", "ef_search", "dtype")
+                names = ("width", "clusters", "noise", "shard_size", "sample", "check", "nprobe", "ef_search", "dtype",
+                         "device")  # fmt: skip
                 options = {k: getattr(opts, k) for k in (*names, "stage", "corpus_mode", "tmp")}
                 options.update(size=size, search=search)
                 for result in run_one(options, processes):

@@ -44,12 +44,15 @@ timer) and only pads per batch, while the peer tokenises in its collator every s
 workers in st-tuned); in the host setting ours runs one forward over queries and documents, the peer two (queries,
 then positives and negatives merged); on a CPU ours runs length-sorted chunks of 32 (``forward_chunk_size: auto``;
 one pass on a GPU). The dry run (1 layer, batch 4, 1 + 2 steps, 1 pair, 12 rows, 1 thread) runs each arm's two
-settings in one process to halve its start-up cost.
+settings in one process to halve its start-up cost. ``--shared_process`` does the same in a real race (each arm's
+process runs every setting x batch of its round, in the same order for every arm; records say so): a round then
+covers every setting, so a race cut short by a time budget still has whole pairs of each.
 
     python benchmarks/race.py [--settings host compute] [--batches 32 256] [--pairs 5] [--steps 20] [--warmup 3]
     python benchmarks/race.py --batches 8 --pairs 3           (a CPU)
     python benchmarks/race.py --report [--out benchmarks/results/race.jsonl]
     python benchmarks/race.py --dry-run --out /tmp/race.jsonl  (CPU, tiny: checks the script, measures nothing)
+    python benchmarks/race.py --settings compute host --batches 256 32 --shared_process   (a GPU, in a time budget)
 """
 
 from __future__ import annotations
@@ -289,6 +292,8 @@ def run_one(arm: str, spec: dict[str, Any]) -> dict[str, Any]:
         extra["gpu_defaults"] = run_args.gpu_defaults
         extra["forward_chunk_size"] = run_args.chunk_size
     meter.attach(hooked)
+    if cuda:  # a shared process runs several settings: each run's own peak
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     trainer.train()
     train_wall = time.perf_counter() - start
@@ -450,7 +455,9 @@ def race(opts: argparse.Namespace) -> int:
     dry = opts.dry_run
     cuda = torch.cuda.is_available() and not dry
     precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    about = {"machine": machine(), "tree_clean": tree_is_clean(), "dry_run": dry, "precision": precision}
+    shared = dry or opts.shared_process
+    about = {"machine": machine(), "tree_clean": tree_is_clean(), "dry_run": dry, "precision": precision,
+             "shared_process": shared}  # fmt: skip
     total = opts.warmup + opts.steps
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -475,7 +482,7 @@ def race(opts: argparse.Namespace) -> int:
                 about_job = {"setting": setting, "batch": batch, "race_id": uuid.uuid4().hex[:12],
                              "data_source": source, "distinct_rows": distinct}  # fmt: skip
                 jobs.append((spec, about_job))
-        for group in [jobs] if dry else [[job] for job in jobs]:
+        for group in [jobs] if shared else [[job] for job in jobs]:
             runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for round_ in range(opts.pairs):
                 order = ARMS if round_ % 2 == 0 else ARMS[::-1]
@@ -573,6 +580,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--timeout", type=int, default=1200, help="Seconds one arm's process may take.")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--shared_process", action="store_true",
+        help="One process per arm and round runs every setting x batch (rounds cover all of them; less start-up).",
+    )  # fmt: skip
     parser.add_argument("--report", action="store_true", help="Print the tables of --out and exit.")
     parser.add_argument(
         "--dry-run", action="store_true",

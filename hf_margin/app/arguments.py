@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 from hf_margin.app.data_options import DataSourceOptions, MiningOptions, TeacherBuiltOptions
@@ -165,6 +166,8 @@ class DataArguments(MiningOptions, TeacherBuiltOptions, DataSourceOptions):
                 f"search must be one of {list(SEARCHES)} and search_index one of {list(SEARCH_INDEXES)}; got "
                 f"{self.search!r} and {self.search_index!r}"
             )
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.search_device):
+            raise UserError(f"search_device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.search_device!r}")
         for name, least in (("nprobe", 1), ("ef_search", 1), ("search_check", 0), ("embedding_shard_size", 1)):
             if getattr(self, name) < least:
                 raise UserError(f"{name} must be >= {least}; got {getattr(self, name)}")

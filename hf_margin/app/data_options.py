@@ -151,8 +151,8 @@ class MiningOptions:
         default="auto",
         metadata={
             "help": "Nearest-neighbour search of mining and corpus / query-corpus mode: 'exact' (every query "
-            "against every text), 'faiss' (an index, needs pip install faiss-cpu) or 'auto': faiss above 200,000 "
-            "texts when it is installed, else exact.",
+            "against every text), 'faiss' (an index, needs pip install faiss-cpu) or 'auto': exact on the GPU "
+            "where one is visible, else faiss above 200,000 texts when it is installed, else exact.",
             "choices": list(SEARCHES),
         },
     )
@@ -166,6 +166,14 @@ class MiningOptions:
     )
     nprobe: int = field(default=16, metadata={"help": "FAISS ivf / ivfpq: lists searched per query (more: recall)."})
     ef_search: int = field(default=128, metadata={"help": "FAISS hnsw: search breadth (more: recall, slower)."})
+    search_device: str = field(
+        default="auto",
+        metadata={
+            "help": "Where the exact search computes: 'auto' (the GPU where one is visible, else the CPU), 'cpu', "
+            "'cuda' or 'cuda:N'. On a GPU the corpus embeddings are held there (float32) when they fit in half "
+            "its free memory, else streamed."
+        },
+    )
     search_check: int = field(
         default=0,
         metadata={"help": "FAISS: also search this many sampled queries exactly and log the index's recall@k."},
@@ -203,4 +211,5 @@ class MiningOptions:
             nprobe=self.nprobe,
             ef_search=self.ef_search,
             check_queries=self.search_check,
+            device=self.search_device,
         )

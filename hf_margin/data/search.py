@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,16 +33,21 @@ __all__ = [
     "choose_search",
     "default_nlist",
     "recall_at_k",
+    "search_device",
     "search_top_k",
 ]
 
 SEARCHES = ("auto", "exact", "faiss")
+SEARCH_DEVICES = ("auto", "cpu", "cuda")  # "cuda:N" names one GPU
 SEARCH_INDEXES = ("flat", "ivf", "hnsw", "ivfpq")
 FAISS_HINT = "pip install faiss-cpu (or pip install 'hf-margin[faiss]')"
 TRAIN_POINTS_PER_LIST = 64  # IVF k-means trains on a seeded sample of min(N, 64 * nlist) points (faiss wants >= 39)
 MIN_POINTS_PER_LIST = 39  # the default nlist leaves at least this many documents per list
 PQ_REFINE = 4  # IVF-PQ: fetch this many times the depth from the index, then re-score exactly and keep the best
 ADD_CHUNK = 65_536  # corpus rows converted to float32 and added to a FAISS index at once
+GPU_QUERY_CHUNK = 8192  # exact search on a GPU: queries x corpus rows scored at once (a 4 GiB float32 block)
+GPU_CORPUS_CHUNK = 131_072
+GPU_CORPUS_SHARE = 0.5  # the corpus (float32) stays on the GPU where it takes at most this share of the free memory
 RESCORE_FLOATS = 1 << 24  # at most this many gathered corpus floats (64 MiB) at once when re-scoring candidates
 
 
@@ -51,8 +57,8 @@ class SearchOptions:
 
     Attributes:
         search: ``"exact"`` (every query against every document), ``"faiss"`` (a FAISS index; needs faiss-cpu) or
-            ``"auto"``: FAISS when the corpus has more than ``auto_threshold`` documents and faiss is installed,
-            else exact.
+            ``"auto"``: exact on the GPU where one is visible (``device``); else FAISS when the corpus has more
+            than ``auto_threshold`` documents and faiss is installed, else exact.
         index: the FAISS index: ``"flat"`` (exact inner product), ``"ivf"`` (inverted lists), ``"hnsw"`` (a graph)
             or ``"ivfpq"`` (inverted lists of product-quantised codes).
         nlist: IVF lists; None: about ``4 * sqrt(N)``, at most ``N / 39``.
@@ -65,6 +71,11 @@ class SearchOptions:
         check_queries: when > 0, that many sampled queries are also searched exactly and the recall@k of the FAISS
             index against the exact search is logged (and kept on :attr:`SearchIndex.check_recall`).
         seed: seeds the IVF training sample, k-means and the check's query sample.
+        device: where the exact search computes: ``"auto"`` (the current CUDA GPU where one is visible, else the
+            CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. On a GPU the corpus is copied there once (float32; streamed
+            a chunk at a time when it would take over half the free memory) and scored in blocks of
+            ``GPU_QUERY_CHUNK x GPU_CORPUS_CHUNK``, in TF32 where every input is a 16-bit float (TF32 holds those
+            exactly: the same scores), else in float32. FAISS indices stay on the CPU (faiss-cpu).
     """
 
     search: str = "auto"
@@ -77,10 +88,13 @@ class SearchOptions:
     auto_threshold: int = 200_000
     check_queries: int = 0
     seed: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.index not in SEARCH_INDEXES:
             raise ValueError(f"index must be one of {SEARCH_INDEXES}, got {self.index!r}")
         minimum = {"nprobe": 1, "hnsw_m": 2, "ef_search": 1, "auto_threshold": 0, "check_queries": 0, "seed": 0}
@@ -114,11 +128,30 @@ def _import_faiss() -> Any | None:
     return faiss
 
 
+def search_device(options: SearchOptions) -> torch.device:
+    """Where an exact search with these options computes (``options.device``; ``"auto"``: the current CUDA GPU
+    where one is visible, else the CPU).
+
+    Raises:
+        ValueError: a CUDA device is asked for and none is visible.
+    """
+    if options.device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if options.device == "auto":
+            return torch.device("cpu")
+        raise ValueError(f"search device {options.device!r} asked for, but no CUDA GPU is visible: use 'auto' or 'cpu'")
+    if options.device == "auto":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(options.device)
+
+
 def choose_search(num_documents: int, options: SearchOptions) -> tuple[str, str]:
     """Which search runs over ``num_documents`` documents: ``("exact" | "faiss", why)`` (the line that is logged).
 
     Raises:
         ImportError: ``search="faiss"`` and faiss is not installed.
+        ValueError: a CUDA search device is asked for and none is visible.
     """
     size = f"{num_documents:,} documents"
     if options.search == "exact":
@@ -127,6 +160,8 @@ def choose_search(num_documents: int, options: SearchOptions) -> tuple[str, str]
         if _import_faiss() is None:
             raise ImportError(f"search='faiss' needs the faiss package: {FAISS_HINT}")
         return "faiss", f"faiss {options.index}: search='faiss' ({size})"
+    if num_documents > options.auto_threshold and search_device(options).type == "cuda":
+        return "exact", f"exact: {size} is above auto_threshold {options.auto_threshold:,}, but a GPU searches them"
     if num_documents <= options.auto_threshold:
         return "exact", f"exact: {size} is below auto_threshold {options.auto_threshold:,}"
     if _import_faiss() is None:
@@ -173,6 +208,7 @@ class SearchIndex:
         check_recall: the mean recall@k against exact search of the queries checked so far (``check_queries``),
             None before any check.
         exact_rows: how many query rows FAISS could not settle and the exact search answered instead.
+        device: where the exact search computes (:func:`search_device`; the CPU for FAISS).
     """
 
     def __init__(
@@ -193,8 +229,12 @@ class SearchIndex:
         self._checked = 0
         self._searches = 0
         self._faiss_index: Any = None
+        self.device = search_device(self.options) if self.kind == "exact" else torch.device("cpu")
+        self._device_corpus: torch.Tensor | None = None
         if self.kind == "faiss":
             reason = self._build_faiss(reason)
+        elif self.device.type == "cuda":
+            reason = self._to_gpu(reason)
         self.reason = reason
         logger.info("Nearest-neighbour search: %s", reason)
 
@@ -259,6 +299,41 @@ class SearchIndex:
         head, _, why = reason.partition(": ")
         return f"{head}{detail}: {why}{memory}"
 
+    def _to_gpu(self, reason: str) -> str:
+        """Copy the corpus to the GPU as float32, a chunk at a time, where it fits in ``GPU_CORPUS_SHARE`` of the
+        free memory (else each search streams it); returns ``reason`` with where the search runs."""
+        n, width = self.corpus.shape
+        size = n * width * 4
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if size > GPU_CORPUS_SHARE * free:
+            return f"{reason}; on {self.device}, the corpus streamed from host memory ({size / 2**30:,.1f} GiB)"
+        copy = torch.empty((n, width), dtype=torch.float32, device=self.device)
+        for start in range(0, n, ADD_CHUNK):
+            copy[start : start + ADD_CHUNK] = self.corpus[start : start + ADD_CHUNK].to(self.device, torch.float32)
+            release_pages(self.corpus)
+        self._device_corpus = copy
+        return f"{reason}; on {self.device}, the corpus held there ({size / 2**30:,.1f} GiB float32)"
+
+    def _exact_on_gpu(
+        self, queries: torch.Tensor, k: int, exclude: Sequence[Collection[int]] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`exact_search` on ``self.device`` in GPU-sized blocks; TF32 products where every input is a
+        16-bit float (exact there), float32 otherwise. Results on the queries' device."""
+        corpus = self._device_corpus if self._device_corpus is not None else self.corpus
+        on_gpu = queries.detach().to(self.device)
+        half = self.corpus.dtype in (torch.float16, torch.bfloat16)
+        tf32 = half and bool(on_gpu.to(self.corpus.dtype).to(on_gpu.dtype).eq(on_gpu).all())
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            scores, indices = exact_search(
+                on_gpu.float(), corpus, k=k, similarity="dot", exclude=exclude,
+                query_chunk_size=GPU_QUERY_CHUNK, corpus_chunk_size=GPU_CORPUS_CHUNK,
+            )  # fmt: skip
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+        return scores.to(queries.device), indices.to(queries.device)
+
     def _float32_rows(self, rows: slice | torch.Tensor) -> np.ndarray:
         """Corpus rows as a contiguous float32 array for FAISS."""
         return np.ascontiguousarray(self.corpus[rows].detach().to("cpu", torch.float32).numpy())
@@ -279,7 +354,10 @@ class SearchIndex:
             device; where exclusions leave a query fewer documents, its row is padded with ``-inf`` / ``-1``.
         """
         if self.kind == "exact":
-            found = exact_search(query_embeddings, self.corpus, k=k, similarity="dot", exclude=exclude)
+            if self.device.type == "cuda":
+                found = self._exact_on_gpu(query_embeddings, k, exclude)
+            else:
+                found = exact_search(query_embeddings, self.corpus, k=k, similarity="dot", exclude=exclude)
             release_pages(self.corpus)
             return found
         _check_inputs(query_embeddings, self.corpus.shape[1], k, exclude)

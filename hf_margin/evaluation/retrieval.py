@@ -58,13 +58,19 @@ def _stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     """Top ``k`` of each row of ``scores`` (n, m), ordered by score descending, then column ascending.
 
     ``torch.topk`` is fast but picks arbitrarily among equal scores; its result is re-sorted stably by column, and
-    rows where more than ``k`` entries reach the k-th score (a tie across the cut) are redone with a full stable sort.
+    rows where more than ``k`` entries reach the k-th score (a tie across the cut: the (k+1)-th best scores as much
+    as the k-th, read from one extra top-k entry rather than a pass over the block) are redone with a full stable
+    sort.
     """
-    values, columns = torch.topk(scores, k, dim=1)
+    values, columns = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    if values.shape[1] > k:
+        tied = (values[:, k] >= values[:, k - 1]).nonzero().flatten()
+        columns = columns[:, :k]
+    else:
+        tied = values.new_empty(0, dtype=torch.long)
     columns = columns.sort(dim=1).values
     values, order = scores.gather(1, columns).sort(dim=1, descending=True, stable=True)
     columns = columns.gather(1, order)
-    tied = ((scores >= values[:, -1:]).sum(dim=1) > k).nonzero().flatten()
     if tied.numel():
         tied_values, tied_columns = scores[tied].sort(dim=1, descending=True, stable=True)
         values[tied], columns[tied] = tied_values[:, :k], tied_columns[:, :k]
@@ -157,10 +163,20 @@ def _drop_excluded(
     scores: torch.Tensor, indices: torch.Tensor, exclude: Sequence[Collection[int]], k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Remove excluded indices from each row of ``(n, depth)`` results, keep the first ``k``; pad with -inf / -1."""
-    keep = torch.ones_like(indices, dtype=torch.bool)
-    for row, skip in enumerate(exclude):
-        if skip:
-            keep[row] = ~torch.isin(indices[row], torch.as_tensor(list(skip), dtype=torch.long, device=indices.device))
+    widest = max((len(skip) for skip in exclude), default=0)
+    if widest <= 64:  # one padded (n, widest) table compared at once (no per-row kernels on a GPU)
+        table = torch.full((len(exclude), widest), -2, dtype=torch.long)
+        for row, skip in enumerate(exclude):
+            if skip:
+                table[row, : len(skip)] = torch.as_tensor(list(skip), dtype=torch.long)
+        table = table.to(indices.device)
+        keep = ~(indices.unsqueeze(-1) == table.unsqueeze(1)).any(dim=-1)
+    else:
+        keep = torch.ones_like(indices, dtype=torch.bool)
+        for row, skip in enumerate(exclude):
+            if skip:
+                skipped = torch.as_tensor(list(skip), dtype=torch.long, device=indices.device)
+                keep[row] = ~torch.isin(indices[row], skipped)
     order = keep.to(torch.int8).sort(dim=1, descending=True, stable=True).indices[:, :k]
     kept = keep.gather(1, order)
     scores = scores.gather(1, order).masked_fill(~kept, float("-inf"))

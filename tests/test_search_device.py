@@ -1,0 +1,167 @@
+"""The exact search's device: the GPU path (held or streamed corpus, TF32 only where exact) run on the CPU as a
+stand-in, ``search_device`` / ``choose_search`` with and without a (patched) GPU, ``_drop_excluded``'s vectorised
+and looped paths against a reference, and the ``search_device`` argument."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import hf_margin.data.search as search_module
+from hf_margin.app.arguments import DataArguments, UserError
+from hf_margin.data.search import SearchIndex, SearchOptions, choose_search, search_device
+from hf_margin.evaluation.retrieval import _drop_excluded, exact_search
+
+K = 10
+
+
+@pytest.fixture
+def tf32_flag():
+    """Restores ``torch.backends.cuda.matmul.allow_tf32`` (monkeypatch cannot: it is no plain attribute)."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def corpus_of(dtype):
+    g = torch.Generator().manual_seed(0)
+    return torch.nn.functional.normalize(torch.randn(3000, 32, generator=g), dim=-1).to(dtype)
+
+
+def exclusions(corpus, queries):
+    """Row i excludes its i % 4 best documents and two random ones; row 5 excludes 70 (the looped path)."""
+    top = exact_search(queries, corpus, k=4, similarity="dot")[1]
+    rng = random.Random(1)
+    exclude = [set(top[i, : i % 4].tolist()) | {rng.randrange(3000) for _ in range(2)} for i in range(len(queries))]
+    exclude[5] = set(exact_search(queries[5:6], corpus, k=70, similarity="dot")[1][0].tolist())
+    return exclude
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("free", [1 << 40, 1 << 10], ids=["held", "streamed"])
+def test_the_gpu_path_returns_the_exact_search_on_a_cpu_stand_in(dtype, free, monkeypatch, tf32_flag):
+    corpus = corpus_of(dtype)
+    index = SearchIndex(corpus, SearchOptions(search="exact", device="cpu"))
+    assert index.kind == "exact" and index._device_corpus is None
+    index.device = torch.device("cpu")  # stands in for the GPU
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, free))
+    monkeypatch.setattr(search_module, "ADD_CHUNK", 1000)
+    monkeypatch.setattr(search_module, "GPU_QUERY_CHUNK", 100)
+    monkeypatch.setattr(search_module, "GPU_CORPUS_CHUNK", 700)
+    reason = index._to_gpu("why")
+    if free == 1 << 40:
+        assert reason == "why; on cpu, the corpus held there (0.0 GiB float32)"
+        held = index._device_corpus
+        assert held.dtype == torch.float32 and torch.equal(held, corpus.float())
+    else:
+        assert reason == "why; on cpu, the corpus streamed from host memory (0.0 GiB)"
+        assert index._device_corpus is None
+
+    calls = []
+
+    def recording_search(*args, **kwargs):
+        calls.append((torch.backends.cuda.matmul.allow_tf32, kwargs["query_chunk_size"], kwargs["corpus_chunk_size"]))
+        return exact_search(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "exact_search", recording_search)
+    g = torch.Generator().manual_seed(2)
+    random_queries = torch.nn.functional.normalize(torch.randn(250, 32, generator=g), dim=-1)
+    half_queries = random_queries.half().float()  # exactly representable in float16
+    for queries, exact_in_half in ((random_queries, False), (half_queries, True)):
+        exclude = exclusions(corpus, queries)
+        expected_scores, expected_indices = exact_search(queries, corpus, k=K, similarity="dot", exclude=exclude)
+        for previous in (False, True):
+            torch.backends.cuda.matmul.allow_tf32 = previous
+            calls.clear()
+            scores, indices = index._exact_on_gpu(queries, K, exclude)
+            assert torch.backends.cuda.matmul.allow_tf32 is previous
+            assert calls == [(dtype == torch.float16 and exact_in_half, 100, 700)]
+            assert scores.shape == indices.shape == (250, K) and scores.dtype == torch.float32
+            assert torch.equal(indices, expected_indices)
+            assert torch.allclose(scores, expected_scores, atol=1e-6, rtol=0)
+            assert all(not set(row) & skip for row, skip in zip(indices.tolist(), exclude))
+            assert indices[3].tolist() != exact_search(queries[3:4], corpus, k=K, similarity="dot")[1][0].tolist()
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "CUDA", "cuda:x", "cpu:0", "", 0, None])
+def test_search_options_refuse_an_unknown_device(device):
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        SearchOptions(device=device)
+
+
+def test_without_a_gpu_auto_is_the_cpu_and_cuda_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert search_device(SearchOptions()) == torch.device("cpu")
+    assert search_device(SearchOptions(device="cpu")) == torch.device("cpu")
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match=f"search device '{device}' asked for, but no CUDA GPU is visible"):
+            search_device(SearchOptions(device=device))
+        with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+            choose_search(500_000, SearchOptions(device=device))
+    assert choose_search(500_000, SearchOptions()) == (
+        "faiss", "faiss flat: 500,000 documents is above auto_threshold 200,000"
+    )  # fmt: skip
+    assert choose_search(500_000, SearchOptions(search="exact", device="cuda")) == (
+        "exact", "exact: search='exact' (500,000 documents)"
+    )  # fmt: skip
+    index = SearchIndex(corpus_of(torch.float32)[:50], SearchOptions(device="auto"))
+    assert index.device == torch.device("cpu") and index._device_corpus is None
+    assert index.reason == "exact: 50 documents is below auto_threshold 200,000"
+
+
+def test_with_a_gpu_auto_searches_exactly_there(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert search_device(SearchOptions()) == torch.device("cuda", 0)
+    assert search_device(SearchOptions(device="cuda:1")) == torch.device("cuda", 1)
+    assert search_device(SearchOptions(device="cpu")) == torch.device("cpu")
+    kind, reason = choose_search(500_000, SearchOptions())
+    assert kind == "exact" and "500,000 documents is above auto_threshold 200,000" in reason and "GPU" in reason
+    assert choose_search(500_000, SearchOptions(device="cpu"))[0] == "faiss"
+    assert choose_search(500_000, SearchOptions(search="faiss"))[0] == "faiss"
+    assert choose_search(100, SearchOptions()) == ("exact", "exact: 100 documents is below auto_threshold 200,000")
+
+
+def reference_drop(scores, indices, exclude, k):
+    out_scores, out_indices = [], []
+    for s_row, i_row, skip in zip(scores.tolist(), indices.tolist(), exclude):
+        kept = [(s, i) for s, i in zip(s_row, i_row) if i not in set(skip)][:k]
+        kept += [(float("-inf"), -1)] * (k - len(kept))
+        out_scores.append([s for s, _ in kept])
+        out_indices.append([i for _, i in kept])
+    return torch.tensor(out_scores), torch.tensor(out_indices)
+
+
+@pytest.mark.parametrize("widest", [64, 65, 120], ids=["vectorised", "looped", "looped-wide"])
+def test_drop_excluded_matches_a_reference(widest):
+    g = torch.Generator().manual_seed(3)
+    rows, depth, k = 24, 80, 30
+    indices = torch.stack([torch.randperm(200, generator=g)[:depth] for _ in range(rows)])
+    scores = torch.randn(rows, depth, generator=g).sort(dim=1, descending=True).values
+    rng = random.Random(widest)
+    exclude = []
+    for r in range(rows):
+        if r % 5 == 0:
+            exclude.append([] if r % 10 else set())  # no exclusions
+        elif r % 5 == 1:  # most of the row's own documents: fewer than k remain, padded
+            exclude.append(indices[r, : min(widest, 60)].tolist())
+        else:
+            exclude.append(set(rng.sample(range(200), rng.randrange(1, widest + 1))))
+    exclude[2] = list(rng.sample(range(200), widest))  # the widest row decides the path
+    assert max(len(e) for e in exclude) == widest
+    got_scores, got_indices = _drop_excluded(scores, indices, exclude, k)
+    want_scores, want_indices = reference_drop(scores, indices, exclude, k)
+    assert torch.equal(got_indices, want_indices) and torch.equal(got_scores, want_scores)
+    assert (got_indices[1] == -1).sum() == k - (depth - min(widest, 60))  # padded where too few remain
+    assert torch.equal(got_indices[0], indices[0, :k])  # untouched without exclusions
+
+
+def test_the_search_device_argument_is_validated_and_carried():
+    assert DataArguments().search_options().device == "auto"
+    for device in ("cpu", "cuda", "cuda:1", "auto"):
+        assert DataArguments(search_device=device).search_options() == SearchOptions(device=device)
+    for device in ("gpu", "cuda:", "cpu0"):
+        with pytest.raises(UserError, match=f"search_device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got '{device}'"):
+            DataArguments(search_device=device)
