@@ -119,6 +119,7 @@ else:
         check = min(o["check"] or len(rows), len(rows))
         _, exact = exact_search(queries[:check], corpus, k=30, similarity="dot", exclude=exclude[:check])
         out.update(search_s_sample=seconds, search_s_all_queries=seconds * n / len(rows), checked=check,
+                   exact_rows=index.exact_rows,
                    **{f"recall@{k}": recall_at_k(found[:check, :k], exact[:, :k], k) for k in (10, 30)})
         if index.device.type == "cuda":
             out["gpu_peak_mib"] = torch.cuda.max_memory_allocated(index.device) / 2**20

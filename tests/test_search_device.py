@@ -39,22 +39,31 @@ def exclusions(corpus, queries):
     return exclude
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-@pytest.mark.parametrize("free", [1 << 40, 1 << 10], ids=["held", "streamed"])
-def test_the_gpu_path_returns_the_exact_search_on_a_cpu_stand_in(dtype, free, monkeypatch, tf32_flag):
-    corpus = corpus_of(dtype)
+def gpu_stand_in(corpus, free, monkeypatch, *, group=128, corpus_chunk=700):
+    """A SearchIndex whose exact search takes the GPU path, on the CPU (small blocks: several of each)."""
     index = SearchIndex(corpus, SearchOptions(search="exact", device="cpu"))
     assert index.kind == "exact" and index._device_corpus is None
     index.device = torch.device("cpu")  # stands in for the GPU
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, free))
     monkeypatch.setattr(search_module, "ADD_CHUNK", 1000)
     monkeypatch.setattr(search_module, "GPU_QUERY_CHUNK", 100)
-    monkeypatch.setattr(search_module, "GPU_CORPUS_CHUNK", 700)
-    reason = index._to_gpu("why")
+    monkeypatch.setattr(search_module, "GPU_CORPUS_CHUNK", corpus_chunk)
+    monkeypatch.setattr(search_module, "GPU_GROUP", group)
+    return index, index._to_gpu("why")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("free", [1 << 40, 1 << 10], ids=["held", "streamed"])
+@pytest.mark.parametrize("group", [8, 128], ids=["best-runs", "plain-topk"])
+def test_the_gpu_path_returns_the_exact_search_on_a_cpu_stand_in(dtype, free, group, monkeypatch, tf32_flag):
+    corpus = corpus_of(dtype)
+    index, reason = gpu_stand_in(corpus, free, monkeypatch, group=group, corpus_chunk=1024)
     if free == 1 << 40:
-        assert reason == "why; on cpu, the corpus held there (0.0 GiB float32)"
+        assert reason == "why; on cpu, the corpus held there (0.0 GiB)"
         held = index._device_corpus
-        assert held.dtype == torch.float32 and torch.equal(held, corpus.float())
+        assert held.dtype == dtype and torch.equal(held, corpus)
+        assert index._device_half.dtype == torch.float16 and torch.equal(index._device_half, corpus.half())
+        assert index._max_norm == pytest.approx(float(corpus.float().norm(dim=1).max()))
     else:
         assert reason == "why; on cpu, the corpus streamed from host memory (0.0 GiB)"
         assert index._device_corpus is None
@@ -62,7 +71,7 @@ def test_the_gpu_path_returns_the_exact_search_on_a_cpu_stand_in(dtype, free, mo
     calls = []
 
     def recording_search(*args, **kwargs):
-        calls.append((torch.backends.cuda.matmul.allow_tf32, kwargs["query_chunk_size"], kwargs["corpus_chunk_size"]))
+        calls.append((len(args[0]), torch.backends.cuda.matmul.allow_tf32, kwargs["query_chunk_size"]))
         return exact_search(*args, **kwargs)
 
     monkeypatch.setattr(search_module, "exact_search", recording_search)
@@ -70,19 +79,57 @@ def test_the_gpu_path_returns_the_exact_search_on_a_cpu_stand_in(dtype, free, mo
     random_queries = torch.nn.functional.normalize(torch.randn(250, 32, generator=g), dim=-1)
     half_queries = random_queries.half().float()  # exactly representable in float16
     for queries, exact_in_half in ((random_queries, False), (half_queries, True)):
-        exclude = exclusions(corpus, queries)
-        expected_scores, expected_indices = exact_search(queries, corpus, k=K, similarity="dot", exclude=exclude)
-        for previous in (False, True):
-            torch.backends.cuda.matmul.allow_tf32 = previous
-            calls.clear()
-            scores, indices = index._exact_on_gpu(queries, K, exclude)
-            assert torch.backends.cuda.matmul.allow_tf32 is previous
-            assert calls == [(dtype == torch.float16 and exact_in_half, 100, 700)]
-            assert scores.shape == indices.shape == (250, K) and scores.dtype == torch.float32
-            assert torch.equal(indices, expected_indices)
-            assert torch.allclose(scores, expected_scores, atol=1e-6, rtol=0)
-            assert all(not set(row) & skip for row, skip in zip(indices.tolist(), exclude))
-            assert indices[3].tolist() != exact_search(queries[3:4], corpus, k=K, similarity="dot")[1][0].tolist()
+        for exclude in (None, exclusions(corpus, queries)):
+            expected_scores, expected_indices = exact_search(queries, corpus, k=K, similarity="dot", exclude=exclude)
+            for previous in (False, True):
+                torch.backends.cuda.matmul.allow_tf32 = previous
+                calls.clear()
+                index.exact_rows = 0
+                scores, indices = index._exact_on_gpu(queries, K, exclude)
+                assert torch.backends.cuda.matmul.allow_tf32 is previous
+                if free == 1 << 10:  # streamed: every row through the exact search, TF32 only where exact
+                    assert calls == [(250, dtype == torch.float16 and exact_in_half, 100)]
+                else:  # held: the float16 candidates settle every row of this spread-out corpus
+                    assert calls == [] and index.exact_rows == 0
+                assert scores.shape == indices.shape == (250, K) and scores.dtype == torch.float32
+                assert torch.equal(indices, expected_indices)
+                assert torch.allclose(scores, expected_scores, atol=1e-6, rtol=0)
+                if exclude is not None:
+                    assert all(not set(row) & skip for row, skip in zip(indices.tolist(), exclude))
+                    unexcluded = exact_search(queries[3:4], corpus, k=K, similarity="dot")[1][0].tolist()
+                    assert indices[3].tolist() != unexcluded
+
+
+def test_rows_the_float16_pass_cannot_settle_are_searched_exactly(monkeypatch, tf32_flag):
+    """Near-duplicates closer than float16 can tell apart (and exact ties): the candidates cannot prove the k-th
+    score, so those rows are redone by the exact search, and the result is still exact_search's (ties: lower index
+    first)."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.nn.functional.normalize(torch.randn(12, 16, generator=g), dim=-1)
+    corpus = base.repeat_interleave(200, dim=0) + 1e-5 * torch.randn(2400, 16, generator=g)  # more than fetched
+    corpus[::7] = corpus[0]  # and exact ties
+    index, _ = gpu_stand_in(corpus, 1 << 40, monkeypatch, group=8, corpus_chunk=512)
+    queries = base[:10]
+    expected_scores, expected_indices = exact_search(queries, corpus, k=K, similarity="dot")
+    scores, indices = index._exact_on_gpu(queries, K, None)
+    assert index.exact_rows == 10  # the near-copies' rows could not be settled from float16 scores
+    assert torch.equal(indices, expected_indices)
+    assert torch.allclose(scores, expected_scores, atol=1e-6, rtol=0)
+
+
+def test_half_candidates_hold_the_float16_top_and_bound_the_rest(monkeypatch):
+    corpus = corpus_of(torch.float16)
+    index, _ = gpu_stand_in(corpus, 1 << 40, monkeypatch, group=8, corpus_chunk=1024)
+    queries = torch.nn.functional.normalize(torch.randn(20, 32, generator=torch.Generator().manual_seed(4)), dim=-1)
+    last, ids = index._half_candidates(queries.half(), 50)
+    scores16 = queries.half() @ corpus.T
+    assert ids.shape == (20, 50) and last.dtype == torch.float32
+    for row in range(20):
+        fetched = set(ids[row].tolist())
+        assert len(fetched) == 50
+        assert torch.equal(scores16[row, ids[row]].sort(descending=True).values, scores16[row].topk(50).values)
+        rest = torch.tensor([j for j in range(3000) if j not in fetched])
+        assert float(scores16[row, rest].max()) <= float(last[row])
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:", "CUDA", "cuda:x", "cpu:0", "", 0, None])

@@ -10,10 +10,11 @@ and the approximate indices (IVF, HNSW, IVF-PQ) differ only in which candidates 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,13 @@ TRAIN_POINTS_PER_LIST = 64  # IVF k-means trains on a seeded sample of min(N, 64
 MIN_POINTS_PER_LIST = 39  # the default nlist leaves at least this many documents per list
 PQ_REFINE = 4  # IVF-PQ: fetch this many times the depth from the index, then re-score exactly and keep the best
 ADD_CHUNK = 65_536  # corpus rows converted to float32 and added to a FAISS index at once
-GPU_QUERY_CHUNK = 8192  # exact search on a GPU: queries x corpus rows scored at once (a 4 GiB float32 block)
+GPU_QUERY_CHUNK = 8192  # exact search on a GPU: queries x corpus rows scored at once (2 GiB in float16)
 GPU_CORPUS_CHUNK = 131_072
 GPU_CORPUS_SHARE = 0.5  # the corpus (float32) stays on the GPU where it takes at most this share of the free memory
+GPU_GROUP = 128  # the GPU's candidate pass keeps the best of each run of this many documents first
+HALF_ERROR = 2.0**-8  # |float16 score - exact score| <= this x |q| x |d| (inputs and output rounded, with room)
+HALF_SAFE = 1e4  # |q| x max |d| above this: no float16 candidate pass (its scores could overflow)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 RESCORE_FLOATS = 1 << 24  # at most this many gathered corpus floats (64 MiB) at once when re-scoring candidates
 
 
@@ -117,6 +122,28 @@ class SearchOptions:
         if self.index == "hnsw":
             params.update(hnsw_m=self.hnsw_m, ef_search=self.ef_search)
         return params
+
+
+@contextlib.contextmanager
+def _tf32(allowed: bool) -> Iterator[None]:
+    """CUDA float32 matrix products in TF32 (``allowed``) or in full float32, within the block."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+@contextlib.contextmanager
+def _fp16_reduction(allowed: bool) -> Iterator[None]:
+    """CUDA float16 matrix products allowed (or not) to reduce in float16 rather than float32, within the block."""
+    previous = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = previous
 
 
 def _import_faiss() -> Any | None:
@@ -231,6 +258,8 @@ class SearchIndex:
         self._faiss_index: Any = None
         self.device = search_device(self.options) if self.kind == "exact" else torch.device("cpu")
         self._device_corpus: torch.Tensor | None = None
+        self._device_half: torch.Tensor | None = None
+        self._max_norm = 0.0
         if self.kind == "faiss":
             reason = self._build_faiss(reason)
         elif self.device.type == "cuda":
@@ -300,39 +329,117 @@ class SearchIndex:
         return f"{head}{detail}: {why}{memory}"
 
     def _to_gpu(self, reason: str) -> str:
-        """Copy the corpus to the GPU as float32, a chunk at a time, where it fits in ``GPU_CORPUS_SHARE`` of the
-        free memory (else each search streams it); returns ``reason`` with where the search runs."""
+        """Copy the corpus to the GPU, a chunk at a time, where it fits in ``GPU_CORPUS_SHARE`` of the free memory
+        (else each search streams it): as stored when that is a 16-bit float, else as float32, and a float16 copy
+        for the candidate pass unless it is float16 already. Returns ``reason`` with where the search runs."""
         n, width = self.corpus.shape
-        size = n * width * 4
+        half = self.corpus.dtype in HALF_DTYPES
+        kept = self.corpus.dtype if half else torch.float32
+        size = n * width * (kept.itemsize + (0 if self.corpus.dtype == torch.float16 else 2))
         free, _ = torch.cuda.mem_get_info(self.device)
         if size > GPU_CORPUS_SHARE * free:
             return f"{reason}; on {self.device}, the corpus streamed from host memory ({size / 2**30:,.1f} GiB)"
-        copy = torch.empty((n, width), dtype=torch.float32, device=self.device)
+        copy = torch.empty((n, width), dtype=kept, device=self.device)
+        norm = torch.zeros((), device=self.device)
         for start in range(0, n, ADD_CHUNK):
-            copy[start : start + ADD_CHUNK] = self.corpus[start : start + ADD_CHUNK].to(self.device, torch.float32)
+            rows = self.corpus[start : start + ADD_CHUNK].to(self.device)
+            copy[start : start + ADD_CHUNK] = rows.to(kept)
+            norm = torch.maximum(norm, rows.float().norm(dim=1).max())
             release_pages(self.corpus)
         self._device_corpus = copy
-        return f"{reason}; on {self.device}, the corpus held there ({size / 2**30:,.1f} GiB float32)"
+        self._device_half = copy if kept == torch.float16 else copy.to(torch.float16)
+        self._max_norm = float(norm)
+        return f"{reason}; on {self.device}, the corpus held there ({size / 2**30:,.1f} GiB)"
 
     def _exact_on_gpu(
         self, queries: torch.Tensor, k: int, exclude: Sequence[Collection[int]] | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`exact_search` on ``self.device`` in GPU-sized blocks; TF32 products where every input is a
-        16-bit float (exact there), float32 otherwise. Results on the queries' device."""
-        corpus = self._device_corpus if self._device_corpus is not None else self.corpus
-        on_gpu = queries.detach().to(self.device)
-        half = self.corpus.dtype in (torch.float16, torch.bfloat16)
-        tf32 = half and bool(on_gpu.to(self.corpus.dtype).to(on_gpu.dtype).eq(on_gpu).all())
-        previous = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        try:
-            scores, indices = exact_search(
-                on_gpu.float(), corpus, k=k, similarity="dot", exclude=exclude,
-                query_chunk_size=GPU_QUERY_CHUNK, corpus_chunk_size=GPU_CORPUS_CHUNK,
-            )  # fmt: skip
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = previous
-        return scores.to(queries.device), indices.to(queries.device)
+        """The exact search on ``self.device``; results on the queries' device.
+
+        A held corpus is searched in two passes: float16 scores propose each query's best ``2 * depth + 64``
+        candidates (:meth:`_half_candidates`), which are re-scored in float32 and ordered like
+        :func:`exact_search`. A row is settled when its k-th exact score beats the last candidate's float16 score
+        by more than the float16 error bound (``HALF_ERROR x |q| x max |d|``): no document left out can then reach
+        it. Other rows (and a streamed corpus) go through :func:`exact_search` in GPU-sized blocks, in TF32 where
+        every input is a 16-bit float (exact there), else in float32.
+        """
+        on_gpu = queries.detach().to(self.device, torch.float32)
+        n = self.num_documents
+        out_k = min(k, n)
+        depth = min(out_k + max((len(e) for e in exclude), default=0), n) if exclude is not None else out_k
+        fetch = min(n, 2 * depth + 64)
+        scores = torch.empty((on_gpu.shape[0], out_k), device=self.device)
+        labels = torch.empty((on_gpu.shape[0], out_k), dtype=torch.long, device=self.device)
+        redo = torch.arange(on_gpu.shape[0], device=self.device)
+        norms = on_gpu.norm(dim=1)
+        if self._device_corpus is not None and fetch < n and float(norms.max()) * self._max_norm < HALF_SAFE:
+            settled_all = []
+            for q0 in range(0, on_gpu.shape[0], GPU_QUERY_CHUNK):
+                chunk = on_gpu[q0 : q0 + GPU_QUERY_CHUNK]
+                last, candidates = self._half_candidates(chunk.to(torch.float16), fetch)
+                with _tf32(False):  # float32 products: the exact scores
+                    docs = self._device_corpus[candidates].float()  # (q, fetch, H)
+                    exact = torch.bmm(docs, chunk.unsqueeze(-1)).squeeze(-1)
+                candidates, order = candidates.sort(dim=1, stable=True)
+                exact = exact.gather(1, order)
+                exact, order = exact.sort(dim=1, descending=True, stable=True)
+                candidates = candidates.gather(1, order)
+                top, ids = exact[:, :depth], candidates[:, :depth]
+                if exclude is not None:
+                    top, ids = _drop_excluded(top, ids, exclude[q0 : q0 + GPU_QUERY_CHUNK], out_k)
+                else:
+                    top, ids = top[:, :out_k], ids[:, :out_k]
+                bound = HALF_ERROR * norms[q0 : q0 + GPU_QUERY_CHUNK] * self._max_norm + 1e-6
+                settled_all.append(top[:, -1] > last + bound)
+                scores[q0 : q0 + GPU_QUERY_CHUNK], labels[q0 : q0 + GPU_QUERY_CHUNK] = top, ids
+            redo = (~torch.cat(settled_all)).nonzero().flatten()
+            self.exact_rows += int(redo.numel())
+        if redo.numel():
+            corpus = self._device_corpus if self._device_corpus is not None else self.corpus
+            rows = on_gpu[redo]
+            half = self.corpus.dtype in HALF_DTYPES
+            with _tf32(half and bool(rows.to(self.corpus.dtype).float().eq(rows).all())):
+                redo_scores, redo_labels = exact_search(
+                    rows, corpus, k=k, similarity="dot",
+                    exclude=[exclude[r] for r in redo.tolist()] if exclude is not None else None,
+                    query_chunk_size=GPU_QUERY_CHUNK, corpus_chunk_size=GPU_CORPUS_CHUNK,
+                )  # fmt: skip
+            scores[redo], labels[redo] = redo_scores, redo_labels
+        return scores.to(queries.device), labels.to(queries.device)
+
+    def _half_candidates(self, queries: torch.Tensor, fetch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``fetch`` best documents of each float16 query by float16 score: ``(last, indices)``, ``last`` ``(q,)``
+        the fetch-th best float16 score (float32), which no document left out exceeds.
+
+        Within a block, the best of every run of ``GPU_GROUP`` documents is taken first and the best documents are
+        then sought only in the ``fetch`` best runs (they hold them all: a document outside them is beaten by the
+        best of each of those runs), so the full selection reads the block once."""
+        best_scores: torch.Tensor | None = None
+        best_ids = torch.empty(0)
+        corpus = self._device_half
+        with _tf32(False), _fp16_reduction(False):
+            for c0 in range(0, self.num_documents, GPU_CORPUS_CHUNK):
+                block = queries @ corpus[c0 : c0 + GPU_CORPUS_CHUNK].T  # (q, c) float16, float32 accumulation
+                width = block.shape[1]
+                take = min(fetch, width)
+                if width % GPU_GROUP == 0 and width // GPU_GROUP > take:
+                    runs = block.view(block.shape[0], width // GPU_GROUP, GPU_GROUP)
+                    top_runs = runs.amax(dim=2).topk(take, dim=1).indices  # (q, take)
+                    inside = runs.gather(1, top_runs.unsqueeze(-1).expand(-1, -1, GPU_GROUP)).flatten(1)
+                    values, where = inside.topk(take, dim=1)
+                    columns = top_runs.gather(1, where // GPU_GROUP) * GPU_GROUP + where % GPU_GROUP
+                else:
+                    values, columns = block.topk(take, dim=1)
+                columns = columns + c0
+                if best_scores is None:
+                    best_scores, best_ids = values, columns
+                else:
+                    merged = torch.cat([best_scores, values], dim=1)
+                    merged_ids = torch.cat([best_ids, columns], dim=1)
+                    best_scores, order = merged.topk(min(fetch, merged.shape[1]), dim=1)
+                    best_ids = merged_ids.gather(1, order)
+        assert best_scores is not None
+        return best_scores[:, -1].float(), best_ids
 
     def _float32_rows(self, rows: slice | torch.Tensor) -> np.ndarray:
         """Corpus rows as a contiguous float32 array for FAISS."""
