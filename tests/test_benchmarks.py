@@ -372,6 +372,7 @@ def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(ca
     assert "one-sided hinge) | – | 64.76 ± 0.79 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
     assert "32; 1 thread, commit 8317caa) | 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
     assert "32; 2 threads, commit 2055f77) | 15 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
+    assert "| 10,000,000 texts on one GPU | the exact search, every text a query: 9.6 min on the NVIDIA H200" in out
     glance = (ROOT / "BENCHMARKS.md").read_text().split("## 1.")[0]
     assert "72.45 ± 0.33" in glance and "58.83 ± 0.62" in glance and "--only glance" in glance
 
@@ -418,7 +419,7 @@ def test_report_prints_the_memory_gpu_and_corpus_tables_as_benchmarks_md_shows(c
     names = ["stream_memory", "gpu_throughput", "gpu_runs", "corpus_memory", "corpus_search", "corpus_build"]
     report.main(["--only", *names])
     out = capsys.readouterr().out
-    assert "## 5. Streamed data, memory" in out and "## 11. Corpora of 100k to 1M texts" in out
+    assert "## 5. Streamed data, memory" in out and "## 11. Corpora of 100k to 10M texts" in out
     assert "| 20,000 | 523 MB | 589 MB |" in out
     assert "| 80,000 | 531 MB | 612 MB |" in out
     assert "| 256 × 4 | 2,049, 13,036, 12,891 | 1,111, 1,017, 1,568 | **×8.22** | ≥ 1.3 |" in out
@@ -432,6 +433,11 @@ def test_report_prints_the_memory_gpu_and_corpus_tables_as_benchmarks_md_shows(c
         "| FAISS IVF-PQ (nlist 1,265, nprobe 16, 96 codes of 8 bits, 4x candidates re-scored) | 77 | 58 | 0.961 " in out
     )
     assert "| FAISS flat | 0.5 | 442 | 1.000 | 1.000 | 1,461 |" in out
+    assert (
+        "| exact on the NVIDIA H200 (float16 candidates re-scored in float32, rows settled by the error bound; commit "
+        "83e8d12; 65,536 sampled queries, recall checked on 256 against the CPU) | 2 | 578 | 1.000 | 1.000 | 9,882 "
+        "(GPU 13,429) |" in out
+    )
     assert "| run | commit 8317caa, 1 thread | commit 2055f77, 2 threads |" in out
     assert "| triplets built | 1,000,000 | 1,000,000 |" in out and "| wall time | 39 min | 15 min |" in out
     assert "| recall@30 against exact search, 1,000 sampled queries | 0.975 | 0.975 |" in out

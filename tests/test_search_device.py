@@ -212,3 +212,40 @@ def test_the_search_device_argument_is_validated_and_carried():
     for device in ("gpu", "cuda:", "cpu0"):
         with pytest.raises(UserError, match=f"search_device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got '{device}'"):
             DataArguments(search_device=device)
+
+
+class FakeGpuFaiss:
+    """faiss with a GPU stand-in: ``index_cpu_to_gpu`` records its call and returns the CPU index."""
+
+    def __init__(self, real, gpus: int):
+        self.real, self.gpus, self.moved = real, gpus, []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def get_num_gpus(self):
+        return self.gpus
+
+    def StandardGpuResources(self):  # noqa: N802 (faiss's name)
+        return "resources"
+
+    def index_cpu_to_gpu(self, resources, device, index):
+        self.moved.append((resources, device, index.ntotal))
+        return index
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_a_faiss_index_moves_to_the_gpu_where_faiss_gpu_sees_one(kind, gpus, monkeypatch):
+    faiss = pytest.importorskip("faiss")
+    fake = FakeGpuFaiss(faiss, gpus)
+    monkeypatch.setattr(search_module, "_import_faiss", lambda: fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    corpus = corpus_of(torch.float32)
+    index = SearchIndex(corpus, SearchOptions(search="faiss", index=kind, nlist=8, pq_m=8, device="cuda:1"))
+    moved = gpus == 1 and kind != "hnsw"
+    assert fake.moved == ([("resources", 1, 3000)] if moved else [])
+    assert index.reason.endswith("; searched on GPU 1 (faiss-gpu)") is moved
+    queries = corpus[:5]
+    assert torch.equal(index.search(queries, k=3)[1][:, 0], torch.arange(5))  # each finds itself first

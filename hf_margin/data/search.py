@@ -80,7 +80,8 @@ class SearchOptions:
             CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. On a GPU the corpus is copied there once (float32; streamed
             a chunk at a time when it would take over half the free memory) and scored in blocks of
             ``GPU_QUERY_CHUNK x GPU_CORPUS_CHUNK``, in TF32 where every input is a 16-bit float (TF32 holds those
-            exactly: the same scores), else in float32. FAISS indices stay on the CPU (faiss-cpu).
+            exactly: the same scores), else in float32. A FAISS index is built on the CPU and, where faiss-gpu is
+            installed and the device is a GPU, moved there to search (flat, IVF, IVF-PQ; HNSW stays on the CPU).
     """
 
     search: str = "auto"
@@ -321,12 +322,25 @@ class SearchIndex:
         ):  # a chunk at a time: a float16 or memory-mapped corpus is never copied whole
             index.add(self._float32_rows(slice(start, start + ADD_CHUNK)))
             release_pages(self.corpus)  # a memory-mapped corpus is read once, never held whole
-        self._faiss_index = index
         per_vector = index.code_size if opts.index == "ivfpq" else 4 * width  # codes, or float32 vectors
         per_vector += {"ivf": 8, "ivfpq": 8, "hnsw": 8 * opts.hnsw_m}.get(opts.index, 0)  # list ids / graph links
         memory = f"; the index holds about {n * per_vector / 2**20:,.0f} MiB of RAM (ivfpq holds the least)"
+        index, where = self._faiss_to_gpu(faiss, index)
+        self._faiss_index = index
         head, _, why = reason.partition(": ")
-        return f"{head}{detail}: {why}{memory}"
+        return f"{head}{detail}: {why}{memory}{where}"
+
+    def _faiss_to_gpu(self, faiss: Any, index: Any) -> tuple[Any, str]:
+        """The filled index moved to the search device's GPU where faiss-gpu is installed and sees one (flat, IVF and
+        IVF-PQ; FAISS has no GPU HNSW); else the index as it is. Returns it and a note for the log line."""
+        if self.options.index == "hnsw" or not hasattr(faiss, "index_cpu_to_gpu"):
+            return index, ""
+        device = search_device(self.options)
+        if device.type != "cuda" or faiss.get_num_gpus() < 1:
+            return index, ""
+        self._faiss_gpu_resources = faiss.StandardGpuResources()  # kept alive with the index
+        gpu = device.index if device.index is not None else torch.cuda.current_device()
+        return faiss.index_cpu_to_gpu(self._faiss_gpu_resources, gpu, index), f"; searched on GPU {gpu} (faiss-gpu)"
 
     def _to_gpu(self, reason: str) -> str:
         """Copy the corpus to the GPU, a chunk at a time, where it fits in ``GPU_CORPUS_SHARE`` of the free memory
