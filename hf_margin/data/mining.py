@@ -355,13 +355,13 @@ def _triplets_from_rankings(
             index.append(SearchIndex(embeddings["documents"], search))
         docs = embeddings["documents"]
         idx = batch["index"]
-        query_emb = docs[idx] if symmetric else embeddings["queries"][idx]
-        if not symmetric:
-            release_pages(embeddings["queries"])  # this batch's rows are copied out
         if symmetric:
+            query_emb = docs[idx]
             exclude = [[i] for i in idx]
-        else:  # a query is never its own document
-            exclude = [[doc_index[queries[i]]] if queries[i] in doc_index else [] for i in idx]
+        else:
+            query_emb = embeddings["queries"][idx]
+            release_pages(embeddings["queries"])  # this batch's rows are copied out
+            exclude = [[doc_index[queries[i]]] if queries[i] in doc_index else [] for i in idx]  # never itself
         scores, ranked = index[0].search(query_emb, k=sample_from, exclude=exclude)
         rows: dict[str, list] = {"query": [], "positive": [], "negatives": [], **({BAND: []} if keep_band else {})}
         for i, row, row_scores in zip(idx, ranked.tolist(), scores.tolist()):
