@@ -100,6 +100,18 @@ def test_the_gpu_path_returns_the_exact_search_on_a_cpu_stand_in(dtype, free, gr
                     assert indices[3].tolist() != unexcluded
 
 
+def test_the_gpu_path_rescores_in_parts_and_takes_no_query(monkeypatch):
+    corpus = corpus_of(torch.float16)
+    index, _ = gpu_stand_in(corpus, 1 << 40, monkeypatch, group=8, corpus_chunk=1024)
+    monkeypatch.setattr(search_module, "GPU_RESCORE_FLOATS", 3 * 84 * 32)  # 3 rows of 84 candidates at once
+    queries = torch.nn.functional.normalize(torch.randn(40, 32, generator=torch.Generator().manual_seed(5)), dim=-1)
+    scores, indices = index._exact_on_gpu(queries, K, None)
+    expected_scores, expected_indices = exact_search(queries, corpus, k=K, similarity="dot")
+    assert torch.equal(indices, expected_indices) and torch.allclose(scores, expected_scores, atol=1e-6, rtol=0)
+    none_scores, none_indices = index._exact_on_gpu(queries[:0], K, [])
+    assert none_scores.shape == none_indices.shape == (0, K)
+
+
 def test_rows_the_float16_pass_cannot_settle_are_searched_exactly(monkeypatch, tf32_flag):
     """Near-duplicates closer than float16 can tell apart (and exact ties): the candidates cannot prove the k-th
     score, so those rows are redone by the exact search, and the result is still exact_search's (ties: lower index

@@ -53,6 +53,7 @@ GPU_GROUP = 128  # the GPU's candidate pass keeps the best of each run of this m
 HALF_ERROR = 2.0**-8  # |float16 score - exact score| <= this x |q| x |d| (inputs and output rounded, with room)
 HALF_SAFE = 1e4  # |q| x max |d| above this: no float16 candidate pass (its scores could overflow)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+GPU_RESCORE_FLOATS = 1 << 28  # at most this many gathered candidate floats (1 GiB) re-scored at once on a GPU
 RESCORE_FLOATS = 1 << 24  # at most this many gathered corpus floats (64 MiB) at once when re-scoring candidates
 
 
@@ -386,14 +387,18 @@ class SearchIndex:
         labels = torch.empty((on_gpu.shape[0], out_k), dtype=torch.long, device=self.device)
         redo = torch.arange(on_gpu.shape[0], device=self.device)
         norms = on_gpu.norm(dim=1)
-        if self._device_corpus is not None and fetch < n and float(norms.max()) * self._max_norm < HALF_SAFE:
+        two_pass = self._device_corpus is not None and 0 < on_gpu.shape[0] and fetch < n
+        if two_pass and float(norms.max()) * self._max_norm < HALF_SAFE:
             settled_all = []
             for q0 in range(0, on_gpu.shape[0], GPU_QUERY_CHUNK):
                 chunk = on_gpu[q0 : q0 + GPU_QUERY_CHUNK]
                 last, candidates = self._half_candidates(chunk.to(torch.float16), fetch)
+                exact = torch.empty(candidates.shape, device=self.device)
+                step = max(1, GPU_RESCORE_FLOATS // (fetch * chunk.shape[1]))
                 with _tf32(False):  # float32 products: the exact scores
-                    docs = self._device_corpus[candidates].float()  # (q, fetch, H)
-                    exact = torch.bmm(docs, chunk.unsqueeze(-1)).squeeze(-1)
+                    for r0 in range(0, chunk.shape[0], step):
+                        docs = self._device_corpus[candidates[r0 : r0 + step]].float()  # (rows, fetch, H)
+                        exact[r0 : r0 + step] = torch.bmm(docs, chunk[r0 : r0 + step].unsqueeze(-1)).squeeze(-1)
                 candidates, order = candidates.sort(dim=1, stable=True)
                 exact = exact.gather(1, order)
                 exact, order = exact.sort(dim=1, descending=True, stable=True)
