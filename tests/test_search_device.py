@@ -217,13 +217,21 @@ def test_drop_excluded_matches_a_reference(widest):
     assert torch.equal(got_indices[0], indices[0, :k])  # untouched without exclusions
 
 
-def test_the_search_device_argument_is_validated_and_carried():
+def test_the_search_device_argument_is_validated_and_carried(monkeypatch):
     assert DataArguments().search_options().device == "auto"
-    for device in ("cpu", "cuda", "cuda:1", "auto"):
-        assert DataArguments(search_device=device).search_options() == SearchOptions(device=device)
     for device in ("gpu", "cuda:", "cpu0"):
         with pytest.raises(UserError, match=f"search_device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got '{device}'"):
             DataArguments(search_device=device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:1"):  # refused when the arguments are read, before anything is embedded
+        with pytest.raises(UserError, match=f"search_device '{device}': 0 CUDA GPU\\(s\\) visible; pass"):
+            DataArguments(search_device=device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device in ("cpu", "cuda", "cuda:1", "auto"):
+        assert DataArguments(search_device=device).search_options() == SearchOptions(device=device)
+    with pytest.raises(UserError, match="search_device 'cuda:2': 2 CUDA GPU"):
+        DataArguments(search_device="cuda:2")
 
 
 class FakeGpuFaiss:

@@ -168,6 +168,15 @@ class DataArguments(MiningOptions, TeacherBuiltOptions, DataSourceOptions):
             )
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.search_device):
             raise UserError(f"search_device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.search_device!r}")
+        if self.search_device.startswith("cuda"):  # before any embedding is spent on a search that cannot run
+            import torch
+
+            visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if int(self.search_device.partition(":")[2] or 0) >= visible:
+                raise UserError(
+                    f"search_device {self.search_device!r}: {visible} CUDA GPU(s) visible; pass --search_device auto "
+                    "(the GPU where one is visible, else the CPU) or cpu"
+                )
         for name, least in (("nprobe", 1), ("ef_search", 1), ("search_check", 0), ("embedding_shard_size", 1)):
             if getattr(self, name) < least:
                 raise UserError(f"{name} must be >= {least}; got {getattr(self, name)}")
