@@ -173,8 +173,11 @@ def test_without_a_gpu_auto_is_the_cpu_and_cuda_is_refused(monkeypatch):
 def test_with_a_gpu_auto_searches_exactly_there(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert search_device(SearchOptions()) == torch.device("cuda", 0)
     assert search_device(SearchOptions(device="cuda:1")) == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="search device 'cuda:2' asked for, but 2 CUDA GPU"):
+        search_device(SearchOptions(device="cuda:2"))
     assert search_device(SearchOptions(device="cpu")) == torch.device("cpu")
     kind, reason = choose_search(500_000, SearchOptions())
     assert kind == "exact" and "500,000 documents is above auto_threshold 200,000" in reason and "GPU" in reason
@@ -220,17 +223,20 @@ def test_drop_excluded_matches_a_reference(widest):
 def test_the_search_device_argument_is_validated_and_carried(monkeypatch):
     assert DataArguments().search_options().device == "auto"
     for device in ("gpu", "cuda:", "cpu0"):
-        with pytest.raises(UserError, match=f"search_device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got '{device}'"):
+        with pytest.raises(
+            UserError, match=f"search_device: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '{device}'"
+        ):
             DataArguments(search_device=device)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device in ("cuda", "cuda:1"):  # refused when the arguments are read, before anything is embedded
-        with pytest.raises(UserError, match=f"search_device '{device}': 0 CUDA GPU\\(s\\) visible; pass"):
+        with pytest.raises(UserError, match=f"search_device: search device '{device}' asked for, but no CUDA GPU is"):
             DataArguments(search_device=device)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     for device in ("cpu", "cuda", "cuda:1", "auto"):
         assert DataArguments(search_device=device).search_options() == SearchOptions(device=device)
-    with pytest.raises(UserError, match="search_device 'cuda:2': 2 CUDA GPU"):
+    with pytest.raises(UserError, match="search_device: search device 'cuda:2' asked for, but 2 CUDA GPU"):
         DataArguments(search_device="cuda:2")
 
 
@@ -262,6 +268,7 @@ def test_a_faiss_index_moves_to_the_gpu_where_faiss_gpu_sees_one(kind, gpus, mon
     monkeypatch.setattr(search_module, "_import_faiss", lambda: fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     corpus = corpus_of(torch.float32)
     index = SearchIndex(corpus, SearchOptions(search="faiss", index=kind, nlist=8, pq_m=8, device="cuda:1"))
     moved = gpus == 1 and kind != "hnsw"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 
 from hf_margin.app.data_options import DataSourceOptions, MiningOptions, TeacherBuiltOptions
-from hf_margin.data.search import SEARCH_INDEXES, SEARCHES
+from hf_margin.data.search import SEARCH_INDEXES, SEARCHES, SearchOptions, search_device
 
 logger = logging.getLogger(__name__)
 
@@ -166,17 +165,10 @@ class DataArguments(MiningOptions, TeacherBuiltOptions, DataSourceOptions):
                 f"search must be one of {list(SEARCHES)} and search_index one of {list(SEARCH_INDEXES)}; got "
                 f"{self.search!r} and {self.search_index!r}"
             )
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.search_device):
-            raise UserError(f"search_device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.search_device!r}")
-        if self.search_device.startswith("cuda"):  # before any embedding is spent on a search that cannot run
-            import torch
-
-            visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if int(self.search_device.partition(":")[2] or 0) >= visible:
-                raise UserError(
-                    f"search_device {self.search_device!r}: {visible} CUDA GPU(s) visible; pass --search_device auto "
-                    "(the GPU where one is visible, else the CPU) or cpu"
-                )
+        try:  # the form, and a GPU that is visible: refused before anything is embedded
+            search_device(SearchOptions(device=self.search_device))
+        except ValueError as err:
+            raise UserError(f"search_device: {err}") from None
         for name, least in (("nprobe", 1), ("ef_search", 1), ("search_check", 0), ("embedding_shard_size", 1)):
             if getattr(self, name) < least:
                 raise UserError(f"{name} must be >= {least}; got {getattr(self, name)}")

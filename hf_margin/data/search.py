@@ -172,7 +172,13 @@ def search_device(options: SearchOptions) -> torch.device:
         raise ValueError(f"search device {options.device!r} asked for, but no CUDA GPU is visible: use 'auto' or 'cpu'")
     if options.device == "auto":
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(options.device)
+    device = torch.device(options.device)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"search device {options.device!r} asked for, but {torch.cuda.device_count()} CUDA GPU(s) are visible: "
+            "use 'auto', 'cuda' or 'cpu'"
+        )
+    return device
 
 
 def choose_search(num_documents: int, options: SearchOptions) -> tuple[str, str]:
