@@ -127,25 +127,18 @@ class SearchOptions:
 
 
 @contextlib.contextmanager
-def _tf32(allowed: bool) -> Iterator[None]:
-    """CUDA float32 matrix products in TF32 (``allowed``) or in full float32, within the block."""
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = allowed
+def _matmul_flags(**flags: bool) -> Iterator[None]:
+    """``torch.backends.cuda.matmul`` flags set within the block, restored after: ``allow_tf32`` (float32 products
+    in TF32) and ``allow_fp16_reduced_precision_reduction`` (float16 products reduced in float16)."""
+    matmul = torch.backends.cuda.matmul
+    previous = {name: getattr(matmul, name) for name in flags}
     try:
+        for name, value in flags.items():
+            setattr(matmul, name, value)
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
-
-
-@contextlib.contextmanager
-def _fp16_reduction(allowed: bool) -> Iterator[None]:
-    """CUDA float16 matrix products allowed (or not) to reduce in float16 rather than float32, within the block."""
-    previous = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = allowed
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = previous
+        for name, value in previous.items():
+            setattr(matmul, name, value)
 
 
 def _import_faiss() -> Any | None:
@@ -401,7 +394,7 @@ class SearchIndex:
                 last, candidates = self._half_candidates(chunk.to(torch.float16), fetch)
                 exact = torch.empty(candidates.shape, device=self.device)
                 step = max(1, GPU_RESCORE_FLOATS // (fetch * chunk.shape[1]))
-                with _tf32(False):  # float32 products: the exact scores
+                with _matmul_flags(allow_tf32=False):  # float32 products: the exact scores
                     for r0 in range(0, chunk.shape[0], step):
                         docs = self._device_corpus[candidates[r0 : r0 + step]].float()  # (rows, fetch, H)
                         exact[r0 : r0 + step] = torch.bmm(docs, chunk[r0 : r0 + step].unsqueeze(-1)).squeeze(-1)
@@ -423,7 +416,7 @@ class SearchIndex:
             corpus = self._device_corpus if self._device_corpus is not None else self.corpus
             rows = on_gpu[redo]
             half = self.corpus.dtype in HALF_DTYPES
-            with _tf32(half and bool(rows.to(self.corpus.dtype).float().eq(rows).all())):
+            with _matmul_flags(allow_tf32=half and bool(rows.to(self.corpus.dtype).float().eq(rows).all())):
                 redo_scores, redo_labels = exact_search(
                     rows, corpus, k=k, similarity="dot",
                     exclude=[exclude[r] for r in redo.tolist()] if exclude is not None else None,
@@ -442,7 +435,7 @@ class SearchIndex:
         best_scores: torch.Tensor | None = None
         best_ids = torch.empty(0)
         corpus = self._device_half
-        with _tf32(False), _fp16_reduction(False):
+        with _matmul_flags(allow_tf32=False, allow_fp16_reduced_precision_reduction=False):
             for c0 in range(0, self.num_documents, GPU_CORPUS_CHUNK):
                 block = queries @ corpus[c0 : c0 + GPU_CORPUS_CHUNK].T  # (q, c) float16, float32 accumulation
                 width = block.shape[1]
