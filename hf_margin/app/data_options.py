@@ -170,8 +170,8 @@ class MiningOptions:
         default="auto",
         metadata={
             "help": "Where the exact search computes: 'auto' (the GPU where one is visible, else the CPU), 'cpu', "
-            "'cuda' or 'cuda:N'. On a GPU the corpus embeddings are held there (float32) when they fit in half "
-            "its free memory, else streamed."
+            "'cuda' or 'cuda:N'. On a GPU the corpus embeddings are held there (as stored: float16 with "
+            "--embedding_dtype float16) when they fit in half its free memory, else streamed."
         },
     )
     search_check: int = field(
