@@ -75,10 +75,14 @@ def tree_is_clean() -> bool:
     return not status.strip()
 
 
-def train_run(recipe: Path, options: list[str], cache_dir: str | None = None) -> tuple[dict[str, Any], float]:
-    """One ``hf-margin train RECIPE OPTIONS`` in its own process, offline, into a temporary folder: (its
-    metrics.json, wall seconds). The way a user runs it, so a benchmark measures the shipped path."""
-    with tempfile.TemporaryDirectory() as out:
+def train_run(
+    recipe: Path, options: list[str], cache_dir: str | None = None, output_dir: str | None = None
+) -> tuple[dict[str, Any], float]:
+    """One ``hf-margin train RECIPE OPTIONS`` in its own process, offline, into a temporary folder (or
+    ``output_dir``, kept: the saved student, for a later benchmark): (its metrics.json, wall seconds). The way a
+    user runs it, so a benchmark measures the shipped path."""
+    with tempfile.TemporaryDirectory() as temporary:
+        out = output_dir or temporary
         argv = [sys.executable, "-m", "hf_margin", "train", str(recipe), *options, "--output_dir", out]
         argv += ["--cache_dir", cache_dir] if cache_dir else []
         start = time.perf_counter()

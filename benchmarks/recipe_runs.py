@@ -4,7 +4,7 @@ the teacher builds and scores the set, and evaluates itself) or a warm one (the 
 Each record keeps the run's own metrics.json figures (before / after / teacher, the encoding speed of student and
 teacher), the machine, the commit and whether the tree was clean.
 
-    python benchmarks/recipe_runs.py --recipe recipes/scifact-distil.yaml --cache empty
+    python benchmarks/recipe_runs.py --recipe recipes/scifact-distil.yaml --cache empty [--keep outputs/scifact-distil]
     python benchmarks/recipe_runs.py --recipe recipes/scifact-distil.yaml --cache warm
     python benchmarks/recipe_runs.py --report
 """
@@ -28,14 +28,15 @@ OUT = RESULTS / "recipe_runs.jsonl"
 MAIN_FIGURE = {"stsb_test": "spearman", "scifact": "ndcg@10"}  # the README's column of each task's evaluator
 
 
-def run_recipe(recipe: Path, cache: str, extra: list[str]) -> dict[str, Any]:
-    """One timed run; ``cache`` is ``empty`` (a fresh temporary datasets cache) or ``warm`` (the user's)."""
+def run_recipe(recipe: Path, cache: str, extra: list[str], keep: str | None = None) -> dict[str, Any]:
+    """One timed run; ``cache`` is ``empty`` (a fresh temporary datasets cache) or ``warm`` (the user's);
+    ``keep``: the run's output folder (the trained student), else a temporary one."""
     with tempfile.TemporaryDirectory() as empty:
         saved = os.environ.get("HF_DATASETS_CACHE")
         if cache == "empty":
             os.environ["HF_DATASETS_CACHE"] = empty
         try:
-            metrics, wall = train_run(recipe, extra)
+            metrics, wall = train_run(recipe, extra, output_dir=keep)
         finally:
             if cache == "empty":
                 os.environ.pop("HF_DATASETS_CACHE")
@@ -88,10 +89,11 @@ def main() -> None:
     parser.add_argument("--cache", choices=["empty", "warm"], default="empty")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="More hf-margin options, last.")
     parser.add_argument("--report", action="store_true", help="Print the table from the results and exit.")
+    parser.add_argument("--keep", default=None, help="Save the run's student here (e.g. for benchmarks/export.py).")
     parser.add_argument("--out", type=Path, default=OUT)
     opts = parser.parse_args()
     if not opts.report:  # every call runs: a timing is a measurement, not a result to resume
-        append_jsonl(opts.out, run_recipe(opts.recipe.resolve(), opts.cache, opts.extra))
+        append_jsonl(opts.out, run_recipe(opts.recipe.resolve(), opts.cache, opts.extra, opts.keep))
     print(report(read_jsonl(opts.out)))
 
 

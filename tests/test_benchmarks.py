@@ -620,16 +620,17 @@ def test_retrieval_report_marks_the_figures_a_quiet_run_skipped():
 
 def test_recipe_runs_time_a_recipe_on_an_empty_cache_and_restore_the_users(monkeypatch, tmp_path):
     """benchmarks/recipe_runs.py: an empty-cache run sees a fresh HF_DATASETS_CACHE (nothing cached in it) and the
-    user's setting comes back after; the record keeps the run's own figures, and the table reads them."""
+    user's setting comes back after; the record keeps the run's own figures, and the table reads them; ``--keep``
+    names the output folder."""
     from benchmarks import recipe_runs
 
     (tmp_path / "users").mkdir()
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "users"))
     seen = []
 
-    def fake_run(recipe, options):
+    def fake_run(recipe, options, output_dir=None):
         cache = Path(os.environ["HF_DATASETS_CACHE"])
-        seen.append((cache, list(cache.iterdir())))
+        seen.append((cache, list(cache.iterdir()), output_dir))
         metrics = {
             "evaluation": {"scifact": {"ndcg@10": {"before": 31.99, "after": 56.55, "teacher": 64.51}}},
             "speed": {"student": {"texts_per_s": 73.5}, "teacher": {"texts_per_s": 33.2}, "speedup": 73.5 / 33.2},
@@ -640,8 +641,9 @@ def test_recipe_runs_time_a_recipe_on_an_empty_cache_and_restore_the_users(monke
     record = recipe_runs.run_recipe(ROOT / "recipes" / "scifact-distil.yaml", "empty", [])
     assert seen[0][0] != tmp_path / "users" and seen[0][1] == []
     assert os.environ["HF_DATASETS_CACHE"] == str(tmp_path / "users")
-    recipe_runs.run_recipe(ROOT / "recipes" / "scifact-distil.yaml", "warm", [])
+    recipe_runs.run_recipe(ROOT / "recipes" / "scifact-distil.yaml", "warm", [], keep="outputs/kept")
     assert seen[1][0] == tmp_path / "users"
+    assert (seen[0][2], seen[1][2]) == (None, "outputs/kept")  # --keep: the student is saved there, not in a temp
     assert record["recipe"] == "recipes/scifact-distil.yaml" and record["peak_rss_gb"] >= 0  # no child ran here
     row = recipe_runs.report([record]).splitlines()[2]
     assert row.startswith("| recipes/scifact-distil.yaml | empty | scifact ndcg@10 | 31.99 -> 56.55 | 64.51 | ")
@@ -673,3 +675,24 @@ def test_a_tree_is_clean_despite_the_records_the_benchmarks_write(monkeypatch, t
     git("checkout", "-q", "code.py")
     (tmp_path / "script.sh").write_text("run\n")
     assert not common.tree_is_clean()
+
+
+def test_train_run_keeps_the_output_folder_it_is_given(monkeypatch, tmp_path):
+    """benchmarks.common.train_run: `--output_dir` is the given folder (kept after the run, with the student) or
+    a temporary one (gone after); the metrics come from the folder the run wrote."""
+    from benchmarks import common
+
+    used = []
+
+    def fake_subprocess_run(argv, **kwargs):
+        out = Path(argv[argv.index("--output_dir") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text('{"evaluation": {"n": 1}}')
+        used.append(out)
+
+    monkeypatch.setattr(common.subprocess, "run", fake_subprocess_run)
+    metrics, _ = common.train_run(ROOT / "recipes" / "scifact-distil.yaml", [], output_dir=str(tmp_path / "kept"))
+    assert metrics == {"evaluation": {"n": 1}} and used[0] == tmp_path / "kept"
+    assert (tmp_path / "kept" / "metrics.json").exists()
+    common.train_run(ROOT / "recipes" / "scifact-distil.yaml", [])
+    assert used[1] != tmp_path / "kept" and not used[1].exists()
