@@ -98,6 +98,10 @@ def test_own_queries_and_corpus_train_without_labels(tmp_path, teacher_dir):
             ["--task", "retrieval", "--data_dir", "B", "--teacher_ensemble", "no/such/teacher"],
             "'no/such/teacher': no such directory",
         ),  # fmt: skip
+        (
+            ["--task", "retrieval", "--data_dir", "B", "--student_attention_dropout", "1.5"],
+            "student_attention_dropout must be in [0, 1); got 1.5",
+        ),
     ],
 )
 def test_bad_retrieval_options_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, options, fragment):

@@ -338,3 +338,32 @@ def test_saved_student_loads_without_a_missing_pooler_report(tmp_path, scored, t
         SentenceTransformer(str(tmp_path / name), device="cpu")
     printed = capfd.readouterr()
     assert "MISSING" not in printed.out + printed.err and "newly initialized" not in printed.out + printed.err
+
+
+def test_student_attention_dropout_is_set_where_each_architecture_keeps_it(tokenizer, tmp_path):
+    """`load_student(..., attention_dropout=p)`: BERT's attention_probs_dropout_prob or DistilBERT's
+    attention_dropout becomes p in the model that trains (its attention modules read it), the hidden dropout
+    stays the checkpoint's; None keeps the checkpoint's; a value outside [0, 1) or a config without an
+    attention dropout is refused before any weight loads."""
+    from transformers import BertModel, DistilBertConfig, DistilBertModel, T5Config
+
+    from hf_margin.models.modeling import attention_dropout_override
+
+    from .conftest import tiny_config
+
+    config = tiny_config(tokenizer.vocab_size)
+    config.attention_probs_dropout_prob = config.hidden_dropout_prob = 0.1
+    BertModel(config).save_pretrained(tmp_path / "bert")
+    bert = load_student(str(tmp_path / "bert"), attention_dropout=0.0)
+    assert bert.config.attention_probs_dropout_prob == 0.0 and bert.config.hidden_dropout_prob == 0.1
+    assert {m.dropout.p for m in bert.modules() if type(m).__name__ == "BertSelfAttention"} == {0.0}
+    assert load_student(str(tmp_path / "bert")).config.attention_probs_dropout_prob == 0.1  # unset: the checkpoint's
+    distil = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
+    DistilBertModel(distil).save_pretrained(tmp_path / "distil")
+    assert attention_dropout_override(tmp_path / "distil", 0.05) == {"attention_dropout": 0.05}
+    assert load_student(str(tmp_path / "distil"), attention_dropout=0.05).config.attention_dropout == 0.05
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\); got 1.0"):
+        load_student(str(tmp_path / "bert"), attention_dropout=1.0)
+    T5Config(vocab_size=32, d_model=8, d_ff=16, num_layers=1, num_heads=1, d_kv=8).save_pretrained(tmp_path / "t5")
+    with pytest.raises(ValueError, match="T5Config has none of the attention dropout settings"):
+        attention_dropout_override(tmp_path / "t5", 0.0)

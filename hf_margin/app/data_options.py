@@ -3,8 +3,10 @@ from, how the teacher builds triplets from unlabelled text, and how negatives ar
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
+from hf_margin.app.errors import UserError
 from hf_margin.data.embedding_store import DTYPES, DiskEmbeddings
 from hf_margin.data.search import SEARCH_INDEXES, SEARCHES, SearchOptions
 
@@ -53,6 +55,26 @@ class DataSourceOptions:
             "or a BEIR corpus.jsonl). Default: the data's own positives."
         },
     )
+
+    @property
+    def columns(self) -> dict[str, str] | None:
+        """``column_map`` as a dict (JSON object, or ``a=b,c=d``)."""
+        if not self.column_map:
+            return None
+        text = self.column_map.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"column_map is not valid JSON ({exc}): {text}") from None
+        else:
+            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise UserError(f"column_map must be JSON or your_column=name,...; got {text!r}")
+            value = {a.strip(): b.strip() for a, b in pairs}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise UserError(f"column_map must map column names to column names; got {text!r}")
+        return value
 
 
 @dataclass

@@ -94,7 +94,12 @@ def run_train(
     student = load_checked(
         "student",
         student_ref,
-        lambda p: kind.load(p, layers=model_args.student_layers, trust_remote_code=model_args.trust_remote_code),
+        lambda p: kind.load(
+            p,
+            layers=model_args.student_layers,
+            trust_remote_code=model_args.trust_remote_code,
+            attention_dropout=model_args.student_attention_dropout,
+        ),
     )
     tokenizer = load_checked(
         "student",

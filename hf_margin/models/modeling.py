@@ -19,13 +19,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
 STUDENT_TYPES: tuple[str, ...] = ("bi-encoder", "cross-encoder")
 SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
 POOLINGS: tuple[str, ...] = ("mean", "cls")
+# where each architecture keeps the dropout on its attention probabilities (BERT, MPNet, RoBERTa: the first;
+# DistilBERT, ModernBERT: the second; GPT-2 style: the third)
+ATTENTION_DROPOUT_KEYS: tuple[str, ...] = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
 
 
 def pool(last_hidden_state: Tensor, attention_mask: Tensor, pooling: str = "mean") -> Tensor:
@@ -251,12 +254,17 @@ def load_student(
     student_type: str = "bi-encoder",
     layers: Sequence[int] | None = None,
     trust_remote_code: bool = False,
+    attention_dropout: float | None = None,
     **kwargs,
 ) -> PreTrainedModel:
     """Load a student from the Hub or a local directory, optionally keeping only some layers.
 
     A cross-encoder gets a one-logit sequence-classification head (fresh when the checkpoint has none).
+    ``attention_dropout``: the dropout on the attention probabilities while training (None: the checkpoint's;
+    see :func:`attention_dropout_override`).
     """
+    if attention_dropout is not None:
+        kwargs.update(attention_dropout_override(name_or_path, attention_dropout, trust_remote_code=trust_remote_code))
     if student_type == "bi-encoder":
         with loading_whole():
             model = _load_without_pooler(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
@@ -270,6 +278,27 @@ def load_student(
     if layers is not None:
         keep_layers(model, layers)
     return model
+
+
+def attention_dropout_override(
+    name_or_path: str | os.PathLike, value: float, *, trust_remote_code: bool = False
+) -> dict[str, float]:
+    """The ``from_pretrained`` keyword(s) that set a checkpoint's attention dropout to ``value``.
+
+    On a CPU, a non-zero attention dropout sends PyTorch's SDPA to its unfused path, which draws a random mask
+    over every ``(batch, heads, L, L)`` attention map: at 256 tokens that was 37% of a 2-layer MiniLM training
+    step (BENCHMARKS.md section 10). Evaluation never applies it. Raises ValueError for a value outside [0, 1)
+    or a config without a known attention-dropout setting (:data:`ATTENTION_DROPOUT_KEYS`)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"attention dropout must be in [0, 1); got {value}")
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    keys = [key for key in ATTENTION_DROPOUT_KEYS if isinstance(getattr(config, key, None), int | float)]
+    if not keys:
+        raise ValueError(
+            f"{type(config).__name__} has none of the attention dropout settings hf-margin knows "
+            f"({', '.join(ATTENTION_DROPOUT_KEYS)}): leave student_attention_dropout unset for this student"
+        )
+    return dict.fromkeys(keys, value)
 
 
 def unused_pooler_state(model: nn.Module) -> dict[str, Tensor]:
