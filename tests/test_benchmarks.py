@@ -367,7 +367,7 @@ def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(ca
     assert "| Margin-MSE, moment-matched margins | **72.45 ± 0.33** | 72.51 ± 0.37 |" in out
     assert "| listwise KL (temperature chosen on dev) | 71.50 ± 0.59 (T = 0.1) | **73.10 ± 0.72 (T = 0.1)** |" in out
     assert "| listwise KL, T = 0.1 | 2e-04, **59.52 ± 1.60** | +1.25 [-0.64, +3.14] | 2e-04, **58.83 ± 0.62** |" in out
-    assert "| the same, ONNX int8 (dynamic, per-channel) | 114.2 | 1.49x PyTorch | 57.48 |" in out
+    assert "| the same, ONNX int8 (dynamic, per-channel) | 114.2 | 1.49x PyTorch | – | 57.48 |" in out
     assert "| 64.47 (917 gold + 1,101 teacher-built triplets; seed 42) |" in out
     assert "one-sided hinge) | – | 64.76 ± 0.79 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
     assert "32; 1 thread, commit 8317caa) | 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out

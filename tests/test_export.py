@@ -48,6 +48,12 @@ def test_export_writes_fp32_and_int8_that_agree_with_pytorch(tmp_path, student_d
         "onnx/model_O2.onnx",
         "onnx/model_qint8.onnx",
     }
+    queries = printed["queries_one_at_a_time"]  # the shipped SciFact claims, one per forward pass
+    assert queries.keys() == {"pytorch", *printed["speedup_over_pytorch"]}
+    assert {t["batch_size"] for t in queries.values()} == {1} and {t["texts"] for t in queries.values()} == {200}
+    assert printed["query_speedup_over_pytorch"]["onnx/model_qint8.onnx"] == pytest.approx(
+        queries["onnx/model_qint8.onnx"]["texts_per_s"] / queries["pytorch"]["texts_per_s"]
+    )
     assert not list((student_dir / "onnx").glob("tmp-*"))  # written beside, renamed into place
 
 

@@ -1,7 +1,8 @@
 """``hf-margin export DIR [--quantize int8]``: write a saved student as ONNX (fp32 plain and fused for
 onnxruntime, and int8 when asked) into ``DIR/onnx/``, then check it against the PyTorch student in the same
-process: the cosine of each text's two embeddings and the encoding speed (texts/s) of each, on the same texts,
-batches and threads. The figures are printed and kept in ``DIR/onnx/export.json``. ``hf-margin evaluate --student
+process: the cosine of each text's two embeddings and the encoding speed of each, on the same texts, batches and
+threads: documents in batches (texts/s, the corpus side) and queries one at a time (the online side of a search).
+The figures are printed and kept in ``DIR/onnx/export.json``. ``hf-margin evaluate --student
 DIR --backend onnx-int8`` then gives its quality on any evaluation set."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hf_margin.training.trainer import write_json_atomic
 logger = logging.getLogger(__name__)
 
 CHECK_TEXTS = 256
+CHECK_QUERIES = 200
 REPORT = "export.json"
 
 
@@ -48,18 +50,28 @@ def export_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max_texts", type=int, default=CHECK_TEXTS, help="How many texts the check embeds.")
     parser.add_argument(
+        "--queries",
+        default=None,
+        help="Queries timed one at a time, as a search service meets them (a .txt file or a queries .jsonl); "
+        f"default: the first {CHECK_QUERIES} SciFact claims shipped with hf-margin.",
+    )
+    parser.add_argument("--max_queries", type=int, default=CHECK_QUERIES, help="How many queries are timed.")
+    parser.add_argument(
         "--rounds", type=int, default=3, help="Alternating timing rounds per file (the median is reported)."
     )
     return parser
 
 
-def timed_in_rounds(scorers: dict[str, Any], texts: list[str], rounds: int) -> dict[str, dict[str, Any]]:
-    """Each scorer's :func:`encoding_throughput` in ``rounds`` alternating rounds (a drift of the machine falls on
-    every file alike): the median round's figures, with every round's texts/s under ``rounds``."""
+def timed_in_rounds(
+    scorers: dict[str, Any], texts: list[str], rounds: int, **options: Any
+) -> dict[str, dict[str, Any]]:
+    """Each scorer's :func:`encoding_throughput` (``options``: its role and batch size) in ``rounds`` alternating
+    rounds (a drift of the machine falls on every file alike): the median round's figures, with every round's
+    texts/s under ``rounds``."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in scorers}
     for _ in range(rounds):
         for name, scorer in scorers.items():
-            runs[name].append(encoding_throughput(scorer, texts))
+            runs[name].append(encoding_throughput(scorer, texts, **options))
     speed = {}
     for name, timings in runs.items():
         ordered = sorted(timings, key=lambda t: t["texts_per_s"])
@@ -67,8 +79,8 @@ def timed_in_rounds(scorers: dict[str, Any], texts: list[str], rounds: int) -> d
     return speed
 
 
-def check_texts(path: str | None, n: int) -> list[str]:
-    return load_corpus(path if path else SHIPPED_SCIFACT / "corpus.jsonl")[:n]
+def check_texts(path: str | None, n: int, default: str = "corpus.jsonl") -> list[str]:
+    return load_corpus(path if path else SHIPPED_SCIFACT / default)[:n]
 
 
 def run_export(argv: list[str]) -> dict[str, Any]:
@@ -83,6 +95,7 @@ def run_export(argv: list[str]) -> dict[str, Any]:
     if saved_student_kind(folder).name != "bi-encoder":
         raise UserError(f"{folder}: only bi-encoder students are exported")
     texts = check_texts(options.texts, options.max_texts)  # read before the export: a bad file costs nothing
+    queries = check_texts(options.queries, options.max_queries, "queries.jsonl")
     files = list(export_onnx(folder, quantize=options.quantize).values())
     kind = saved_student_kind(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -99,6 +112,8 @@ def run_export(argv: list[str]) -> dict[str, Any]:
         scorers[name] = scorer
     speed = timed_in_rounds(scorers, texts, options.rounds)
     base = speed["pytorch"]["texts_per_s"]
+    one_at_a_time = timed_in_rounds(scorers, queries, options.rounds, role="query", batch_size=1)
+    query_base = one_at_a_time["pytorch"]["texts_per_s"]
     report = {
         "student": str(folder),
         "files": [str(p.relative_to(folder)) for p in files],
@@ -106,6 +121,10 @@ def run_export(argv: list[str]) -> dict[str, Any]:
         "agreement_with_pytorch": agreement,
         "speed": speed,
         "speedup_over_pytorch": {k: v["texts_per_s"] / base for k, v in speed.items() if k != "pytorch"},
+        "queries_one_at_a_time": one_at_a_time,
+        "query_speedup_over_pytorch": {
+            k: v["texts_per_s"] / query_base for k, v in one_at_a_time.items() if k != "pytorch"
+        },
     }
     write_json_atomic(folder / "onnx" / REPORT, report)
     print(json.dumps(report, indent=2))
