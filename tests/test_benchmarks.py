@@ -367,7 +367,7 @@ def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(ca
     assert "| Margin-MSE, moment-matched margins | **72.45 ± 0.33** | 72.51 ± 0.37 |" in out
     assert "| listwise KL (temperature chosen on dev) | 71.50 ± 0.59 (T = 0.1) | **73.10 ± 0.72 (T = 0.1)** |" in out
     assert "| listwise KL, T = 0.1 | 2e-04, **59.52 ± 1.60** | +1.25 [-0.64, +3.14] | 2e-04, **58.83 ± 0.62** |" in out
-    assert "| the same, ONNX int8 (dynamic, per-channel) | 114.2 | 1.49x PyTorch | – | 57.48 |" in out
+    assert "| the same, ONNX int8 (dynamic, per-channel) | 91.6 | 1.85x PyTorch | 781.2 (2.98x) | 57.01 |" in out
     assert "| 64.47 (917 gold + 1,101 teacher-built triplets; seed 42) |" in out
     assert "one-sided hinge) | – | 64.76 ± 0.79 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
     assert "32; 1 thread, commit 8317caa) | 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
@@ -696,3 +696,22 @@ def test_train_run_keeps_the_output_folder_it_is_given(monkeypatch, tmp_path):
     assert (tmp_path / "kept" / "metrics.json").exists()
     common.train_run(ROOT / "recipes" / "scifact-distil.yaml", [])
     assert used[1] != tmp_path / "kept" and not used[1].exists()
+
+
+def test_int8_variants_report_puts_each_file_beside_its_runs_pytorch_student():
+    """benchmarks/int8_variants.py: every file's speed is divided by the PyTorch student of its own record, on
+    documents and on queries one at a time."""
+    from benchmarks import int8_variants
+
+    def timing(docs: float, queries: float) -> dict:
+        return {"documents_per_s": docs, "queries_per_s": queries, "rounds": {}, "min_cosine": 0.99}
+
+    record = {
+        "student": "s",
+        "variants": {"pytorch fp32": timing(50.0, 250.0), "shipped: fused, per channel, 7-bit": timing(92.5, 775.0)},
+        "machine": {"commit": "abc1234"},
+        "clean_tree": True,
+    }
+    rows = int8_variants.report([record]).splitlines()
+    assert rows[2] == "| s | pytorch fp32 | 50.0 | 1.00x | 250.0 | 1.00x | 0.9900 | abc1234 |"
+    assert rows[3] == "| s | shipped: fused, per channel, 7-bit | 92.5 | 1.85x | 775.0 | 3.10x | 0.9900 | abc1234 |"

@@ -329,6 +329,9 @@ def test_teacher_figures_are_cached_by_teacher_and_evaluation(tmp_path):
     cached_results({"ir": CountingEvaluator(2.0)}, FixedTeacher("a"), str(tmp_path))
     assert CountingEvaluator.calls == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("tmp")]
+    moved = CountingEvaluator(1.0)
+    moved.source = "/another/clone/hf_margin/app/data/scifact"  # where it was read from: not what it measures
+    assert cached_results({"ir": moved}, FixedTeacher("a"), str(tmp_path)) == first and CountingEvaluator.calls == 3
 
 
 def test_untrained_student_figures_are_cached_by_its_weights(tmp_path):

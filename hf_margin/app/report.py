@@ -34,6 +34,14 @@ def run_evaluators(evaluators: dict[str, Evaluator], scorer: Any) -> dict[str, d
     return out
 
 
+def evaluation_fingerprint(evaluator: Evaluator) -> str:
+    """An evaluator's class, data and options, not the path it was read from (``source``): a clone hits the cache."""
+    state = getattr(evaluator, "__dict__", None)
+    if state is None:
+        return Hasher.hash(evaluator)
+    return Hasher.hash([type(evaluator).__name__, {k: v for k, v in state.items() if k != "source"}])
+
+
 def cached_results(
     evaluators: dict[str, Evaluator], scorer: Any, cache_dir: str | None, who: str = "teacher"
 ) -> dict[str, Any]:
@@ -41,7 +49,7 @@ def cached_results(
     scorer's is a content hash of its weights, tokenizer and scoring options). A fixed model's figures never
     change: a rerun embeds the evaluation corpus again neither for the teacher nor for the untrained student
     (``who`` names the cache file: ``teacher`` or ``student``)."""
-    key = Hasher.hash([scorer.fingerprint, {name: Hasher.hash(e) for name, e in sorted(evaluators.items())}])
+    key = Hasher.hash([scorer.fingerprint, {name: evaluation_fingerprint(e) for name, e in sorted(evaluators.items())}])
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / f"{who}-evaluation-{key}.json"
     try:
