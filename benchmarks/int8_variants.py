@@ -14,10 +14,8 @@ per tensor, and static QDQ quantisation of the matrix products with 64 abstracts
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +71,7 @@ def run(student: str | None) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer
 
+    from hf_margin.app.export import timed_in_rounds
     from hf_margin.data.sources import load_corpus
     from hf_margin.models.export import OnnxTransformer, export_onnx
     from hf_margin.models.modeling import load_student
@@ -99,28 +98,22 @@ def run(student: str | None) -> dict[str, Any]:
         models = {"pytorch fp32": load_student(folder).eval(), "onnx fp32 fused": OnnxTransformer(files["O2"])}
         models |= {name: OnnxTransformer(path) for name, path in variants(files, work, calibration).items()}
 
-        def seconds(model, texts: list[str], batch_size: int) -> float:
-            scorer = BiEncoderScorer(model, tokenizer, batch_size=batch_size, max_length=256, show_progress=False)
-            scorer.embed(texts[:16])
-            scorer.clear_memo()
-            start = time.perf_counter()
-            scorer.embed(texts)
-            return time.perf_counter() - start
-
-        rounds: dict[str, dict[str, list[float]]] = {name: {"documents": [], "queries": []} for name in models}
-        for _ in range(3):  # alternating rounds: a drift of the machine falls on every file alike
-            for name, model in models.items():
-                rounds[name]["documents"].append(len(abstracts) / seconds(model, abstracts, 32))
-                rounds[name]["queries"].append(len(claims) / seconds(model, claims, 1))
+        scorers = {
+            name: BiEncoderScorer(model, tokenizer, max_length=256, show_progress=False)
+            for name, model in models.items()
+        }
+        # alternating rounds (a drift of the machine falls on every file alike), timed as `hf-margin export` times
+        documents = timed_in_rounds(scorers, abstracts, 3)
+        queries = timed_in_rounds(scorers, claims, 3, role="query", batch_size=1)
         reference = BiEncoderScorer(models["pytorch fp32"], tokenizer, max_length=256).embed(abstracts)
         results = {}
         for name, model in models.items():
             embedded = BiEncoderScorer(model, tokenizer, max_length=256).embed(abstracts)
             cosine = torch.nn.functional.cosine_similarity(embedded, reference, dim=-1)
             results[name] = {
-                "documents_per_s": statistics.median(rounds[name]["documents"]),
-                "queries_per_s": statistics.median(rounds[name]["queries"]),
-                "rounds": rounds[name],
+                "documents_per_s": documents[name]["texts_per_s"],
+                "queries_per_s": queries[name]["texts_per_s"],
+                "rounds": {"documents": documents[name]["rounds"], "queries": queries[name]["rounds"]},
                 "min_cosine": cosine.min().item(),
             }
     return {"student": student or "MiniLM layers 0, 5 (untrained)", "variants": results, "machine": machine(),

@@ -42,6 +42,33 @@ def check_teachers(model_args: ModelArguments, reference: str | None) -> None:
         checked_model_path(ref, "teacher")
 
 
+def check_embedding_targets(model_args: ModelArguments, embedding_weight: float) -> None:
+    """With ``embedding_weight > 0``, refuse early (before anything is embedded) a teacher whose embeddings cannot be
+    the student's targets: a cross-encoder, an ensemble, or a width other than the student's."""
+    if embedding_weight <= 0:
+        return
+    if model_args.teacher_type != "bi-encoder" or model_args.teacher_ensemble:
+        raise UserError(
+            "embedding_weight distils the teacher's embeddings: it needs one bi-encoder teacher (not a cross-encoder "
+            "or a teacher_ensemble). Set --embedding_weight 0"
+        )
+    from transformers import AutoConfig
+
+    teacher = model_args.teacher or DEFAULT_TEACHER
+    widths = {}
+    for role, reference in (("teacher", teacher), ("student", model_args.student or teacher)):
+        config = AutoConfig.from_pretrained(
+            checked_model_path(reference, role), trust_remote_code=model_args.trust_remote_code
+        )
+        widths[role] = getattr(config, "hidden_size", None)
+    if widths["teacher"] != widths["student"]:
+        raise UserError(
+            f"embedding_weight: the teacher embeds texts in {widths['teacher']} dimensions and the student in "
+            f"{widths['student']}; their embeddings cannot be compared. Use a teacher of the student's width (the "
+            "model a cut student came from), or --embedding_weight 0"
+        )
+
+
 def load_checked(role: str, reference: str, loader: Callable[[str], Any]) -> Any:
     """``loader(path)`` of the checked ``reference``; a failure to load is one :class:`UserError` line."""
     path = checked_model_path(reference, role)

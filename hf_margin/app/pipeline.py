@@ -17,7 +17,7 @@ from accelerate import PartialState
 from transformers import AutoTokenizer
 
 from hf_margin.app.arguments import DataArguments, EvalArguments, ModelArguments, UserError
-from hf_margin.app.loading import load_checked
+from hf_margin.app.loading import check_embedding_targets, load_checked
 from hf_margin.app.report import (
     cached_results,
     card_info,
@@ -29,6 +29,7 @@ from hf_margin.app.report import (
 )
 from hf_margin.app.tasks import build_task
 from hf_margin.data.fresh_negatives import FreshNegatives
+from hf_margin.data.teacher_embeddings import attach_teacher_embeddings
 from hf_margin.evaluation.throughput import encoding_throughput, fewer_threads_than_cores, speed_summary
 from hf_margin.models.kind import StudentKind
 from hf_margin.training.config import MarginDistillConfig
@@ -75,7 +76,15 @@ def run_train(
         )
     if state.device.type == "cpu" and state.num_processes == 1 and (warning := fewer_threads_than_cores()):
         logger.warning(warning)
+    check_embedding_targets(model_args, args.embedding_weight)
+    if args.embedding_weight > 0 and data_args.fresh_negatives_per_epoch:
+        raise UserError("embedding_weight needs fixed negatives (their teacher embeddings are cached): drop one of "
+                        "--embedding_weight and --fresh_negatives_per_epoch")  # fmt: skip
     task = build_task(model_args, data_args, eval_args, args)
+    if args.embedding_weight > 0:  # the texts the teacher just mined and scored are in its memo: cheap (and cached)
+        if task.teacher is None:
+            raise UserError("embedding_weight needs a teacher to embed the training texts: name one with --teacher")
+        task.train = attach_teacher_embeddings(task.train, task.teacher, cache_dir=data_args.cache_dir)
     kind: StudentKind = args.student_kind
     rows: dict[str, dict[str, dict[str, float]]] = {}
     if task.teacher is not None and state.is_main_process and eval_args.eval_teacher:  # once, on the main process

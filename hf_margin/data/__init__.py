@@ -1,9 +1,10 @@
 """The training data: column names, validation, tokenisation and the collator (``columns``); user formats and
 where rows come from (``formats``, ``sources``); hard negatives mined by a scorer and the nearest-neighbour search
 they use (``mining``, ``search``), with corpus embeddings kept on disk and sharded over processes
-(``embedding_store``); teacher margins attached and rescaled (``margins``, ``margin_scaling``); negatives redrawn
-every epoch (``fresh_negatives``); queries written by a seq2seq model (``query_generation``); and the
-fingerprinted, locked cache entries they are all kept in (``cache``).
+(``embedding_store``); teacher margins attached and rescaled (``margins``, ``margin_scaling``); the teacher's
+embeddings as targets (``teacher_embeddings``); negatives redrawn every epoch (``fresh_negatives``); queries
+written by a seq2seq model (``query_generation``); and the fingerprinted, locked cache entries they are all kept
+in (``cache``).
 
 The main names are re-exported here; modules of the library import from the module that defines a name.
 """
@@ -20,6 +21,7 @@ from hf_margin.data.mining import build_corpus_triplets, build_query_corpus_trip
 from hf_margin.data.query_generation import generate_queries
 from hf_margin.data.search import SearchOptions
 from hf_margin.data.sources import load_corpus, load_data_file
+from hf_margin.data.teacher_embeddings import attach_teacher_embeddings
 
 __all__ = [
     "DataFormat",
@@ -29,6 +31,7 @@ __all__ = [
     "MarginDistillCollator",
     "SearchOptions",
     "attach_band_margins",
+    "attach_teacher_embeddings",
     "attach_teacher_margins",
     "build_corpus_triplets",
     "build_query_corpus_triplets",

@@ -20,6 +20,8 @@ from datasets import Dataset, IterableDataset
 
 QUERY, POSITIVE, NEGATIVE, NEGATIVES = "query", "positive", "negative", "negatives"
 TEACHER_MARGINS = "teacher_margins"
+# the teacher's embeddings of a row's texts (attach_teacher_embeddings): query (H,), positive + negatives (1 + N, H)
+TEACHER_QUERY_EMBEDDING, TEACHER_DOCUMENT_EMBEDDINGS = "teacher_query_embedding", "teacher_document_embeddings"
 
 # Columns written by `tokenize_triplets`, per student type.
 BI_ENCODER_COLUMNS = ("query_input_ids", "positive_input_ids", "negatives_input_ids")
@@ -243,7 +245,9 @@ class MarginDistillCollator:
     """Pad tokenised triplets into one batch that a single forward pass scores.
 
     Output keys: ``input_ids`` and ``attention_mask`` ``(T, L)`` (plus ``token_type_ids`` for a cross-encoder),
-    ``negatives_mask`` ``(B, N)`` bool, and ``teacher_margins`` ``(B, N)`` float when the rows carry them.
+    ``negatives_mask`` ``(B, N)`` bool, ``teacher_margins`` ``(B, N)`` float when the rows carry them, and (a
+    bi-encoder) ``teacher_query_embedding`` ``(B, H)`` and ``teacher_document_embeddings`` ``(B + M, H)`` when the
+    rows carry the teacher's embeddings.
     For a bi-encoder ``T = 2B + M`` rows: queries, positives, then the ``M`` real negatives row-major; for a
     cross-encoder ``T = B + M``: (query, positive) pairs, then (query, negative) pairs.
 
@@ -306,4 +310,17 @@ class MarginDistillCollator:
                     )
                 margins[i, : len(row)] = torch.as_tensor(row, dtype=torch.float32)
             batch[TEACHER_MARGINS] = margins
+        if TEACHER_QUERY_EMBEDDING in features[0] and type_ids is None:
+            # laid out as the student's embeddings of the batch: B queries; B positives, then the M real negatives
+            batch[TEACHER_QUERY_EMBEDDING] = torch.as_tensor(
+                np.asarray([f[TEACHER_QUERY_EMBEDDING] for f in features], dtype=np.float32)
+            )
+            documents = [f[TEACHER_DOCUMENT_EMBEDDINGS] for f in features]
+            flat = [row[0] for row in documents] + [e for row in documents for e in row[1:]]
+            if len(flat) != len(features) + int(counts.sum()):
+                raise DataValidationError(
+                    f"a collated batch has {len(flat)} teacher document embeddings for {len(features)} positives and "
+                    f"{int(counts.sum())} negatives; recompute them with attach_teacher_embeddings."
+                )
+            batch[TEACHER_DOCUMENT_EMBEDDINGS] = torch.as_tensor(np.asarray(flat, dtype=np.float32))
         return batch

@@ -56,7 +56,7 @@ def margins_fingerprint(dataset: Dataset, teacher: TeacherScorer) -> str:
     return Hasher.hash(["teacher-margins", SCORING_VERSION, dataset._fingerprint, teacher.fingerprint])
 
 
-def _cache_entry(
+def scores_cache_entry(
     dataset: Dataset | IterableDataset, cache_dir: str | os.PathLike | None, kind: str, fingerprint: str
 ) -> CacheEntry:
     if cache_dir is None:
@@ -190,8 +190,8 @@ def attach_teacher_margins(
         logger.warning("rescore=True: replacing the data's own teacher scores %s with %s's", stale, teacher)
         dataset = dataset.remove_columns(stale)
     fingerprint = margins_fingerprint(dataset, teacher)
-    entry = _cache_entry(dataset, cache_dir, "teacher-margins", fingerprint)
-    scored = _map_scores(
+    entry = scores_cache_entry(dataset, cache_dir, "teacher-margins", fingerprint)
+    scored = map_scores(
         dataset,
         _margin_scorer(teacher, neg_col),
         entry,
@@ -206,7 +206,7 @@ def attach_teacher_margins(
     return scored
 
 
-def _map_scores(
+def map_scores(
     dataset: Dataset,
     score: Callable,
     entry: CacheEntry,
@@ -325,7 +325,7 @@ def attach_band_margins(
     if stale:
         dataset = dataset.remove_columns(stale)
     fingerprint = band_margins_fingerprint(dataset, teacher)
-    entry = _cache_entry(dataset, cache_dir, "band-margins", fingerprint)
+    entry = scores_cache_entry(dataset, cache_dir, "band-margins", fingerprint)
     score_union = _margin_scorer(teacher, NEGATIVES)
 
     def score(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
@@ -345,7 +345,7 @@ def attach_band_margins(
 
     features = _scored_features(dataset.features)
     features[BAND_MARGINS] = datasets.List(datasets.Value("float32"))
-    scored = _map_scores(
+    scored = map_scores(
         dataset,
         score,
         entry,
@@ -380,7 +380,7 @@ def _attach_streaming(
             "hash or version of its source files) so its teacher margins can be cached and found again"
         )
     fingerprint = Hasher.hash(["teacher-margins-stream", SCORING_VERSION, data_fingerprint, teacher.fingerprint])
-    entry = _cache_entry(dataset, cache_dir, "teacher-margins-stream", fingerprint)
+    entry = scores_cache_entry(dataset, cache_dir, "teacher-margins-stream", fingerprint)
     state = PartialState()
     if state.is_main_process:
         with entry.locked():

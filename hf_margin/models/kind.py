@@ -156,8 +156,11 @@ class StudentKind:
                     "Load it with hf_margin.load_student(path, student_type='cross-encoder')."
                 )
 
-    def scores(self, model: nn.Module, batch: dict[str, Tensor], *, chunk_size: int = 0) -> tuple[Tensor, Tensor]:
-        """``s(q,p)`` ``(B,)`` and ``s(q,n)`` ``(B, N)`` of a collated batch (:func:`student_scores`)."""
+    def scores(
+        self, model: nn.Module, batch: dict[str, Tensor], *, chunk_size: int = 0, return_embeddings: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """``s(q,p)`` ``(B,)`` and ``s(q,n)`` ``(B, N)`` of a collated batch, and with ``return_embeddings`` the
+        embeddings (:func:`student_scores`)."""
         return student_scores(
             model,
             batch,
@@ -166,6 +169,7 @@ class StudentKind:
             pooling=self.pooling,
             normalize=self.normalize,
             chunk_size=chunk_size,
+            return_embeddings=return_embeddings,
         )
 
     def scorer(self, model: nn.Module, tokenizer: Any, **kwargs: Any) -> BiEncoderScorer | CrossEncoderScorer:

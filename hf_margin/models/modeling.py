@@ -116,8 +116,11 @@ def student_scores(
     pooling: str = "mean",
     normalize: bool = False,
     chunk_size: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """Score a collated batch with one forward pass: ``s(q,p)`` ``(B,)`` and ``s(q,n)`` ``(B, N)``.
+    return_embeddings: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """Score a collated batch with one forward pass: ``s(q,p)`` ``(B,)`` and ``s(q,n)`` ``(B, N)``; with
+    ``return_embeddings`` (a bi-encoder) also the embeddings ``(queries (B, H), documents (B + M, H))``, the
+    documents being the ``B`` positives then the ``M`` real negatives.
 
     The batch layout is :class:`~hf_margin.data.columns.MarginDistillCollator`'s: for a bi-encoder the rows of
     ``input_ids`` are ``B`` queries, ``B`` positives, then the ``M`` real negatives; for a cross-encoder
@@ -145,8 +148,12 @@ def student_scores(
         pos = similarity(queries, positives, similarity_fn)
         query_per_negative = queries.repeat_interleave(mask.sum(1), dim=0, output_size=negatives.shape[0])
         neg = split_scores(similarity(query_per_negative, negatives, similarity_fn), mask)
+        if return_embeddings:
+            return pos, neg, (queries, torch.cat([positives, negatives]))
         return pos, neg
     if student_type == "cross-encoder":
+        if return_embeddings:
+            raise ValueError("a cross-encoder student embeds no text alone: return_embeddings needs a bi-encoder")
 
         def logits_of(ids: Tensor, am: Tensor, tt: Tensor | None) -> Tensor:
             kwargs = {"input_ids": ids, "attention_mask": am}

@@ -46,6 +46,9 @@ class MarginDistillConfig(TrainingArguments):
         overshoot_width (`float` or `None`, default `0.25`, **changed**: was `None`, the one-sided hinge):
             the two-sided dead zone `[g, g + ρ·|g|]`; the adaptive family's best arm on STS-B dev.
         mse_weight, label_weight, label_margin, student_temperature: loss variants and the gold-label hinge mix.
+        embedding_weight (`float`, default `0`): add this times the cosine distance between the student's and the
+            teacher's embedding of every text of the batch (the data needs the teacher's embeddings:
+            `attach_teacher_embeddings`); a bi-encoder teacher of the student's width, e.g. the model it was cut from.
         teacher_margin_scaling (`str`, default `"auto"`): one global rescaling of the teacher margins (the loss's
             target), which the trainer applies to its train and eval datasets before training, with the train
             split's mean and std: `none`, `zscore` (mean 0, std 1) or `student` (then the student's own margin
@@ -142,6 +145,15 @@ class MarginDistillConfig(TrainingArguments):
     label_weight: float = field(
         default=0.0,
         metadata={"help": "Weight of the gold-label hinge added to the distillation loss; 0 turns it off."},
+    )
+    embedding_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Add embedding_weight · (1 − cos) between the student's and the teacher's embedding of each text "
+            "of a batch (query, positive, negatives) to the loss: the teacher's geometry as a target, not only its "
+            "margins. Needs a bi-encoder teacher of the student's width (the model a cut student came from); 0 "
+            "turns it off. BENCHMARKS.md section 10 (ninth round)."
+        },
     )
     label_margin: float = field(
         default=0.1, metadata={"help": "Fixed margin of the label hinge relu(label_margin − Δs)."}
@@ -241,6 +253,10 @@ class MarginDistillConfig(TrainingArguments):
             raise ValueError(f"mse_weight must be >= 0; got {self.mse_weight}")
         if self.label_weight < 0:
             raise ValueError(f"label_weight must be >= 0; got {self.label_weight}")
+        if self.embedding_weight < 0:
+            raise ValueError(f"embedding_weight must be >= 0; got {self.embedding_weight}")
+        if self.embedding_weight > 0 and self.student_type != "bi-encoder":
+            raise ValueError("embedding_weight distils embeddings: it needs a bi-encoder student (and teacher)")
         if str(self.forward_chunk_size) != "auto":
             try:
                 self.forward_chunk_size = int(self.forward_chunk_size)

@@ -165,6 +165,36 @@ def label_hinge_loss(
     return _reduce(F.relu(margin - student_margin), mask, num_items)
 
 
+def embedding_distance_loss(
+    student_embeddings: Tensor, teacher_embeddings: Tensor, *, num_items: Tensor | int | float | None = None
+) -> Tensor:
+    """Cosine distance to the teacher's embedding of the same text: ``mean 1 − cos(e_s, e_t)``.
+
+    ================================  =========================================================
+    input                             shape
+    ================================  =========================================================
+    ``student_embeddings``            ``(T, H)``: the student's embedding of each of T texts
+    ``teacher_embeddings``            ``(T, H)``: the teacher's, same texts, same width (detached)
+    ================================  =========================================================
+
+    It asks the student for the teacher's whole geometry, not only its margins: the distillation of
+    sentence-transformers' ``MSELoss`` (Reimers & Gurevych, 2020, "Making Monolingual Sentence Embeddings
+    Multilingual using Knowledge Distillation"), on the unit sphere, where the scores of a cosine student live.
+    The student and the teacher must share a space: a student cut from the teacher does.
+
+    Example::
+
+        loss = embedding_distance_loss(student(texts), cached_teacher_embeddings)
+    """
+    if student_embeddings.shape != teacher_embeddings.shape:
+        raise ValueError(
+            f"student embeddings have shape {tuple(student_embeddings.shape)} but the teacher's have "
+            f"{tuple(teacher_embeddings.shape)}: the two must embed the same texts at the same width"
+        )
+    distance = 1.0 - F.cosine_similarity(student_embeddings.float(), teacher_embeddings.detach().float(), dim=-1)
+    return _reduce(distance, None, num_items)
+
+
 def listwise_kl_loss(
     student_margin: Tensor,
     teacher_margin: Tensor,

@@ -19,7 +19,9 @@ from hf_margin.data.cache import written_whole
 from hf_margin.data.columns import (
     POSITIVE,
     QUERY,
+    TEACHER_DOCUMENT_EMBEDDINGS,
     TEACHER_MARGINS,
+    TEACHER_QUERY_EMBEDDING,
     MarginDistillCollator,
     tokenize_triplets,
     validate_triplets,
@@ -27,12 +29,13 @@ from hf_margin.data.columns import (
 from hf_margin.data.fresh_negatives import FreshNegatives
 from hf_margin.data.margin_scaling import scale_teacher_margins
 from hf_margin.data.margins import BAND_MARGINS
+from hf_margin.data.teacher_embeddings import EMBEDDING_COLUMNS
 from hf_margin.evaluation.metrics import compute_margin_metrics
 from hf_margin.models.modeling import state_dict_for_saving, unused_pooler_state
 from hf_margin.reporting.card import build_model_card
 from hf_margin.reporting.plotting import plot_training_curves
 from hf_margin.training.config import MarginDistillConfig
-from hf_margin.training.losses import LOSS_REGISTRY
+from hf_margin.training.losses import LOSS_REGISTRY, embedding_distance_loss
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +193,12 @@ class MarginDistillTrainer(Trainer):
                 f"the {name} dataset has no '{TEACHER_MARGINS}' column, which loss='{args.loss}' needs. Run "
                 "hf_margin.attach_teacher_margins(dataset, teacher) first, or set loss='label_hinge'."
             )
+        if name == "train" and args.embedding_weight > 0 and not set(EMBEDDING_COLUMNS) <= columns:
+            raise ValueError(
+                f"the {name} dataset has no teacher embeddings ({', '.join(EMBEDDING_COLUMNS)}), which "
+                f"embedding_weight={args.embedding_weight} needs. Run hf_margin.attach_teacher_embeddings(dataset, "
+                "teacher) first, or set embedding_weight=0."
+            )
         if {QUERY, POSITIVE} <= columns:
             validate_triplets(dataset)
             if processing_class is None:
@@ -213,6 +222,11 @@ class MarginDistillTrainer(Trainer):
         """Validate the bands and tokenise every candidate once; the pick per epoch happens per item."""
         if name != "train":
             raise ValueError(f"fresh negatives are for training; the {name} dataset must hold fixed negatives")
+        if args.embedding_weight > 0:
+            raise ValueError(
+                "embedding_weight needs the teacher's embedding of each negative, and fresh negatives are drawn anew "
+                "every epoch: train on fixed negatives, or set embedding_weight=0"
+            )
         if args.needs_teacher and not dataset.has_margins:
             raise ValueError(
                 f"the {name} dataset's bands have no '{BAND_MARGINS}', which loss='{args.loss}' needs. Run "
@@ -245,7 +259,7 @@ class MarginDistillTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         # Keep the tokenised triplet columns and the teacher margins through `remove_unused_columns`.
         if self._signature_columns is None:
-            self._signature_columns = [*self.student_kind.token_columns, TEACHER_MARGINS]
+            self._signature_columns = [*self.student_kind.token_columns, TEACHER_MARGINS, *EMBEDDING_COLUMNS]
 
     # ---- loss --------------------------------------------------------------------------------------
 
@@ -272,7 +286,10 @@ class MarginDistillTrainer(Trainer):
         """
         args: MarginDistillConfig = self.args
         mask = inputs["negatives_mask"]
-        pos, neg = self.student_kind.scores(model, inputs, chunk_size=args.chunk_size)
+        # the train set carries the teacher's embeddings; an eval set may not (its loss is then the margins' alone)
+        embed = args.embedding_weight > 0 and TEACHER_QUERY_EMBEDDING in inputs
+        scored = self.student_kind.scores(model, inputs, chunk_size=args.chunk_size, return_embeddings=embed)
+        pos, neg = scored[:2]
         student_margin = pos.float().unsqueeze(-1) - neg.float()
         teacher_margin = inputs.get(TEACHER_MARGINS)
         num_items = num_items_in_batch
@@ -287,6 +304,14 @@ class MarginDistillTrainer(Trainer):
         if label_weight > 0:
             label = LOSS_REGISTRY["label_hinge"](student_margin, None, args, mask=mask, num_items=num_items)
             loss = loss + label_weight * label
+        if embed:  # the teacher's embeddings as targets; weighted by this micro-batch's share of the step's negatives
+            queries, documents = scored[2]
+            student_embeddings = torch.cat([queries, documents])
+            teacher_embeddings = torch.cat([inputs[TEACHER_QUERY_EMBEDDING], inputs[TEACHER_DOCUMENT_EMBEDDINGS]])
+            embedding = embedding_distance_loss(student_embeddings, teacher_embeddings)
+            if num_items is not None:
+                embedding = embedding * mask.sum() / num_items
+            loss = loss + args.embedding_weight * embedding
         if model.training:  # per-micro-batch means for the logs (the loss itself may be a share of a larger batch)
             with torch.no_grad():
                 count = mask.sum().clamp_min(1)
@@ -295,6 +320,8 @@ class MarginDistillTrainer(Trainer):
                     self._record("label_loss", label.detach() * share)
                 if distill is not None:
                     self._record("distill_loss", distill.detach() * share)
+                if embed:
+                    self._record("embedding_loss", embedding.detach() * share)
                 real = student_margin.detach().masked_fill(~mask, 0.0)
                 self._record("student_margin", real.sum() / count)
                 self._record("pairwise_accuracy", ((real > 0) & mask).sum() / count)
