@@ -162,13 +162,30 @@ def test_train_command_distils_the_teachers_embeddings_and_caches_them(tmp_path,
         len([p for p in cache.glob("teacher-embeddings-*") if p.is_dir()]) == 1
     )  # the second run read the first run's entry
     card = (tmp_path / "second" / "README.md").read_text()
-    assert "embedding_weight" in card
+    assert "embedding_weight" in card and f"embedding_teacher={teacher_dir}" in card
+
+
+def test_an_embedding_teacher_beside_a_teacher_that_gives_the_margins(tmp_path, teacher_dir, tokenizer):
+    """--embedding_teacher: margins from one teacher, embeddings from another bi-encoder of the student's width;
+    the targets are that model's embeddings, and the card names it."""
+    other = tmp_path / "other"
+    torch.manual_seed(5)
+    BertModel(tiny_config(len(tokenizer)), add_pooling_layer=False).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    data = write_jsonl(tmp_path / "t.jsonl", topic_rows(8))
+    argv = [*TRAIN, "--train_file", str(data), "--teacher", str(teacher_dir), "--student", str(other)]
+    argv += ["--embedding_weight", "1", "--embedding_teacher", str(other), "--max_steps", "1"]
+    assert main(["train", *argv, "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c")]) == 0
+    history = json.loads((tmp_path / "o" / "trainer_state.json").read_text())["log_history"]
+    # the student starts as the embedding teacher itself: its distance to the targets is 0 at the first step
+    assert history[0]["embedding_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert f"embedding_teacher={other}" in (tmp_path / "o" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--teacher_type", "cross-encoder"], "one bi-encoder teacher"),
+        (["--teacher_type", "cross-encoder"], "--embedding_teacher"),
         (["--fresh_negatives_per_epoch", "true"], "fixed negatives"),
     ],
 )
@@ -188,4 +205,4 @@ def test_a_student_of_another_width_is_refused(tmp_path, teacher_dir, tokenizer,
     data = write_jsonl(tmp_path / "t.jsonl", topic_rows(6))
     argv = ["train", *TRAIN, "--train_file", str(data), "--teacher", str(teacher_dir), "--student", str(student)]
     assert main([*argv, "--embedding_weight", "1", "--output_dir", str(tmp_path / "o")]) == 2
-    assert "32 dimensions and the student in 48" in capsys.readouterr().err
+    assert "32 dimensions and the student in 48" in capsys.readouterr().err.replace("\n", " ")

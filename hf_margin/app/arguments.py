@@ -70,6 +70,13 @@ class ModelArguments:
             "lets a CPU run attention fused: 37%% faster steps at 256 tokens (BENCHMARKS.md section 10)."
         },
     )
+    embedding_teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --embedding_weight: the bi-encoder whose embeddings the student learns, e.g. the model a cut "
+            "student came from beside a bigger or mean-score teacher that gives the margins. Unset: the teacher."
+        },
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
 
     def __post_init__(self) -> None:

@@ -43,30 +43,44 @@ def check_teachers(model_args: ModelArguments, reference: str | None) -> None:
 
 
 def check_embedding_targets(model_args: ModelArguments, embedding_weight: float) -> None:
-    """With ``embedding_weight > 0``, refuse early (before anything is embedded) a teacher whose embeddings cannot be
-    the student's targets: a cross-encoder, an ensemble, or a width other than the student's."""
+    """With ``embedding_weight > 0``, refuse early (before anything is embedded) an embedding teacher whose embeddings
+    cannot be the student's targets: a cross-encoder, an ensemble, or a width other than the student's."""
     if embedding_weight <= 0:
         return
-    if model_args.teacher_type != "bi-encoder" or model_args.teacher_ensemble:
+    source = model_args.embedding_teacher
+    if source is None and (model_args.teacher_type != "bi-encoder" or model_args.teacher_ensemble):
         raise UserError(
-            "embedding_weight distils the teacher's embeddings: it needs one bi-encoder teacher (not a cross-encoder "
-            "or a teacher_ensemble). Set --embedding_weight 0"
+            "embedding_weight distils a bi-encoder's embeddings, and the teacher is a cross-encoder or an ensemble: "
+            "name the bi-encoder with --embedding_teacher (e.g. the model the student was cut from), or set "
+            "--embedding_weight 0"
         )
     from transformers import AutoConfig
 
     teacher = model_args.teacher or DEFAULT_TEACHER
     widths = {}
-    for role, reference in (("teacher", teacher), ("student", model_args.student or teacher)):
-        config = AutoConfig.from_pretrained(
-            checked_model_path(reference, role), trust_remote_code=model_args.trust_remote_code
-        )
-        widths[role] = getattr(config, "hidden_size", None)
-    if widths["teacher"] != widths["student"]:
+    for role, reference in (("embedding teacher", source or teacher), ("student", model_args.student or teacher)):
+        path = checked_model_path(reference, role)
+        widths[role] = getattr(AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code),
+                               "hidden_size", None)  # fmt: skip
+    if widths["embedding teacher"] != widths["student"]:
         raise UserError(
-            f"embedding_weight: the teacher embeds texts in {widths['teacher']} dimensions and the student in "
-            f"{widths['student']}; their embeddings cannot be compared. Use a teacher of the student's width (the "
-            "model a cut student came from), or --embedding_weight 0"
+            f"embedding_weight: the embedding teacher embeds texts in {widths['embedding teacher']} dimensions and "
+            f"the student in {widths['student']}; their embeddings cannot be compared. Name one of the student's "
+            "width with --embedding_teacher (the model a cut student came from), or set --embedding_weight 0"
         )
+
+
+def load_embedding_teacher(model_args: ModelArguments, teacher: Any) -> Any:
+    """The scorer whose embeddings are the student's targets: ``--embedding_teacher``, else the teacher itself."""
+    if not model_args.embedding_teacher:
+        return teacher
+    return load_checked(
+        "embedding teacher",
+        model_args.embedding_teacher,
+        lambda p: BiEncoderScorer.from_pretrained(
+            p, trust_remote_code=model_args.trust_remote_code, batch_size=model_args.teacher_batch_size
+        ),
+    )
 
 
 def load_checked(role: str, reference: str, loader: Callable[[str], Any]) -> Any:

@@ -17,7 +17,7 @@ from accelerate import PartialState
 from transformers import AutoTokenizer
 
 from hf_margin.app.arguments import DataArguments, EvalArguments, ModelArguments, UserError
-from hf_margin.app.loading import check_embedding_targets, load_checked
+from hf_margin.app.loading import check_embedding_targets, load_checked, load_embedding_teacher
 from hf_margin.app.report import (
     cached_results,
     card_info,
@@ -82,9 +82,11 @@ def run_train(
                         "--embedding_weight and --fresh_negatives_per_epoch")  # fmt: skip
     task = build_task(model_args, data_args, eval_args, args)
     if args.embedding_weight > 0:  # the texts the teacher just mined and scored are in its memo: cheap (and cached)
-        if task.teacher is None:
+        targets = load_embedding_teacher(model_args, task.teacher)
+        if targets is None:
             raise UserError("embedding_weight needs a teacher to embed the training texts: name one with --teacher")
-        task.train = attach_teacher_embeddings(task.train, task.teacher, cache_dir=data_args.cache_dir)
+        task.train = attach_teacher_embeddings(task.train, targets, cache_dir=data_args.cache_dir)
+        del targets
     kind: StudentKind = args.student_kind
     rows: dict[str, dict[str, dict[str, float]]] = {}
     if task.teacher is not None and state.is_main_process and eval_args.eval_teacher:  # once, on the main process
@@ -158,6 +160,8 @@ def run_train(
             metrics[f"stsb_test_{metric}"] = table["stsb_test"][metric]
     trainer.results = metrics
     trainer.card_info = card_info(task, rows, metrics, model_args, data_args, args)
+    if args.embedding_weight > 0:
+        trainer.card_info["embedding_teacher"] = model_args.embedding_teacher or task.teacher_ref
     trainer.save_state()  # trainer_state.json: the whole log history (loss curve, evaluations)
     if args.push_to_hub:  # saves the model and its files, writes the card and uploads the folder, once
         trainer.push_to_hub(commit_message="hf-margin: distilled student")

@@ -182,8 +182,10 @@ def build_model_card(
         loss_options["label_weight"] = args.label_weight
         if args.label_weight > 0:
             loss_options["label_margin"] = args.label_margin
-    if args.embedding_weight > 0:
+    if args.embedding_weight > 0:  # the cosine distance to a teacher's embedding of each text, beside the margins
         loss_options["embedding_weight"] = args.embedding_weight
+        if info.get("embedding_teacher"):
+            loss_options["embedding_teacher"] = info["embedding_teacher"]
     teacher = info.get("teacher")
     if teacher:
         teacher_line = f"`{teacher}`; teacher margins Δt = t(q,p) − t(q,n) computed once and cached before training."
