@@ -369,6 +369,7 @@ def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(ca
     assert "| listwise KL, T = 0.1 | 2e-04, **59.52 ± 1.60** | +1.25 [-0.64, +3.14] | 2e-04, **58.83 ± 0.62** |" in out
     assert "| the same, ONNX int8 (dynamic, per-channel) | 91.6 | 1.85x PyTorch | 781.2 (2.98x) | 57.01 |" in out
     assert "| 64.47 (917 gold + 1,101 teacher-built triplets; seed 42) |" in out
+    assert "targets too) | 62.47 ± 0.58 (3,301 teacher-built triplets; seeds 42, 43, 44) | – | 64.51 |" in out
     assert "one-sided hinge) | – | 64.76 ± 0.79 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
     assert "32; 1 thread, commit 8317caa) | 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
     assert "32; 2 threads, commit 2055f77) | 15 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
