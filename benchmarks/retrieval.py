@@ -50,6 +50,10 @@ SCIFACT = ROOT / "hf_margin" / "app" / "data" / "scifact"
 RECIPE = ROOT / "recipes" / "scifact-distil.yaml"
 MPNET = "sentence-transformers/all-mpnet-base-v2"
 ALL_LAYERS = ["--student", "sentence-transformers/all-MiniLM-L6-v2", "--student_layers", *"012345"]
+# every arm and grid run distils margins alone, as all of them did before the recipe took `embedding_weight: 1`
+# (ninth round); `--extra --embedding_weight 1` turns the term on (an mpnet or mean-score teacher then also needs
+# `--embedding_teacher`: its embeddings are not the student's width)
+MARGINS_ONLY = ["--embedding_weight", "0"]
 ARMS: dict[str, list[str]] = {
     "minilm-2l-nolabel": [],
     "minilm-2l-gold": ["--gold_split", "train"],
@@ -125,7 +129,8 @@ def run_grid_point(
     loss: str, lr: float, seed: int, folder: Path, cache_dir: str | None, teacher: str = "mpnet"
 ) -> dict[str, Any]:
     """One grid run (its own process): test and dev figures of the student after training."""
-    options = [*GRID_TEACHERS[teacher], *GRID_QUIET, *GRID_LOSSES[loss], "--teacher_margin_scaling", "none"]
+    options = [*GRID_TEACHERS[teacher], *GRID_QUIET, *MARGINS_ONLY, *GRID_LOSSES[loss], "--teacher_margin_scaling",
+               "none"]  # fmt: skip
     options += ["--learning_rate", str(lr)]
     options += ["--data_dir", str(folder), "--query_file", str(folder / "train-queries.txt"), "--dev_split", "dev"]
     metrics, wall = train_run(RECIPE, [*options, "--seed", str(seed)], cache_dir)
@@ -221,7 +226,7 @@ def grid_report(records: list[dict[str, Any]]) -> str:
 
 def run_arm(arm: str, seed: int, extra: list[str], cache_dir: str | None) -> dict[str, Any]:
     """One `hf-margin train` run in its own process; its metrics.json, condensed."""
-    metrics, wall = train_run(RECIPE, [*ARMS[arm], "--seed", str(seed), *extra], cache_dir)
+    metrics, wall = train_run(RECIPE, [*ARMS[arm], *MARGINS_ONLY, "--seed", str(seed), *extra], cache_dir)
     table = metrics["evaluation"]["scifact"]
     return {
         "arm": arm,
