@@ -142,14 +142,16 @@ def student_scores(
             docs = embed(batch["input_ids"], batch["attention_mask"])
             queries = embed(batch["query_input_ids"], batch["query_attention_mask"])
             positives, negatives = docs[:b], docs[b:]
+            documents = docs
         else:
             emb = embed(batch["input_ids"], batch["attention_mask"])
             queries, positives, negatives = emb[:b], emb[b : 2 * b], emb[2 * b :]
+            documents = emb[b:]  # positives then negatives, already contiguous: no copy
         pos = similarity(queries, positives, similarity_fn)
         query_per_negative = queries.repeat_interleave(mask.sum(1), dim=0, output_size=negatives.shape[0])
         neg = split_scores(similarity(query_per_negative, negatives, similarity_fn), mask)
         if return_embeddings:
-            return pos, neg, (queries, torch.cat([positives, negatives]))
+            return pos, neg, (queries, documents)
         return pos, neg
     if student_type == "cross-encoder":
         if return_embeddings:
