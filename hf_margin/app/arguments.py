@@ -73,8 +73,9 @@ class ModelArguments:
     embedding_teacher: str | None = field(
         default=None,
         metadata={
-            "help": "With --embedding_weight: the bi-encoder whose embeddings the student learns, e.g. the model a cut "
-            "student came from beside a bigger or mean-score teacher that gives the margins. Unset: the teacher."
+            "help": "With --embedding_weight or --in_batch_weight: the bi-encoder whose embeddings the student "
+            "learns, e.g. the model a cut student came from beside a bigger or mean-score teacher that gives the "
+            "margins. Unset: the teacher."
         },
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})

@@ -42,18 +42,22 @@ def check_teachers(model_args: ModelArguments, reference: str | None) -> None:
         checked_model_path(ref, "teacher")
 
 
-def check_embedding_targets(model_args: ModelArguments, embedding_weight: float) -> None:
-    """With ``embedding_weight > 0``, refuse early (before anything is embedded) an embedding teacher whose embeddings
-    cannot be the student's targets: a cross-encoder, an ensemble, or a width other than the student's."""
-    if embedding_weight <= 0:
+def check_embedding_targets(model_args: ModelArguments, embedding_weight: float, in_batch_weight: float = 0.0) -> None:
+    """With ``embedding_weight > 0`` or ``in_batch_weight > 0``, refuse early (before anything is embedded) an
+    embedding teacher that has no embeddings (a cross-encoder, an ensemble); with ``embedding_weight > 0`` also one of
+    another width than the student's (the in-batch term compares scores, not vectors)."""
+    if embedding_weight <= 0 and in_batch_weight <= 0:
         return
     source = model_args.embedding_teacher
     if source is None and (model_args.teacher_type != "bi-encoder" or model_args.teacher_ensemble):
+        used = [n for n, w in (("embedding_weight", embedding_weight), ("in_batch_weight", in_batch_weight)) if w > 0]
         raise UserError(
-            "embedding_weight distils a bi-encoder's embeddings, and the teacher is a cross-encoder or an ensemble: "
-            "name the bi-encoder with --embedding_teacher (e.g. the model the student was cut from), or set "
-            "--embedding_weight 0"
+            f"{' and '.join(used)} distil a bi-encoder's embeddings, and the teacher is a cross-encoder or an "
+            "ensemble: name the bi-encoder with --embedding_teacher (e.g. the model the student was cut from), or set "
+            + " ".join(f"--{n} 0" for n in used)
         )
+    if embedding_weight <= 0:
+        return
     from transformers import AutoConfig
 
     teacher = model_args.teacher or DEFAULT_TEACHER

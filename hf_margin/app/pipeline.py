@@ -76,15 +76,16 @@ def run_train(
         )
     if state.device.type == "cpu" and state.num_processes == 1 and (warning := fewer_threads_than_cores()):
         logger.warning(warning)
-    check_embedding_targets(model_args, args.embedding_weight)
-    if args.embedding_weight > 0 and data_args.fresh_negatives_per_epoch:
-        raise UserError("embedding_weight needs fixed negatives (their teacher embeddings are cached): drop one of "
-                        "--embedding_weight and --fresh_negatives_per_epoch")  # fmt: skip
+    check_embedding_targets(model_args, args.embedding_weight, args.in_batch_weight)
+    if args.needs_teacher_embeddings and data_args.fresh_negatives_per_epoch:
+        raise UserError("embedding_weight and in_batch_weight need fixed negatives (their teacher embeddings are "
+                        "cached): drop --fresh_negatives_per_epoch, or set both to 0")  # fmt: skip
     task = build_task(model_args, data_args, eval_args, args)
-    if args.embedding_weight > 0:  # the texts the teacher just mined and scored are in its memo: cheap (and cached)
+    if args.needs_teacher_embeddings:  # the texts the teacher just mined and scored are in its memo: cheap (cached)
         targets = load_embedding_teacher(model_args, task.teacher)
         if targets is None:
-            raise UserError("embedding_weight needs a teacher to embed the training texts: name one with --teacher")
+            raise UserError("embedding_weight and in_batch_weight need a teacher to embed the training texts: name "
+                            "one with --teacher")  # fmt: skip
         task.train = attach_teacher_embeddings(task.train, targets, cache_dir=data_args.cache_dir)
         del targets
     kind: StudentKind = args.student_kind
@@ -160,7 +161,7 @@ def run_train(
             metrics[f"stsb_test_{metric}"] = table["stsb_test"][metric]
     trainer.results = metrics
     trainer.card_info = card_info(task, rows, metrics, model_args, data_args, args)
-    if args.embedding_weight > 0:
+    if args.needs_teacher_embeddings:
         trainer.card_info["embedding_teacher"] = model_args.embedding_teacher or task.teacher_ref
     trainer.save_state()  # trainer_state.json: the whole log history (loss curve, evaluations)
     if args.push_to_hub:  # saves the model and its files, writes the card and uploads the folder, once

@@ -184,6 +184,10 @@ def build_model_card(
             loss_options["label_margin"] = args.label_margin
     if args.embedding_weight > 0:  # the cosine distance to a teacher's embedding of each text, beside the margins
         loss_options["embedding_weight"] = args.embedding_weight
+    if args.in_batch_weight > 0:  # the teacher's softmax over every document of the batch, per query
+        loss_options["in_batch_weight"] = args.in_batch_weight
+        loss_options["in_batch_temperature"] = args.in_batch_temperature
+    if args.needs_teacher_embeddings:
         if info.get("embedding_teacher"):
             loss_options["embedding_teacher"] = info["embedding_teacher"]
     teacher = info.get("teacher")

@@ -49,6 +49,9 @@ class MarginDistillConfig(TrainingArguments):
         embedding_weight (`float`, default `0`): add this times the cosine distance between the student's and the
             teacher's embedding of every text of the batch (the data needs the teacher's embeddings:
             `attach_teacher_embeddings`); a bi-encoder teacher of the student's width, e.g. the model it was cut from.
+        in_batch_weight (`float`, default `0`), in_batch_temperature (`float`, default `0.1`): add this times the
+            KL between the teacher's and the student's softmax over every document of the micro-batch, per query
+            (`in_batch_kl_loss`, from the same cached embeddings); any teacher width.
         teacher_margin_scaling (`str`, default `"auto"`): one global rescaling of the teacher margins (the loss's
             target), which the trainer applies to its train and eval datasets before training, with the train
             split's mean and std: `none`, `zscore` (mean 0, std 1) or `student` (then the student's own margin
@@ -155,6 +158,17 @@ class MarginDistillConfig(TrainingArguments):
             "turns it off. BENCHMARKS.md section 10 (ninth round)."
         },
     )
+    in_batch_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Add in_batch_weight · KL(teacher ‖ student) of each query's softmax over every document of the "
+            "batch (in_batch_kl_loss) to the loss: scores against the other rows' documents too, from the teacher's "
+            "cached embeddings. Any bi-encoder teacher width (mpnet into a cut MiniLM); 0 turns it off."
+        },
+    )
+    in_batch_temperature: float = field(
+        default=0.1, metadata={"help": "Softmax temperature of the in-batch term (in_batch_weight)."}
+    )
     label_margin: float = field(
         default=0.1, metadata={"help": "Fixed margin of the label hinge relu(label_margin − Δs)."}
     )
@@ -257,6 +271,12 @@ class MarginDistillConfig(TrainingArguments):
             raise ValueError(f"embedding_weight must be >= 0; got {self.embedding_weight}")
         if self.embedding_weight > 0 and self.student_type != "bi-encoder":
             raise ValueError("embedding_weight distils embeddings: it needs a bi-encoder student (and teacher)")
+        if self.in_batch_weight < 0:
+            raise ValueError(f"in_batch_weight must be >= 0; got {self.in_batch_weight}")
+        if self.in_batch_temperature <= 0:
+            raise ValueError(f"in_batch_temperature must be > 0; got {self.in_batch_temperature}")
+        if self.in_batch_weight > 0 and self.student_type != "bi-encoder":
+            raise ValueError("in_batch_weight scores embeddings: it needs a bi-encoder student (and teacher)")
         if str(self.forward_chunk_size) != "auto":
             try:
                 self.forward_chunk_size = int(self.forward_chunk_size)
@@ -313,6 +333,11 @@ class MarginDistillConfig(TrainingArguments):
     def needs_teacher(self) -> bool:
         """Whether the loss reads teacher margins (every loss but the label hinge alone)."""
         return self.loss_spec.needs_teacher
+
+    @property
+    def needs_teacher_embeddings(self) -> bool:
+        """Whether the train set must carry the teacher's embeddings (``embedding_weight`` or ``in_batch_weight``)."""
+        return self.embedding_weight > 0 or self.in_batch_weight > 0
 
     @property
     def student_kind(self) -> StudentKind:

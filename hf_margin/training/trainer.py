@@ -35,7 +35,7 @@ from hf_margin.models.modeling import state_dict_for_saving, unused_pooler_state
 from hf_margin.reporting.card import build_model_card
 from hf_margin.reporting.plotting import plot_training_curves
 from hf_margin.training.config import MarginDistillConfig
-from hf_margin.training.losses import LOSS_REGISTRY, embedding_distance_loss
+from hf_margin.training.losses import LOSS_REGISTRY, embedding_distance_loss, in_batch_kl_loss
 
 logger = logging.getLogger(__name__)
 
@@ -193,11 +193,11 @@ class MarginDistillTrainer(Trainer):
                 f"the {name} dataset has no '{TEACHER_MARGINS}' column, which loss='{args.loss}' needs. Run "
                 "hf_margin.attach_teacher_margins(dataset, teacher) first, or set loss='label_hinge'."
             )
-        if name == "train" and args.embedding_weight > 0 and not set(EMBEDDING_COLUMNS) <= columns:
+        if name == "train" and args.needs_teacher_embeddings and not set(EMBEDDING_COLUMNS) <= columns:
             raise ValueError(
                 f"the {name} dataset has no teacher embeddings ({', '.join(EMBEDDING_COLUMNS)}), which "
-                f"embedding_weight={args.embedding_weight} needs. Run hf_margin.attach_teacher_embeddings(dataset, "
-                "teacher) first, or set embedding_weight=0."
+                f"embedding_weight={args.embedding_weight} and in_batch_weight={args.in_batch_weight} need. Run "
+                "hf_margin.attach_teacher_embeddings(dataset, teacher) first, or set both to 0."
             )
         if {QUERY, POSITIVE} <= columns:
             validate_triplets(dataset)
@@ -222,10 +222,10 @@ class MarginDistillTrainer(Trainer):
         """Validate the bands and tokenise every candidate once; the pick per epoch happens per item."""
         if name != "train":
             raise ValueError(f"fresh negatives are for training; the {name} dataset must hold fixed negatives")
-        if args.embedding_weight > 0:
+        if args.needs_teacher_embeddings:
             raise ValueError(
-                "embedding_weight needs the teacher's embedding of each negative, and fresh negatives are drawn anew "
-                "every epoch: train on fixed negatives, or set embedding_weight=0"
+                "embedding_weight and in_batch_weight need the teacher's embedding of each negative, and fresh "
+                "negatives are drawn anew every epoch: train on fixed negatives, or set both to 0"
             )
         if args.needs_teacher and not dataset.has_margins:
             raise ValueError(
@@ -287,7 +287,7 @@ class MarginDistillTrainer(Trainer):
         args: MarginDistillConfig = self.args
         mask = inputs["negatives_mask"]
         # the train set carries the teacher's embeddings; an eval set may not (its loss is then the margins' alone)
-        embed = args.embedding_weight > 0 and TEACHER_QUERY_EMBEDDING in inputs
+        embed = args.needs_teacher_embeddings and TEACHER_QUERY_EMBEDDING in inputs
         scored = self.student_kind.scores(model, inputs, chunk_size=args.chunk_size, return_embeddings=embed)
         pos, neg = scored[:2]
         student_margin = pos.float().unsqueeze(-1) - neg.float()
@@ -304,14 +304,26 @@ class MarginDistillTrainer(Trainer):
         if label_weight > 0:
             label = LOSS_REGISTRY["label_hinge"](student_margin, None, args, mask=mask, num_items=num_items)
             loss = loss + label_weight * label
-        if embed:  # the teacher's embeddings as targets; weighted by this micro-batch's share of the step's negatives
+        # the teacher's embeddings as targets: each term weighted by this micro-batch's share of the step's negatives
+        share_of_step = 1.0 if num_items is None else mask.sum() / num_items
+        if embed and args.embedding_weight > 0:
             queries, documents = scored[2]
             student_embeddings = torch.cat([queries, documents])
             teacher_embeddings = torch.cat([inputs[TEACHER_QUERY_EMBEDDING], inputs[TEACHER_DOCUMENT_EMBEDDINGS]])
-            embedding = embedding_distance_loss(student_embeddings, teacher_embeddings)
-            if num_items is not None:
-                embedding = embedding * mask.sum() / num_items
+            embedding = embedding_distance_loss(student_embeddings, teacher_embeddings) * share_of_step
             loss = loss + args.embedding_weight * embedding
+        if embed and args.in_batch_weight > 0:
+            queries, documents = scored[2]
+            in_batch = in_batch_kl_loss(
+                queries,
+                documents,
+                inputs[TEACHER_QUERY_EMBEDDING],
+                inputs[TEACHER_DOCUMENT_EMBEDDINGS],
+                temperature=args.in_batch_temperature,
+                similarity=args.similarity,
+            )
+            in_batch = in_batch * share_of_step
+            loss = loss + args.in_batch_weight * in_batch
         if model.training:  # per-micro-batch means for the logs (the loss itself may be a share of a larger batch)
             with torch.no_grad():
                 count = mask.sum().clamp_min(1)
@@ -320,8 +332,10 @@ class MarginDistillTrainer(Trainer):
                     self._record("label_loss", label.detach() * share)
                 if distill is not None:
                     self._record("distill_loss", distill.detach() * share)
-                if embed:
+                if embed and args.embedding_weight > 0:
                     self._record("embedding_loss", embedding.detach() * share)
+                if embed and args.in_batch_weight > 0:
+                    self._record("in_batch_loss", in_batch.detach() * share)
                 real = student_margin.detach().masked_fill(~mask, 0.0)
                 self._record("student_margin", real.sum() / count)
                 self._record("pairwise_accuracy", ((real > 0) & mask).sum() / count)
