@@ -43,6 +43,12 @@ def test_in_batch_kl_on_hand_computed_scores():
     assert same.item() == pytest.approx(0.0, abs=1e-7)
     dot = in_batch_kl_loss(teacher_q, teacher_d, teacher_q * 3, teacher_d, temperature=tau, similarity="dot")
     assert dot.item() > 0.01  # with dot products the norms count
+    # each side by its own similarity: a dot-product teacher of unit vectors is the cosine student's equal
+    unit_q, unit_d = torch.nn.functional.normalize(teacher_q, dim=-1), torch.nn.functional.normalize(teacher_d, dim=-1)
+    mixed = in_batch_kl_loss(teacher_q * 3, teacher_d, unit_q, unit_d, temperature=tau, teacher_similarity="dot")
+    assert mixed.item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="teacher_similarity must be"):
+        in_batch_kl_loss(teacher_q, teacher_d, teacher_q, teacher_d, teacher_similarity="l2")
     assert in_batch_kl_loss(student_q, student_d, teacher_q, teacher_d, num_items=4).item() == pytest.approx(
         in_batch_kl_loss(student_q, student_d, teacher_q, teacher_d).item() / 2, rel=1e-6
     )
@@ -95,9 +101,29 @@ def test_the_student_learns_a_wider_teachers_in_batch_ranking(tmp_path, tokenize
     assert logged[-1] < 0.5 * logged[0]
 
 
+def test_the_logged_term_is_the_kl_over_the_whole_batch(tmp_path, tokenizer, bi_encoder, wide_teacher):
+    """One step on one batch of ragged rows: the logged term equals in_batch_kl_loss on the student's embeddings of
+    the batch's queries and documents (all positives and negatives) against the teacher's cached ones."""
+    data = attach_teacher_margins(make_triplets(6, ragged=True), wide_teacher, cache_dir=tmp_path)
+    data = attach_teacher_embeddings(data, wide_teacher, cache_dir=tmp_path)
+    queries = [r["query"] for r in data]
+    documents = [r["positive"] for r in data] + [n for r in data for n in r["negatives"]]
+    teacher_d = torch.tensor([e for r in data for e in r["teacher_document_embeddings"][:1]]
+                             + [e for r in data for e in r["teacher_document_embeddings"][1:]])  # fmt: skip
+    student = teacher_for(bi_encoder, tokenizer)
+    teacher_q = torch.tensor(data["teacher_query_embedding"])
+    expected = in_batch_kl_loss(student.embed(queries, role="query"), student.embed(documents), teacher_q, teacher_d)
+    args = config(tmp_path, per_device_train_batch_size=6, max_steps=1, logging_steps=1, in_batch_weight=1.0)
+    trainer = MarginDistillTrainer(bi_encoder, args, train_dataset=data, processing_class=tokenizer)
+    trainer.train()
+    assert sum(len(r["negatives"]) for r in data) > 6  # ragged: 1 to 3 negatives a row
+    assert expected.item() > 1e-3  # about 0.0023: the student is far from the teacher at step 1
+    assert trainer.state.log_history[0]["in_batch_loss"] == pytest.approx(expected.item(), rel=1e-3)
+
+
 def test_the_trainer_validates_the_in_batch_options(tmp_path, tokenizer, bi_encoder):
     data = attach_teacher_margins(make_triplets(8), TopicTeacher(), cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="in_batch_weight=1.0 need"):
+    with pytest.raises(ValueError, match="in_batch_weight=1.0 needs"):
         MarginDistillTrainer(bi_encoder, config(tmp_path, in_batch_weight=1.0), train_dataset=data,
                              processing_class=tokenizer)  # fmt: skip
     with pytest.raises(ValueError, match="bi-encoder student"):
@@ -120,9 +146,13 @@ def test_train_command_takes_a_teacher_of_another_width_for_the_in_batch_term(tm
     assert main([*argv, "--embedding_weight", "1"]) == 2
     assert main([*argv, "--in_batch_weight", "1", "--in_batch_temperature", "0.2"]) == 0
     history = json.loads((tmp_path / "o" / "trainer_state.json").read_text())["log_history"]
-    assert all(log["in_batch_loss"] >= 0 for log in history if "loss" in log)
+    assert all(log["in_batch_loss"] > 0 for log in history if "loss" in log)
     card = (tmp_path / "o" / "README.md").read_text()
     assert "in_batch_weight=1.0" in card and "in_batch_temperature=0.2" in card
+    assert "in_batch_teacher_similarity=cosine" in card
+    # a dot-product teacher's embeddings are scored by dot products, as its margins are
+    assert main([*argv, "--in_batch_weight", "1", "--teacher_similarity", "dot", "--max_steps", "1"]) == 0
+    assert "in_batch_teacher_similarity=dot" in (tmp_path / "o" / "README.md").read_text()
 
 
 def test_train_command_refuses_a_cross_encoder_teacher_for_the_in_batch_term(tmp_path, teacher_dir, capsys):  # noqa: F811
@@ -131,5 +161,5 @@ def test_train_command_refuses_a_cross_encoder_teacher_for_the_in_batch_term(tmp
     argv += ["--teacher_type", "cross-encoder", "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c")]
     assert main(argv) == 2
     err = capsys.readouterr().err.replace("\n", " ")
-    assert "in_batch_weight distil" in err and "--in_batch_weight 0" in err
+    assert "in_batch_weight: the teacher's embeddings are needed" in err and "--in_batch_weight 0" in err
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

@@ -52,7 +52,7 @@ def check_embedding_targets(model_args: ModelArguments, embedding_weight: float,
     if source is None and (model_args.teacher_type != "bi-encoder" or model_args.teacher_ensemble):
         used = [n for n, w in (("embedding_weight", embedding_weight), ("in_batch_weight", in_batch_weight)) if w > 0]
         raise UserError(
-            f"{' and '.join(used)} distil a bi-encoder's embeddings, and the teacher is a cross-encoder or an "
+            f"{' and '.join(used)}: the teacher's embeddings are needed, and the teacher is a cross-encoder or an "
             "ensemble: name the bi-encoder with --embedding_teacher (e.g. the model the student was cut from), or set "
             + " ".join(f"--{n} 0" for n in used)
         )

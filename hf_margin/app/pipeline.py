@@ -87,6 +87,10 @@ def run_train(
             raise UserError("embedding_weight and in_batch_weight need a teacher to embed the training texts: name "
                             "one with --teacher")  # fmt: skip
         task.train = attach_teacher_embeddings(task.train, targets, cache_dir=data_args.cache_dir)
+        if args.in_batch_teacher_similarity is None:  # the embedding teacher scores as it scores its own margins
+            args.in_batch_teacher_similarity = (
+                "cosine" if model_args.embedding_teacher else model_args.teacher_similarity
+            )
         del targets
     kind: StudentKind = args.student_kind
     rows: dict[str, dict[str, dict[str, float]]] = {}

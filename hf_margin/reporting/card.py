@@ -187,6 +187,7 @@ def build_model_card(
     if args.in_batch_weight > 0:  # the teacher's softmax over every document of the batch, per query
         loss_options["in_batch_weight"] = args.in_batch_weight
         loss_options["in_batch_temperature"] = args.in_batch_temperature
+        loss_options["in_batch_teacher_similarity"] = args.in_batch_teacher_similarity or args.similarity
     if args.needs_teacher_embeddings:
         if info.get("embedding_teacher"):
             loss_options["embedding_teacher"] = info["embedding_teacher"]

@@ -51,7 +51,9 @@ class MarginDistillConfig(TrainingArguments):
             `attach_teacher_embeddings`); a bi-encoder teacher of the student's width, e.g. the model it was cut from.
         in_batch_weight (`float`, default `0`), in_batch_temperature (`float`, default `0.1`): add this times the
             KL between the teacher's and the student's softmax over every document of the micro-batch, per query
-            (`in_batch_kl_loss`, from the same cached embeddings); any teacher width.
+            (`in_batch_kl_loss`, from the same cached embeddings); any teacher width. in_batch_teacher_similarity
+            (`str` or `None`): how the teacher's embeddings are scored; unset: `similarity` (`hf-margin train` sets
+            the teacher's `--teacher_similarity`).
         teacher_margin_scaling (`str`, default `"auto"`): one global rescaling of the teacher margins (the loss's
             target), which the trainer applies to its train and eval datasets before training, with the train
             split's mean and std: `none`, `zscore` (mean 0, std 1) or `student` (then the student's own margin
@@ -161,13 +163,21 @@ class MarginDistillConfig(TrainingArguments):
     in_batch_weight: float = field(
         default=0.0,
         metadata={
-            "help": "Add in_batch_weight · KL(teacher ‖ student) of each query's softmax over every document of the "
-            "batch (in_batch_kl_loss) to the loss: scores against the other rows' documents too, from the teacher's "
-            "cached embeddings. Any bi-encoder teacher width (mpnet into a cut MiniLM); 0 turns it off."
+            "help": "Add in_batch_weight · KL(teacher ‖ student) · τ² of each query's softmax over every document of "
+            "the micro-batch (in_batch_kl_loss) to the loss: scores against the other rows' documents too, from the "
+            "teacher's cached embeddings. Any bi-encoder teacher width (mpnet into a cut MiniLM); 0 turns it off."
         },
     )
     in_batch_temperature: float = field(
         default=0.1, metadata={"help": "Softmax temperature of the in-batch term (in_batch_weight)."}
+    )
+    in_batch_teacher_similarity: str | None = field(
+        default=None,
+        metadata={
+            "help": "In-batch term: 'cosine' or 'dot' on the teacher's cached embeddings, as the teacher scores its "
+            "margins. Unset: the student's similarity (hf-margin train: the teacher's --teacher_similarity).",
+            "choices": SIMILARITIES,
+        },
     )
     label_margin: float = field(
         default=0.1, metadata={"help": "Fixed margin of the label hinge relu(label_margin − Δs)."}
@@ -275,6 +285,8 @@ class MarginDistillConfig(TrainingArguments):
             raise ValueError(f"in_batch_weight must be >= 0; got {self.in_batch_weight}")
         if self.in_batch_temperature <= 0:
             raise ValueError(f"in_batch_temperature must be > 0; got {self.in_batch_temperature}")
+        if self.in_batch_teacher_similarity is not None:
+            _choice("in_batch_teacher_similarity", self.in_batch_teacher_similarity, SIMILARITIES)
         if self.in_batch_weight > 0 and self.student_type != "bi-encoder":
             raise ValueError("in_batch_weight scores embeddings: it needs a bi-encoder student (and teacher)")
         if str(self.forward_chunk_size) != "auto":

@@ -203,6 +203,7 @@ def in_batch_kl_loss(
     *,
     temperature: float = 0.1,
     similarity: str = "cosine",
+    teacher_similarity: str | None = None,
     num_items: Tensor | int | float | None = None,
 ) -> Tensor:
     """In-batch listwise distillation: each query against *every* document of the batch,
@@ -222,7 +223,8 @@ def in_batch_kl_loss(
     positives and negatives too), and only compares scores, so the teacher may be of another width than the
     student (mpnet's 768 against a cut MiniLM's 384). The in-batch distillation of Lin, Yang & Lin (2021), "In-Batch
     Negatives for Knowledge Distillation with Tightly-Coupled Teachers for Dense Retrieval"; the ``τ²`` factor as
-    in :func:`listwise_kl_loss`.
+    in :func:`listwise_kl_loss`. ``similarity`` scores the student's side (``cosine`` or ``dot``),
+    ``teacher_similarity`` the teacher's (unset: the same), as each scores its own margins.
 
     Example::
 
@@ -230,8 +232,10 @@ def in_batch_kl_loss(
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if similarity not in ("cosine", "dot"):
-        raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
+    teacher_similarity = teacher_similarity or similarity
+    for name, value in (("similarity", similarity), ("teacher_similarity", teacher_similarity)):
+        if value not in ("cosine", "dot"):
+            raise ValueError(f"{name} must be 'cosine' or 'dot', got {value!r}")
     sides = {"student": (student_queries, student_documents), "teacher": (teacher_queries, teacher_documents)}
     for name, (q, d) in sides.items():
         if q.dim() != 2 or d.dim() != 2 or q.shape[1] != d.shape[1]:
@@ -244,14 +248,15 @@ def in_batch_kl_loss(
             f"teacher {teacher_queries.shape[0]} and {teacher_documents.shape[0]}: they must embed the same texts"
         )
 
-    def scores(q: Tensor, d: Tensor) -> Tensor:
+    def scores(q: Tensor, d: Tensor, similarity: str) -> Tensor:
         q, d = q.float(), d.float()
         if similarity == "cosine":
             q, d = F.normalize(q, dim=-1), F.normalize(d, dim=-1)
         return q @ d.T  # (B, D)
 
-    teacher_log_p = (scores(teacher_queries.detach(), teacher_documents.detach()) / temperature).log_softmax(dim=1)
-    student_log_p = (scores(student_queries, student_documents) / temperature).log_softmax(dim=1)
+    teacher_scores = scores(teacher_queries.detach(), teacher_documents.detach(), teacher_similarity)
+    teacher_log_p = (teacher_scores / temperature).log_softmax(dim=1)
+    student_log_p = (scores(student_queries, student_documents, similarity) / temperature).log_softmax(dim=1)
     kl = (teacher_log_p.exp() * (teacher_log_p - student_log_p)).sum(dim=1) * temperature**2  # (B,)
     return _reduce(kl, None, num_items)
 

@@ -194,10 +194,11 @@ class MarginDistillTrainer(Trainer):
                 "hf_margin.attach_teacher_margins(dataset, teacher) first, or set loss='label_hinge'."
             )
         if name == "train" and args.needs_teacher_embeddings and not set(EMBEDDING_COLUMNS) <= columns:
+            terms = [f"{n}={getattr(args, n)}" for n in ("embedding_weight", "in_batch_weight") if getattr(args, n) > 0]
             raise ValueError(
                 f"the {name} dataset has no teacher embeddings ({', '.join(EMBEDDING_COLUMNS)}), which "
-                f"embedding_weight={args.embedding_weight} and in_batch_weight={args.in_batch_weight} need. Run "
-                "hf_margin.attach_teacher_embeddings(dataset, teacher) first, or set both to 0."
+                f"{' and '.join(terms)} {'needs' if len(terms) == 1 else 'need'}. Run "
+                "hf_margin.attach_teacher_embeddings(dataset, teacher) first, or set it to 0."
             )
         if {QUERY, POSITIVE} <= columns:
             validate_triplets(dataset)
@@ -321,6 +322,7 @@ class MarginDistillTrainer(Trainer):
                 inputs[TEACHER_DOCUMENT_EMBEDDINGS],
                 temperature=args.in_batch_temperature,
                 similarity=args.similarity,
+                teacher_similarity=args.in_batch_teacher_similarity,
             )
             in_batch = in_batch * share_of_step
             loss = loss + args.in_batch_weight * in_batch
