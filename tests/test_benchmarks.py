@@ -3,6 +3,7 @@ statistics logic is checked on known numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -371,6 +372,7 @@ def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(ca
     assert "| 64.47 (917 gold + 1,101 teacher-built triplets; seed 42) |" in out
     assert "targets too) | 62.47 ± 0.58 (3,301 teacher-built triplets; seeds 42, 43, 44) | – | 64.51 |" in out
     assert "one-sided hinge) | – | 64.76 ± 0.79 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
+    assert "yaml`) | – | 66.68 ± 0.38 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
     assert "32; 1 thread, commit 8317caa) | 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
     assert "32; 2 threads, commit 2055f77) | 15 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
     assert "| 10,000,000 texts on one GPU | the exact search, every text a query: 9.6 min on the NVIDIA H200" in out
@@ -716,3 +718,21 @@ def test_int8_variants_report_puts_each_file_beside_its_runs_pytorch_student():
     rows = int8_variants.report([record]).splitlines()
     assert rows[2] == "| s | pytorch fp32 | 50.0 | 1.00x | 250.0 | 1.00x | 0.9900 | abc1234 |"
     assert rows[3] == "| s | shipped: fused, per channel, 7-bit | 92.5 | 1.85x | 775.0 | 3.10x | 0.9900 | abc1234 |"
+
+
+def test_the_labels_recipe_is_the_benchmarked_arm():
+    """recipes/scifact-labels.yaml ships what BENCHMARKS section 10 measured: the minilm-2l-gold arm (the no-label
+    recipe with the train pairs) with the one-sided hinge, 1e-4, 3 epochs and the embedding term."""
+    sys.path.insert(0, str(ROOT))
+    import benchmarks.retrieval as retrieval
+    from hf_margin.app.recipes import parse_recipe
+
+    extra = ["--overshoot_width", "none", "--learning_rate", "1e-4", "--num_train_epochs", "3"]
+    arm = [*retrieval.ARMS["minilm-2l-gold"], *retrieval.MARGINS_ONLY, *extra, "--embedding_weight", "1"]
+    shipped = parse_recipe(ROOT / "recipes" / "scifact-labels.yaml")
+    measured = parse_recipe(retrieval.RECIPE, arm)
+    where = {"output_dir", "run_name", "logging_dir"}  # each recipe names its own output folder
+    for ours, theirs in zip(shipped, measured):
+        names = [f.name for f in dataclasses.fields(ours) if f.init and f.name not in where]
+        assert {n: getattr(ours, n) for n in names if getattr(ours, n) != getattr(theirs, n)} == {}
+    assert shipped[-1].embedding_weight == 1 and shipped[-1].overshoot_width is None
