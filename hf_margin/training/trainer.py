@@ -307,14 +307,13 @@ class MarginDistillTrainer(Trainer):
             loss = loss + label_weight * label
         # the teacher's embeddings as targets: each term weighted by this micro-batch's share of the step's negatives
         share_of_step = 1.0 if num_items is None else mask.sum() / num_items
+        queries, documents = scored[2] if embed else (None, None)
         if embed and args.embedding_weight > 0:
-            queries, documents = scored[2]
             student_embeddings = torch.cat([queries, documents])
             teacher_embeddings = torch.cat([inputs[TEACHER_QUERY_EMBEDDING], inputs[TEACHER_DOCUMENT_EMBEDDINGS]])
             embedding = embedding_distance_loss(student_embeddings, teacher_embeddings) * share_of_step
             loss = loss + args.embedding_weight * embedding
         if embed and args.in_batch_weight > 0:
-            queries, documents = scored[2]
             in_batch = in_batch_kl_loss(
                 queries,
                 documents,
