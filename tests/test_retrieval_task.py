@@ -241,6 +241,40 @@ def test_a_mean_score_teacher_of_two_families_builds_the_set_from_the_mean_of_th
     assert np.abs(want - alone).max() > 0.01  # the second teacher changed the scores
 
 
+def test_a_mean_score_teacher_gives_the_in_batch_term_its_mean_scores(tmp_path, teacher_dir, capsys):
+    """--in_batch_weight with --teacher_ensemble: the cached teacher embeddings are the members' joined ones, so the
+    in-batch term's teacher scores (cosines of them) are the mean of the members' cosines; --embedding_weight (the
+    joined vectors are no single model's) is refused with the fix."""
+    import numpy as np
+    from datasets import Dataset
+
+    from hf_margin.models.scoring import BiEncoderScorer
+
+    folder, _ = write_beir(tmp_path / "beir")
+    other = write_other_family_teacher(tmp_path / "other-teacher")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["train", *TRAIN, *MINING, "--task", "retrieval", "--data_dir", str(folder), "--teacher", str(teacher_dir)]
+    argv += ["--teacher_ensemble", str(other), "--output_dir", str(out), "--cache_dir", str(cache)]
+    assert main([*argv, "--embedding_weight", "1"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "embedding_weight: the teacher's embeddings are needed, and the teacher is an ensemble" in err
+    assert "--embedding_teacher" in err and "--embedding_weight 0" in err and "in_batch_weight" not in err
+    assert main([*argv, "--in_batch_weight", "1", "--eval_teacher", "false", "--eval_before", "false"]) == 0
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert all(log["in_batch_loss"] > 0 for log in history if "loss" in log)
+    assert "in_batch_teacher_similarity=cosine" in (out / "README.md").read_text()
+    [entry] = [p for p in cache.rglob("teacher-embeddings-*") if p.is_dir()]
+    rows = Dataset.from_file(str(entry / "data.arrow"))
+    queries = np.asarray(rows["teacher_query_embedding"])
+    documents = np.asarray(rows["teacher_document_embeddings"])  # (rows, 1 + N, H_1 + H_2)
+    members = [BiEncoderScorer.from_pretrained(p, device="cpu", show_progress=False) for p in (teacher_dir, other)]
+    assert queries.shape[1] == sum(m.model.config.hidden_size for m in members)
+    texts = [rows["positive"][0], *rows["negatives"][0]]
+    joined = documents[0] @ queries[0]  # every document of row 0 against its query
+    want = np.mean([m.score_pairs([rows["query"][0]] * len(texts), texts) for m in members], axis=0)
+    np.testing.assert_allclose(joined, want, atol=1e-5)
+
+
 def test_title_queries_join_the_unlabelled_queries_never_an_evaluation_query(tmp_path, teacher_dir, capsys):
     """`--title_queries N` adds N document titles (of at least 4 words, a fixed sample, none an evaluation query) to
     the training queries: one more teacher-built triplet per title; a title that repeats a test query is left out."""

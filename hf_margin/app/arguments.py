@@ -75,7 +75,7 @@ class ModelArguments:
         metadata={
             "help": "With --embedding_weight or --in_batch_weight: the bi-encoder whose embeddings the student "
             "learns, e.g. the model a cut student came from beside a bigger or mean-score teacher that gives the "
-            "margins. Unset: the teacher."
+            "margins. Unset: the teacher (an ensemble gives --in_batch_weight its mean scores)."
         },
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})

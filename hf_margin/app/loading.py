@@ -44,16 +44,20 @@ def check_teachers(model_args: ModelArguments, reference: str | None) -> None:
 
 def check_embedding_targets(model_args: ModelArguments, embedding_weight: float, in_batch_weight: float = 0.0) -> None:
     """With ``embedding_weight > 0`` or ``in_batch_weight > 0``, refuse early (before anything is embedded) an
-    embedding teacher that has no embeddings (a cross-encoder, an ensemble); with ``embedding_weight > 0`` also one of
-    another width than the student's (the in-batch term compares scores, not vectors)."""
+    embedding teacher that has no embeddings (a cross-encoder); with ``embedding_weight > 0`` also an ensemble (its
+    joined embeddings are no single model's) and one of another width than the student's. The in-batch term compares
+    scores, not vectors: an ensemble's joined embeddings give its mean score (``MeanScoreScorer``)."""
     if embedding_weight <= 0 and in_batch_weight <= 0:
         return
     source = model_args.embedding_teacher
-    if source is None and (model_args.teacher_type != "bi-encoder" or model_args.teacher_ensemble):
-        used = [n for n, w in (("embedding_weight", embedding_weight), ("in_batch_weight", in_batch_weight)) if w > 0]
+    cross = model_args.teacher_type != "bi-encoder"
+    if source is None and (cross or (model_args.teacher_ensemble and embedding_weight > 0)):
+        used = [n for n, w in (("embedding_weight", embedding_weight), ("in_batch_weight", in_batch_weight))
+                if w > 0 and (cross or n == "embedding_weight")]  # fmt: skip
         raise UserError(
-            f"{' and '.join(used)}: the teacher's embeddings are needed, and the teacher is a cross-encoder or an "
-            "ensemble: name the bi-encoder with --embedding_teacher (e.g. the model the student was cut from), or set "
+            f"{' and '.join(used)}: the teacher's embeddings are needed, and the teacher is "
+            + ("a cross-encoder" if cross else "an ensemble (its joined embeddings are no single model's)")
+            + ": name the bi-encoder with --embedding_teacher (e.g. the model the student was cut from), or set "
             + " ".join(f"--{n} 0" for n in used)
         )
     if embedding_weight <= 0:
