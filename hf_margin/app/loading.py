@@ -52,8 +52,8 @@ def check_embedding_targets(model_args: ModelArguments, embedding_weight: float,
     source = model_args.embedding_teacher
     cross = model_args.teacher_type != "bi-encoder"
     if source is None and (cross or (model_args.teacher_ensemble and embedding_weight > 0)):
-        used = [n for n, w in (("embedding_weight", embedding_weight), ("in_batch_weight", in_batch_weight))
-                if w > 0 and (cross or n == "embedding_weight")]  # fmt: skip
+        weights = (("embedding_weight", embedding_weight), ("in_batch_weight", in_batch_weight))
+        used = [n for n, w in weights if w > 0] if cross else ["embedding_weight"]  # an ensemble refuses only this
         raise UserError(
             f"{' and '.join(used)}: the teacher's embeddings are needed, and the teacher is "
             + ("a cross-encoder" if cross else "an ensemble (its joined embeddings are no single model's)")
