@@ -262,7 +262,9 @@ def test_a_mean_score_teacher_gives_the_in_batch_term_its_mean_scores(tmp_path, 
     assert main([*argv, "--in_batch_weight", "1", "--eval_teacher", "false", "--eval_before", "false"]) == 0
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert all(log["in_batch_loss"] > 0 for log in history if "loss" in log)
-    assert "in_batch_teacher_similarity=cosine" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "in_batch_teacher_similarity=cosine" in card
+    assert f"embedding_teacher={teacher_dir} + {other} (mean score)" in card  # the pair, not its first member
     [entry] = [p for p in cache.rglob("teacher-embeddings-*") if p.is_dir()]
     rows = Dataset.from_file(str(entry / "data.arrow"))
     queries = np.asarray(rows["teacher_query_embedding"])

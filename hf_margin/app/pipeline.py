@@ -166,7 +166,8 @@ def run_train(
     trainer.results = metrics
     trainer.card_info = card_info(task, rows, metrics, model_args, data_args, args)
     if args.needs_teacher_embeddings:
-        trainer.card_info["embedding_teacher"] = model_args.embedding_teacher or task.teacher_ref
+        teacher = trainer.card_info.get("teacher") or task.teacher_ref  # an ensemble: "a + b (mean score)"
+        trainer.card_info["embedding_teacher"] = model_args.embedding_teacher or teacher
     trainer.save_state()  # trainer_state.json: the whole log history (loss curve, evaluations)
     if args.push_to_hub:  # saves the model and its files, writes the card and uploads the folder, once
         trainer.push_to_hub(commit_message="hf-margin: distilled student")
