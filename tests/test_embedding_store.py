@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk, stored_norms
 from hf_margin.data.mining import build_query_corpus_triplets
 
 from .conftest import topic_histogram
@@ -56,8 +56,11 @@ def test_embeddings_are_written_memory_mapped_and_read_back_without_embedding(tm
     np.testing.assert_allclose(out, expected(TEXTS), atol=1e-7)
     assert [len(c) for c in embed.calls] == [5, 5, 5, 5, 3]  # 5 shards, the last one short
     (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert sorted(p.name for p in entry.iterdir()) == ["checksum.json", "embeddings.npy"]  # shards joined, deleted
+    # shards joined, deleted; beside the rows, each row's norm before normalising
+    assert sorted(p.name for p in entry.iterdir()) == ["checksum.json", "embeddings.npy", "norms.npy"]
     assert json.loads((entry / "checksum.json").read_text())["rows"] == len(TEXTS)
+    np.testing.assert_allclose(stored_norms(out), stub_embed(TEXTS).norm(dim=-1).numpy(), rtol=1e-6)
+    assert stored_norms(np.asarray(out)) is None  # an array that is not a store's
 
     again = Counting()
     out2 = embed_to_disk(TEXTS, again, cache_dir=tmp_path, fingerprint="stub", options=options, normalize=True)
@@ -116,7 +119,7 @@ SHARDED_SCRIPT = """
 import json, sys
 import numpy as np
 from accelerate import PartialState
-from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk, stored_norms
 from tests.test_embedding_store import TEXTS, stub_embed
 
 out, cache = sys.argv[1], sys.argv[2]
@@ -232,7 +235,7 @@ def test_train_keeps_the_corpus_embeddings_on_disk(tmp_path):
 
 KILLED_SCRIPT = """
 import sys, time
-from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk, stored_norms
 from tests.test_embedding_store import TEXTS, stub_embed
 
 def slow(texts):
@@ -376,3 +379,99 @@ def test_two_processes_share_the_embedding_of_a_query_corpus_build(tmp_path):
         positives_per_query=1, **OPTIONS,
     )  # fmt: skip
     assert runs[0]["rows"] == runs[1]["rows"] == single.to_dict()
+
+
+def spied_teacher(folder: Path, seed: int) -> tuple[object, list[str]]:
+    """A tiny random bi-encoder teacher and the list of every text it embeds (memo misses)."""
+    from transformers import BertModel
+
+    from hf_margin.models.scoring import BiEncoderScorer
+
+    from .conftest import make_tokenizer, tiny_config
+
+    torch.manual_seed(seed)
+    tok = make_tokenizer()
+    BertModel(tiny_config(len(tok), hidden_size=16 * (seed + 1)), add_pooling_layer=False).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    teacher = BiEncoderScorer.from_pretrained(folder, device="cpu", show_progress=False)
+    embedded: list[str] = []
+    own = teacher._embed_into_memo
+
+    def spy(order, memo, prompt, max_length):
+        embedded.extend(order)
+        return own(order, memo, prompt, max_length)
+
+    teacher._embed_into_memo = spy
+    return teacher, embedded
+
+
+def scored(dataset, teacher, cache: Path):
+    from hf_margin.data.margins import attach_teacher_margins
+    from hf_margin.data.teacher_embeddings import attach_teacher_embeddings
+
+    with_margins = attach_teacher_margins(dataset, teacher, cache_dir=cache)
+    return attach_teacher_embeddings(with_margins, teacher, cache_dir=cache)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_teacher_that_mined_a_disk_corpus_embeds_none_of_its_documents_again_to_score_them(tmp_path, ensemble):
+    """The corpus is embedded to disk with its rows' norms: the teacher gets back the embeddings of the documents
+    the triplets hold, and scoring them (margins, teacher embeddings) embeds no document a second time. Margins and
+    embeddings equal those of the in-memory path; a float16 store gives none back and scores the same."""
+    from hf_margin.models.scoring import MeanScoreScorer
+
+    from .conftest import TOPICS
+
+    words = [w for ws in TOPICS.values() for w in ws]
+    documents = [" ".join(words[(7 * i + k) % len(words)] for k in range(5 + i % 4)) for i in range(40)]
+    queries = [" ".join(words[(11 * i + k) % len(words)] for k in range(2)) for i in range(12)]
+    options = {**OPTIONS, "positives_per_query": 1}
+    figures = {}
+    for store in ("memory", "float32", "float16"):
+        members = [spied_teacher(tmp_path / f"{store}-t{m}", m) for m in range(2 if ensemble else 1)]
+        teacher = MeanScoreScorer([t for t, _ in members]) if ensemble else members[0][0]
+        disk = None if store == "memory" else DiskEmbeddings(shard_size=7, dtype=store)
+        cache = tmp_path / f"cache-{store}"
+        built = build_query_corpus_triplets(queries, documents, teacher, cache_dir=cache, disk=disk, **options)
+        mined = [list(e) for _, e in members]
+        figures[store] = scored(built, teacher, cache)
+        again = [e[len(m) :] for (_, e), m in zip(members, mined)]
+        if store == "float16":  # no rows given back: the built triplets' texts are embedded again, once each
+            texts = set(built["query"]) | set(built["positive"]) | {n for r in built["negatives"] for n in r}
+            assert all(sorted(a) == sorted(texts) for a in again)
+        else:  # every text of the triplets came from the memo
+            assert again == [[] for _ in members]
+            assert all(sorted(m) == sorted(documents + queries) for m in mined)
+    assert figures["float32"]["positive"] == figures["memory"]["positive"]
+    for store in ("float32", "float16"):
+        for column in ("teacher_margins", "teacher_query_embedding", "teacher_document_embeddings"):
+            np.testing.assert_allclose(
+                np.asarray(figures[store][column]), np.asarray(figures["memory"][column]), atol=1e-5
+            )
+
+
+def test_negatives_mined_from_a_disk_corpus_are_not_embedded_again_to_score_them(tmp_path):
+    """Hard-negative mining over a corpus on disk gives the miner back its negatives' embeddings: scoring the mined
+    rows embeds only the positives, which are not in the corpus (it embedded the queries itself, and kept them), as
+    the in-memory path does, with its margins."""
+    from datasets import Dataset
+
+    from hf_margin.data.margins import attach_teacher_margins
+    from hf_margin.data.mining import mine_hard_negatives
+
+    from .conftest import TOPICS
+
+    words = [w for ws in TOPICS.values() for w in ws]
+    corpus = [" ".join(words[(5 * i + k) % len(words)] for k in range(4 + i % 3)) for i in range(30)]
+    pairs = Dataset.from_dict({"query": words[:6], "positive": [f"{w} {w}" for w in words[6:12]]})
+    margins = {}
+    for store in ("memory", "disk"):
+        teacher, embedded = spied_teacher(tmp_path / f"{store}-teacher", 0)
+        disk = DiskEmbeddings(shard_size=8) if store == "disk" else None
+        mined = mine_hard_negatives(
+            pairs, corpus, teacher, num_negatives=2, skip_top=1, sample_from=8, cache_dir=tmp_path / store, disk=disk
+        )
+        before = len(embedded)
+        margins[store] = attach_teacher_margins(mined, teacher, cache_dir=tmp_path / store)["teacher_margins"]
+        assert sorted(embedded[before:]) == sorted(pairs["positive"])  # in neither the corpus nor the queries
+    np.testing.assert_allclose(np.asarray(margins["disk"]), np.asarray(margins["memory"]), atol=1e-5)

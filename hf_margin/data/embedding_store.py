@@ -5,6 +5,9 @@ shards ``r, r + P, r + 2P, ...`` and writes each as ``shard-00003.npy`` beside `
 first row and row count), both through a temporary name and a rename. A run killed mid-way leaves its finished
 shards; the next run checks them and embeds only the rest. The main process then joins the shards, in text order,
 into one ``embeddings.npy`` sealed with ``checksum.json`` (see :mod:`hf_margin.data.cache`), and deletes them.
+With ``normalize`` each row is stored unit-length and its norm before that in ``norms.npy`` (float32, ``(N,)``;
+each shard's in ``shard-00003-norms.npy``): :func:`stored_norms` gives them back, so that a row times its norm is
+the model's own embedding (a teacher scoring the documents it mined then embeds none of them again).
 
 The result is opened memory-mapped and read-only: host memory holds the pages being searched, not ``N x H``
 floats, and ``dtype="float16"`` halves the file. The entry is named by the caller's fingerprint (texts, model,
@@ -33,9 +36,9 @@ from hf_margin.data.cache import CacheEntry, file_sha256, written_whole
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DTYPES", "DiskEmbeddings", "embed_to_disk", "memmap_tensor", "release_pages"]
+__all__ = ["DTYPES", "DiskEmbeddings", "embed_to_disk", "memmap_tensor", "release_pages", "stored_norms"]
 
-EMBEDDINGS_VERSION = "1"
+EMBEDDINGS_VERSION = "2"  # 2: a normalised store keeps its rows' norms
 DTYPES = ("float32", "float16")
 
 
@@ -62,14 +65,29 @@ class DiskEmbeddings:
         return {"shard_size": self.shard_size, "dtype": self.dtype}
 
 
+NORMS = "norms.npy"
+
+
 def _shard_files(folder: Path, shard: int) -> tuple[Path, Path]:
     return folder / f"shard-{shard:05d}.npy", folder / f"shard-{shard:05d}.json"
 
 
-def _shard_ok(folder: Path, shard: int, start: int, rows: int) -> bool:
-    """Whether shard ``shard`` is on disk, whole, and holds rows ``[start, start + rows)``."""
+def _shard_norms(folder: Path, shard: int) -> Path:
+    return folder / f"shard-{shard:05d}-norms.npy"
+
+
+def _norms_ok(path: Path, rows: int) -> bool:
+    try:
+        return np.load(path, mmap_mode="r").shape == (rows,)
+    except (OSError, ValueError):
+        return False
+
+
+def _shard_ok(folder: Path, shard: int, start: int, rows: int, norms: bool = False) -> bool:
+    """Whether shard ``shard`` is on disk, whole, and holds rows ``[start, start + rows)`` (and, with ``norms``,
+    their norms)."""
     data, meta = _shard_files(folder, shard)
-    if not (data.is_file() and meta.is_file()):
+    if not (data.is_file() and meta.is_file()) or (norms and not _norms_ok(_shard_norms(folder, shard), rows)):
         return False
     try:
         record = json.loads(meta.read_text())
@@ -80,19 +98,28 @@ def _shard_ok(folder: Path, shard: int, start: int, rows: int) -> bool:
     return record.get("sha256") == file_sha256(data)
 
 
-def _write_shard(folder: Path, shard: int, start: int, array: np.ndarray) -> None:
-    data, meta = _shard_files(folder, shard)
-    with written_whole(data, fsync=True) as tmp, open(tmp, "wb") as f:
+def _write_array(path: Path, array: np.ndarray) -> None:
+    with written_whole(path, fsync=True) as tmp, open(tmp, "wb") as f:
         np.save(f, array)  # a file object: np.save adds no ".npy" to it
+
+
+def _write_shard(folder: Path, shard: int, start: int, array: np.ndarray, norms: np.ndarray | None = None) -> None:
+    data, meta = _shard_files(folder, shard)
+    if norms is not None:  # before the record that makes the shard count as done
+        _write_array(_shard_norms(folder, shard), norms)
+    _write_array(data, array)
     record = {"start": start, "rows": int(array.shape[0]), "bytes": data.stat().st_size, "sha256": file_sha256(data)}
     with written_whole(meta, fsync=True) as tmp:
         tmp.write_text(json.dumps(record) + "\n")
 
 
-def _join_shards(entry: CacheEntry, num_texts: int, shard_size: int, dtype: str) -> None:
-    """Copy the shards, in order, into ``embeddings.npy`` (one shard in memory at a time), seal it, delete them."""
+def _join_shards(entry: CacheEntry, num_texts: int, shard_size: int, dtype: str, norms: bool = False) -> None:
+    """Copy the shards, in order, into ``embeddings.npy`` (one shard in memory at a time; their norms into
+    ``norms.npy`` first), seal it, delete them."""
     folder = entry.folder
     num_shards = -(-num_texts // shard_size)
+    if norms:
+        _write_array(folder / NORMS, np.concatenate([np.load(_shard_norms(folder, s)) for s in range(num_shards)]))
     width = np.load(_shard_files(folder, 0)[0], mmap_mode="r").shape[1]
     with written_whole(entry.data_file, fsync=True) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(num_texts, width))
@@ -130,7 +157,7 @@ def embed_to_disk(
         cache_dir: where the entry ``embeddings-<fingerprint>/`` is kept.
         fingerprint: names the texts and the model and settings that embed them (the caller's hash).
         options: shard size and stored dtype (:class:`DiskEmbeddings`).
-        normalize: L2-normalise each row (in float32, before storing).
+        normalize: L2-normalise each row (in float32, before storing) and keep its norm (:func:`stored_norms`).
     Returns:
         ``(N, H)`` read-only ``numpy.memmap`` of ``options.dtype``, the same on every process.
     """
@@ -155,7 +182,7 @@ def embed_to_disk(
             size = options.shard_size
             mine = range(state.process_index, num_shards, state.num_processes)
             ranges = [(s, s * size, min(size, num_texts - s * size)) for s in mine]
-            todo = [(s, start, rows) for s, start, rows in ranges if not _shard_ok(entry.folder, s, start, rows)]
+            todo = [(s, start, n) for s, start, n in ranges if not _shard_ok(entry.folder, s, start, n, normalize)]
             if len(todo) < len(ranges):
                 logger.info("Process %d: %d of its %d shards of %s are on disk already (resumed)",
                             state.process_index, len(ranges) - len(todo), len(ranges), description)  # fmt: skip
@@ -166,14 +193,25 @@ def embed_to_disk(
                 emb = embed(list(texts[start : start + rows])).detach().to("cpu", torch.float32)
                 if emb.shape[0] != rows:
                     raise ValueError(f"embed returned {emb.shape[0]} rows for {rows} texts")
+                norms = emb.norm(dim=-1).numpy() if normalize else None
                 if normalize:
                     emb = torch.nn.functional.normalize(emb, dim=-1)
-                _write_shard(entry.folder, shard, start, emb.numpy().astype(options.dtype))
+                _write_shard(entry.folder, shard, start, emb.numpy().astype(options.dtype), norms)
             state.wait_for_everyone()
             if state.is_main_process:
-                _join_shards(entry, num_texts, options.shard_size, options.dtype)
+                _join_shards(entry, num_texts, options.shard_size, options.dtype, normalize)
     state.wait_for_everyone()
     return np.load(entry.data_file, mmap_mode="r")
+
+
+def stored_norms(array: np.ndarray) -> np.ndarray | None:
+    """``(N,)`` float32: the norm each row of ``array`` (from :func:`embed_to_disk` with ``normalize``) had before it
+    was normalised, memory-mapped; None for any other array (or a store written without them)."""
+    filename = getattr(array, "filename", None)
+    path = Path(filename).with_name(NORMS) if filename else None
+    if path is None or not _norms_ok(path, array.shape[0]):
+        return None
+    return np.load(path, mmap_mode="r")
 
 
 _MAPPED: dict[int, np.memmap] = {}  # storage address of a tensor from memmap_tensor -> its map, while it lives

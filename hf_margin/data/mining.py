@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
 from hf_margin.data.cache import CacheEntry
 from hf_margin.data.columns import DataValidationError
-from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk, memmap_tensor, release_pages
+from hf_margin.data.embedding_store import DiskEmbeddings, embed_to_disk, memmap_tensor, release_pages, stored_norms
 from hf_margin.data.margins import BAND, default_cache_dir
 from hf_margin.data.search import SearchIndex, SearchOptions, choose_search
 from hf_margin.evaluation.retrieval import exact_search
@@ -75,15 +76,15 @@ def mine_hard_negatives(
     positives_of: dict[str, set[str]] = {}
     for q, p in zip(pairs["query"], pairs["positive"]):
         positives_of.setdefault(q, set()).add(p)
-    corpus_embeddings: list[torch.Tensor] = []  # filled on first call: a cached run never embeds
+    corpus_embeddings: list = []  # filled on first call: a cached run never embeds
     index: list[SearchIndex] = []  # FAISS only, built once on first call
 
     def embed_corpus() -> None:
         logger.info("Embedding %d corpus texts to mine hard negatives", len(corpus))
         if disk is None:  # the miner's plain embed(texts): any object with that method mines
-            corpus_embeddings.append(torch.nn.functional.normalize(miner.embed(corpus), dim=-1))
+            corpus_embeddings.extend([torch.nn.functional.normalize(miner.embed(corpus), dim=-1), None])
         else:
-            corpus_embeddings.append(
+            corpus_embeddings.extend(
                 _normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache, texts_hash=corpus_hash)
             )
         if searcher != "faiss":
@@ -105,9 +106,11 @@ def mine_hard_negatives(
         else:  # torch.topk as ever: its choice among tied scores decides which negatives are drawn
             ranked = (queries @ corpus_emb.T).topk(depth, dim=-1).indices.tolist()
         out: dict[str, list] = {"negatives": [], **({BAND: []} if keep_band else {})}
+        picked: list[int] = []
         for q, row, idx in zip(batch["query"], ranked, indices):
             banned = positives_of.get(q, set()) | {q}
-            candidates = [corpus[i] for i in row if corpus[i] not in banned][skip_top:sample_from]
+            rows = [i for i in row if corpus[i] not in banned][skip_top:sample_from]
+            candidates = [corpus[i] for i in rows]
             if not candidates:
                 raise DataValidationError(
                     f"row {idx} (query {q[:60]!r}): the corpus of {len(corpus)} texts leaves no negative in ranks "
@@ -115,9 +118,12 @@ def mine_hard_negatives(
                     "(corpus_file) or a smaller skip_top"
                 )
             rng = random.Random(seed * 1_000_003 + idx)
-            out["negatives"].append(rng.sample(candidates, min(num_negatives, len(candidates))))
+            pick = rng.sample(rows, min(num_negatives, len(rows)))  # by position: as sampling the texts would
+            picked += pick
+            out["negatives"].append([corpus[i] for i in pick])
             if keep_band:
                 out[BAND].append(list(dict.fromkeys(candidates)))
+        _adopt(miner, corpus_emb, corpus_embeddings[1], corpus, picked, "document")
         return out
 
     entry = CacheEntry.create(cache, "hard-negatives", fingerprint, "mined-negatives cache")
@@ -247,15 +253,17 @@ def _normalized_embeddings(
     disk: DiskEmbeddings | None = None,
     cache_dir: str | os.PathLike | None = None,
     texts_hash: str | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, np.ndarray | None]:
     """``(N, H)`` unit-length embeddings: in memory (a copy, normalised in place: one more ``(N, H)`` is never
     held), or with ``disk`` embedded in shards over every process and memory-mapped from the cache (the
-    collective step of :func:`~hf_margin.data.embedding_store.embed_to_disk`: every process must call it)."""
+    collective step of :func:`~hf_margin.data.embedding_store.embed_to_disk`: every process must call it). With
+    them the ``(N,)`` norms the miner's rows had, where :func:`_adopt` can give them back to it (a float32 store on
+    disk; None in memory, where the miner remembers its own)."""
     if disk is None:
         emb = miner.embed(texts, role=role)
         with torch.inference_mode():
             emb /= emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return emb
+        return emb, None
     array = embed_to_disk(
         texts,
         lambda part: miner.embed(part, role=role, remember=False),
@@ -265,7 +273,26 @@ def _normalized_embeddings(
         normalize=True,
         description=f"{role} embeddings",
     )
-    return memmap_tensor(array)
+    return memmap_tensor(array), stored_norms(array) if disk.dtype == "float32" else None
+
+
+def _adopt(
+    miner: BiEncoderScorer,
+    stored: torch.Tensor,
+    norms: np.ndarray | None,
+    texts: list[str],
+    rows: Sequence[int],
+    role: str,
+) -> None:
+    """Give the miner back its own embeddings of ``texts[rows]`` (the stored unit rows times their norms), which
+    it embedded to disk without keeping them, so that scoring the training set it built embeds none of them again
+    (float32 stores only: a float16 row would change the scores)."""
+    if norms is None or not hasattr(miner, "adopt"):
+        return
+    rows = sorted(set(rows))
+    if rows:
+        own = stored[rows].float() * torch.from_numpy(np.asarray(norms[rows], dtype=np.float32))[:, None]
+        miner.adopt([texts[j] for j in rows], own, role=role)
 
 
 def _embedding_first(embed_all: Callable[[], None], function: Callable) -> Callable[[], Callable]:
@@ -336,6 +363,7 @@ def _triplets_from_rankings(
     fingerprint = Hasher.hash([kind, MINING_VERSION, *hashed, chosen, miner.fingerprint, options])
     doc_index = {} if symmetric else {t: j for j, t in enumerate(documents)}  # N entries: only where used
     embeddings: dict[str, torch.Tensor] = {}  # filled on first call (or by embed_all): a cached run never embeds
+    norms: dict[str, np.ndarray | None] = {}
     index: list[SearchIndex] = []
     dropped = [0]
     margin_rank = max(skip_top, positives_per_query)
@@ -343,10 +371,14 @@ def _triplets_from_rankings(
     def embed_all() -> None:
         logger.info("Embedding %d documents to build the training set (%s)", len(documents), what)
         on_disk = {"disk": disk, "cache_dir": cache_dir}
-        embeddings["documents"] = _normalized_embeddings(miner, documents, "document", texts_hash=hashed[-1], **on_disk)
+        embeddings["documents"], norms["documents"] = _normalized_embeddings(
+            miner, documents, "document", texts_hash=hashed[-1], **on_disk
+        )
         if not symmetric:
             logger.info("Embedding %d queries", len(queries))
-            embeddings["queries"] = _normalized_embeddings(miner, queries, "query", texts_hash=hashed[0], **on_disk)
+            embeddings["queries"], norms["queries"] = _normalized_embeddings(
+                miner, queries, "query", texts_hash=hashed[0], **on_disk
+            )
 
     def build(batch: dict[str, list]) -> dict[str, list]:
         if not embeddings:
@@ -364,6 +396,7 @@ def _triplets_from_rankings(
             exclude = [[doc_index[queries[i]]] if queries[i] in doc_index else [] for i in idx]  # never itself
         scores, ranked = index[0].search(query_emb, k=sample_from, exclude=exclude)
         rows: dict[str, list] = {"query": [], "positive": [], "negatives": [], **({BAND: []} if keep_band else {})}
+        used: list[int] = []  # the documents (and in corpus mode queries) of the rows built
         for i, row, row_scores in zip(idx, ranked.tolist(), scores.tolist()):
             kept = [(j, s) for j, s in zip(row, row_scores) if j >= 0]
             row = [j for j, _ in kept]
@@ -382,11 +415,17 @@ def _triplets_from_rankings(
             band = [j for j in row[skip_top:sample_from] if j not in positives]
             for k, p in enumerate(positives):
                 pick = random.Random(seed * 1_000_003 + i * 97 + k).sample(band, min(num_negatives, len(band)))
+                used += [p, *pick, *([i] if symmetric else [])]
                 rows["query"].append(queries[i])
                 rows["positive"].append(documents[p])
                 rows["negatives"].append([documents[j] for j in pick])
                 if keep_band:
                     rows[BAND].append([documents[j] for j in band])
+        _adopt(miner, docs, norms["documents"], documents, used, "document")
+        if not symmetric:
+            built = set(rows["query"])
+            kept = [i for i in idx if queries[i] in built]
+            _adopt(miner, embeddings["queries"], norms["queries"], queries, kept, "query")
         return rows
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -269,6 +269,18 @@ class BiEncoderScorer(_TransformersScorer):
             return torch.empty(0)
         return memo.gather(texts)
 
+    def adopt(self, texts: Sequence[str], embeddings: torch.Tensor, role: str = "document") -> int:
+        """Remember ``embeddings`` ``(n, H)`` as those of ``texts`` in ``role``, as :meth:`embed` would give them
+        (rows embedded with ``remember=False`` and read back from disk), so that scoring them embeds nothing.
+        Texts already remembered keep their rows; returns how many were taken."""
+        self._refresh()
+        memo = self.memo(role)
+        first = {t: i for i, t in reversed(list(enumerate(texts)))}  # each text's first row
+        keep = [i for t, i in first.items() if t not in memo]
+        if keep:
+            memo.add([texts[i] for i in keep], embeddings[keep].to("cpu", torch.float32, copy=True))
+        return len(keep)
+
     def memo(self, role: str = "document") -> EmbeddingMemo:
         """The remembered embeddings of a role's settings (shared by both roles when they read texts alike)."""
         return self._memos.setdefault(self.role_settings(role), EmbeddingMemo())
@@ -449,6 +461,17 @@ class MeanScoreScorer:
             for m in self.members
         ]
         return torch.cat(parts, dim=-1)
+
+    def adopt(self, texts: Sequence[str], embeddings: torch.Tensor, role: str = "document") -> int:
+        """Remember rows of :meth:`embed` ``(n, H_1 + ... + H_k)`` (read back from disk) in each member, as its
+        unit-length part: every member scores by cosine, so that is the member's own embedding up to its norm,
+        which neither the mean score nor :meth:`embed` reads. Returns how many texts were taken (0 where the widths
+        are not the members' hidden sizes)."""
+        widths = [getattr(m.model.config, "hidden_size", None) for m in self.members]
+        if None in widths or sum(widths) != embeddings.shape[-1]:
+            return 0
+        parts = torch.split(embeddings.float() * len(self.members) ** 0.5, widths, dim=-1)
+        return min(m.adopt(texts, part, role=role) for m, part in zip(self.members, parts))
 
     def embed_queries(self, texts: Sequence[str]) -> torch.Tensor:
         """:meth:`embed` with each member's query prompt and length."""
