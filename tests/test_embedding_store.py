@@ -416,8 +416,9 @@ def scored(dataset, teacher, cache: Path):
 @pytest.mark.parametrize("ensemble", [False, True])
 def test_a_teacher_that_mined_a_disk_corpus_embeds_none_of_its_documents_again_to_score_them(tmp_path, ensemble):
     """The corpus is embedded to disk with its rows' norms: the teacher gets back the embeddings of the documents
-    the triplets hold, and scoring them (margins, teacher embeddings) embeds no document a second time. Margins and
-    embeddings equal those of the in-memory path; a float16 store gives none back and scores the same."""
+    the triplets hold (``keep_embeddings``: the miner is the teacher), and scoring them (margins, teacher embeddings)
+    embeds no document a second time. Margins and embeddings equal those of the in-memory path; a float16 store, or a
+    miner that does not keep them (the default), gives none back and scores the same."""
     from hf_margin.models.scoring import MeanScoreScorer
 
     from .conftest import TOPICS
@@ -427,23 +428,29 @@ def test_a_teacher_that_mined_a_disk_corpus_embeds_none_of_its_documents_again_t
     queries = [" ".join(words[(11 * i + k) % len(words)] for k in range(2)) for i in range(12)]
     options = {**OPTIONS, "positives_per_query": 1}
     figures = {}
-    for store in ("memory", "float32", "float16"):
+    for store in ("memory", "float32", "float16", "float32, not kept"):
         members = [spied_teacher(tmp_path / f"{store}-t{m}", m) for m in range(2 if ensemble else 1)]
         teacher = MeanScoreScorer([t for t, _ in members]) if ensemble else members[0][0]
-        disk = None if store == "memory" else DiskEmbeddings(shard_size=7, dtype=store)
+        disk = None if store == "memory" else DiskEmbeddings(shard_size=7, dtype=store.split(",")[0])
         cache = tmp_path / f"cache-{store}"
-        built = build_query_corpus_triplets(queries, documents, teacher, cache_dir=cache, disk=disk, **options)
+        keep = store != "float32, not kept"
+        built = build_query_corpus_triplets(
+            queries, documents, teacher, cache_dir=cache, disk=disk, keep_embeddings=keep, **options
+        )
         mined = [list(e) for _, e in members]
         figures[store] = scored(built, teacher, cache)
         again = [e[len(m) :] for (_, e), m in zip(members, mined)]
-        if store == "float16":  # no rows given back: the built triplets' texts are embedded again, once each
+        if store in (
+            "float16",
+            "float32, not kept",
+        ):  # no rows given back: the built triplets' texts are embedded again, once each
             texts = set(built["query"]) | set(built["positive"]) | {n for r in built["negatives"] for n in r}
             assert all(sorted(a) == sorted(texts) for a in again)
         else:  # every text of the triplets came from the memo
             assert again == [[] for _ in members]
             assert all(sorted(m) == sorted(documents + queries) for m in mined)
     assert figures["float32"]["positive"] == figures["memory"]["positive"]
-    for store in ("float32", "float16"):
+    for store in ("float32", "float16", "float32, not kept"):
         for column in ("teacher_margins", "teacher_query_embedding", "teacher_document_embeddings"):
             np.testing.assert_allclose(
                 np.asarray(figures[store][column]), np.asarray(figures["memory"][column]), atol=1e-5
@@ -469,7 +476,15 @@ def test_negatives_mined_from_a_disk_corpus_are_not_embedded_again_to_score_them
         teacher, embedded = spied_teacher(tmp_path / f"{store}-teacher", 0)
         disk = DiskEmbeddings(shard_size=8) if store == "disk" else None
         mined = mine_hard_negatives(
-            pairs, corpus, teacher, num_negatives=2, skip_top=1, sample_from=8, cache_dir=tmp_path / store, disk=disk
+            pairs,
+            corpus,
+            teacher,
+            num_negatives=2,
+            skip_top=1,
+            sample_from=8,
+            cache_dir=tmp_path / store,
+            disk=disk,
+            keep_embeddings=True,
         )
         before = len(embedded)
         margins[store] = attach_teacher_margins(mined, teacher, cache_dir=tmp_path / store)["teacher_margins"]

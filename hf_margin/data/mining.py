@@ -39,6 +39,7 @@ def mine_hard_negatives(
     keep_band: bool = False,
     search: SearchOptions | None = None,
     disk: DiskEmbeddings | None = None,
+    keep_embeddings: bool = False,
 ) -> Dataset:
     """Add a ``negatives`` column: for each query, ``num_negatives`` corpus texts sampled from the miner's
     ranks ``[skip_top, sample_from)`` (the very top are skipped: they are often unlabelled positives).
@@ -50,7 +51,9 @@ def mine_hard_negatives(
     the same sample as without it. ``search`` picks the nearest-neighbour search (:class:`~hf_margin.data.search.
     SearchOptions`; default ``"auto"``: exact below 200,000 corpus texts, FAISS above when it is installed).
     ``disk`` keeps the corpus embeddings on disk, embedded in shards over every process
-    (:class:`~hf_margin.data.embedding_store.DiskEmbeddings`).
+    (:class:`~hf_margin.data.embedding_store.DiskEmbeddings`); with ``keep_embeddings`` (a miner that is also the
+    teacher scoring the result next) the miner is given back its embeddings of the texts the rows hold, so that it
+    embeds none of them again (a float32 store; in memory it keeps them anyway).
     """
     if not 0 <= skip_top < sample_from:
         raise ValueError(f"need 0 <= skip_top < sample_from; got skip_top={skip_top}, sample_from={sample_from}")
@@ -76,16 +79,18 @@ def mine_hard_negatives(
     positives_of: dict[str, set[str]] = {}
     for q, p in zip(pairs["query"], pairs["positive"]):
         positives_of.setdefault(q, set()).add(p)
-    corpus_embeddings: list = []  # filled on first call: a cached run never embeds
+    corpus_embeddings: list[tuple[torch.Tensor, np.ndarray | None]] = []  # (rows, norms); a cached run never embeds
     index: list[SearchIndex] = []  # FAISS only, built once on first call
 
     def embed_corpus() -> None:
         logger.info("Embedding %d corpus texts to mine hard negatives", len(corpus))
         if disk is None:  # the miner's plain embed(texts): any object with that method mines
-            corpus_embeddings.extend([torch.nn.functional.normalize(miner.embed(corpus), dim=-1), None])
+            corpus_embeddings.append((torch.nn.functional.normalize(miner.embed(corpus), dim=-1), None))
         else:
-            corpus_embeddings.extend(
-                _normalized_embeddings(miner, corpus, "document", disk=disk, cache_dir=cache, texts_hash=corpus_hash)
+            corpus_embeddings.append(
+                _normalized_embeddings(
+                    miner, corpus, "document", disk=disk, cache_dir=cache, texts_hash=corpus_hash, norms=keep_embeddings
+                )
             )
         if searcher != "faiss":
             logger.info("Nearest-neighbour search: %s", reason)
@@ -94,8 +99,8 @@ def mine_hard_negatives(
         if not corpus_embeddings:
             embed_corpus()
         if searcher == "faiss" and not index:
-            index.append(SearchIndex(corpus_embeddings[0], search))
-        corpus_emb = corpus_embeddings[0]
+            index.append(SearchIndex(corpus_embeddings[0][0], search))
+        corpus_emb, corpus_norms = corpus_embeddings[0]
         queries = torch.nn.functional.normalize(miner.embed(batch["query"]), dim=-1)  # memoised by the miner
         depth = min(sample_from + 8, len(corpus))
         if index:
@@ -123,7 +128,7 @@ def mine_hard_negatives(
             out["negatives"].append([corpus[i] for i in pick])
             if keep_band:
                 out[BAND].append(list(dict.fromkeys(candidates)))
-        _adopt(miner, corpus_emb, corpus_embeddings[1], corpus, picked, "document")
+        _adopt(miner, corpus_emb, corpus_norms, corpus, picked, "document")
         return out
 
     entry = CacheEntry.create(cache, "hard-negatives", fingerprint, "mined-negatives cache")
@@ -154,6 +159,7 @@ def build_corpus_triplets(
     keep_band: bool = False,
     search: SearchOptions | None = None,
     disk: DiskEmbeddings | None = None,
+    keep_embeddings: bool = False,
 ) -> Dataset:
     """Corpus mode: a training set built from unlabelled texts by the miner (usually the teacher).
 
@@ -185,6 +191,7 @@ def build_corpus_triplets(
         keep_band=keep_band,
         search=search,
         disk=disk,
+        keep_embeddings=keep_embeddings,
     )
 
 
@@ -205,6 +212,7 @@ def build_query_corpus_triplets(
     keep_band: bool = False,
     search: SearchOptions | None = None,
     disk: DiskEmbeddings | None = None,
+    keep_embeddings: bool = False,
 ) -> Dataset:
     """Query–corpus mode: pseudo-labelled triplets from unlabelled queries and a corpus of documents.
 
@@ -217,7 +225,8 @@ def build_query_corpus_triplets(
     least that; a query left with no positive is dropped. Columns ``query``, ``positive``, ``negatives`` (and
     ``band`` with ``keep_band``), one row per (query, positive); cached by the texts', miner's and options'
     fingerprint, so a second run embeds nothing. ``search`` picks the nearest-neighbour search
-    (:class:`~hf_margin.data.search.SearchOptions`; default ``"auto"``: exact below 200,000 documents).
+    (:class:`~hf_margin.data.search.SearchOptions`; default ``"auto"``: exact below 200,000 documents); ``disk`` and
+    ``keep_embeddings`` as in :func:`mine_hard_negatives`.
     """
     return _triplets_from_rankings(
         _distinct(queries),
@@ -237,6 +246,7 @@ def build_query_corpus_triplets(
         keep_band=keep_band,
         search=search,
         disk=disk,
+        keep_embeddings=keep_embeddings,
     )
 
 
@@ -253,12 +263,13 @@ def _normalized_embeddings(
     disk: DiskEmbeddings | None = None,
     cache_dir: str | os.PathLike | None = None,
     texts_hash: str | None = None,
+    norms: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """``(N, H)`` unit-length embeddings: in memory (a copy, normalised in place: one more ``(N, H)`` is never
     held), or with ``disk`` embedded in shards over every process and memory-mapped from the cache (the
     collective step of :func:`~hf_margin.data.embedding_store.embed_to_disk`: every process must call it). With
-    them the ``(N,)`` norms the miner's rows had, where :func:`_adopt` can give them back to it (a float32 store on
-    disk; None in memory, where the miner remembers its own)."""
+    ``norms``, also the ``(N,)`` norms the miner's rows had, for :func:`_adopt` to give them back to it (a float32
+    store on disk; else None, and in memory, where the miner remembers its own)."""
     if disk is None:
         emb = miner.embed(texts, role=role)
         with torch.inference_mode():
@@ -273,7 +284,7 @@ def _normalized_embeddings(
         normalize=True,
         description=f"{role} embeddings",
     )
-    return memmap_tensor(array), stored_norms(array) if disk.dtype == "float32" else None
+    return memmap_tensor(array), stored_norms(array) if norms and disk.dtype == "float32" else None
 
 
 def _adopt(
@@ -324,6 +335,7 @@ def _triplets_from_rankings(
     keep_band: bool,
     search: SearchOptions | None = None,
     disk: DiskEmbeddings | None = None,
+    keep_embeddings: bool = False,
 ) -> Dataset:
     """The shared builder of corpus and query–corpus modes (``queries is documents``: corpus mode, where a text
     is never its own neighbour)."""
@@ -370,7 +382,7 @@ def _triplets_from_rankings(
 
     def embed_all() -> None:
         logger.info("Embedding %d documents to build the training set (%s)", len(documents), what)
-        on_disk = {"disk": disk, "cache_dir": cache_dir}
+        on_disk = {"disk": disk, "cache_dir": cache_dir, "norms": keep_embeddings}
         embeddings["documents"], norms["documents"] = _normalized_embeddings(
             miner, documents, "document", texts_hash=hashed[-1], **on_disk
         )

@@ -62,8 +62,11 @@ def user_evaluators(eval_args: EvalArguments, args: MarginDistillConfig) -> dict
 # ---- mine -> score -> concatenate ------------------------------------------------------------------------
 
 
-def mine_split(split: Dataset, texts: list[str], miner: BiEncoderScorer, data_args: DataArguments, *, fresh: bool):
-    """Hard negatives for the pairs of ``split`` from ``texts`` (cached); ``fresh`` keeps every candidate."""
+def mine_split(
+    split: Dataset, texts: list[str], miner: BiEncoderScorer, data_args: DataArguments, *, fresh: bool, teacher: Any
+):
+    """Hard negatives for the pairs of ``split`` from ``texts`` (cached); ``fresh`` keeps every candidate. A miner
+    that is the ``teacher`` keeps its embeddings of the rows' texts for scoring them next."""
     return mine_hard_negatives(
         split,
         texts,
@@ -75,6 +78,7 @@ def mine_split(split: Dataset, texts: list[str], miner: BiEncoderScorer, data_ar
         keep_band=fresh,
         search=data_args.search_options(),
         disk=data_args.disk_embeddings(),
+        keep_embeddings=miner is teacher,
     )
 
 
@@ -122,8 +126,9 @@ def with_generated_queries(unlabelled: Unlabelled, data_args: DataArguments) -> 
     )
 
 
-def build_unlabelled(unlabelled: Unlabelled, miner: BiEncoderScorer, data_args: DataArguments) -> Dataset:
-    """Triplets the miner builds from ``unlabelled`` (cached), with the recipe's mining options."""
+def build_unlabelled(unlabelled: Unlabelled, miner: BiEncoderScorer, data_args: DataArguments, teacher: Any) -> Dataset:
+    """Triplets the miner builds from ``unlabelled`` (cached), with the recipe's mining options (a miner that is the
+    ``teacher`` keeps its embeddings of the rows' texts for scoring them next)."""
     common = {
         "positives_per_query": data_args.positives_per_query,
         "num_negatives": data_args.num_negatives,
@@ -134,6 +139,7 @@ def build_unlabelled(unlabelled: Unlabelled, miner: BiEncoderScorer, data_args: 
         "keep_band": data_args.fresh_negatives_per_epoch,
         "search": data_args.search_options(),
         "disk": data_args.disk_embeddings(),
+        "keep_embeddings": miner is teacher,
     }
     if unlabelled.documents is None:
         return build_corpus_triplets(unlabelled.queries, miner, **common)
@@ -159,7 +165,7 @@ def add_teacher_built(
     teacher scores them (cached), and both sets are concatenated, gold first. Returns (train, gold, built counts)."""
     if unlabelled is None:
         return gold, len(gold), 0
-    built = build_unlabelled(unlabelled, miner(), data_args)
+    built = build_unlabelled(unlabelled, miner(), data_args, teacher if needs_margins else None)
     if needs_margins:
         built = score_split(built, teacher, data_args, fresh=data_args.fresh_negatives_per_epoch)
     gold_count = 0 if gold is None else len(gold)

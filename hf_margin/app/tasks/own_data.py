@@ -153,7 +153,9 @@ def build_user_task(
                 mined_from,
                 len(texts),
             )
-            split = mine_split(split, texts, miner(), data_args, fresh=fresh)
+            split = mine_split(
+                split, texts, miner(), data_args, fresh=fresh, teacher=teacher if args.needs_teacher else None
+            )
         if teacher is not None and args.needs_teacher and "teacher_margins" not in split.column_names:
             split = score_split(split, teacher, data_args, fresh=fresh, rescore=model_args.rescore)
         splits[name] = split

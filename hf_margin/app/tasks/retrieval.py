@@ -131,7 +131,14 @@ def build_retrieval_task(
     teacher = load_teacher(model_args, teacher_ref)
     miner = functools.cache(lambda: load_miner(model_args, data_args, teacher))
     if gold is not None:
-        gold = mine_split(gold, documents, miner(), data_args, fresh=data_args.fresh_negatives_per_epoch)
+        gold = mine_split(
+            gold,
+            documents,
+            miner(),
+            data_args,
+            fresh=data_args.fresh_negatives_per_epoch,
+            teacher=teacher if args.needs_teacher else None,
+        )
         if args.needs_teacher:
             gold = score_split(gold, teacher, data_args, fresh=data_args.fresh_negatives_per_epoch)
     train, gold_count, built_count = add_teacher_built(gold, unlabelled, data_args, miner, teacher, args.needs_teacher)

@@ -62,7 +62,14 @@ def build_triplets(
         if split == "train" and data_args.max_train_examples is not None:
             pairs = pairs.select(range(min(data_args.max_train_examples, len(pairs))))
         fresh = data_args.fresh_negatives_per_epoch and split == "train"  # keep (and score) every candidate
-        mined = mine_split(pairs, unique_sentences(splits[split]), miner, data_args, fresh=fresh)
+        mined = mine_split(
+            pairs,
+            unique_sentences(splits[split]),
+            miner,
+            data_args,
+            fresh=fresh,
+            teacher=teacher if score_margins else None,
+        )
         triplets[split] = score_split(mined, teacher, data_args, fresh=fresh) if score_margins else mined
         logger.info("%s: %d triplets with %d negatives each", split, len(triplets[split]), data_args.num_negatives)
     return splits, triplets, teacher
