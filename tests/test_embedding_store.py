@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +86,17 @@ def test_a_killed_run_resumes_from_its_finished_shards_and_ends_byte_equal(tmp_p
         embed_to_disk(TEXTS, killed, cache_dir=tmp_path / "resumed", fingerprint="f", options=options)
     (entry,) = [p for p in (tmp_path / "resumed").iterdir() if p.is_dir()]
     assert sorted(p.name for p in entry.iterdir() if p.suffix == ".npy") == [f"shard-0000{i}.npy" for i in range(3)]
-    (entry / "tmp-999-shard-00003.npy").write_bytes(b"half a shard")  # what a kill during a write leaves
+    killed_pid = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout
+    )
+    orphan = entry / f"tmp-{killed_pid}-shard-00003.npy"
+    orphan.write_bytes(b"half a shard")  # what a kill during a write leaves
     np.save(entry / "shard-00002.npy", np.zeros((4, 8), np.float32))  # a shard changed on disk: redone
 
     resumed = Counting()
     out = embed_to_disk(TEXTS, resumed, cache_dir=tmp_path / "resumed", fingerprint="f", options=options)
     assert [c[0] for c in resumed.calls] == [TEXTS[8], TEXTS[12], TEXTS[16], TEXTS[20]]  # shards 2..5 only
-    assert not (entry / "tmp-999-shard-00003.npy").exists()
+    assert not orphan.exists()
     (whole_entry,) = [p for p in (tmp_path / "whole").iterdir() if p.is_dir()]
     assert (entry / "embeddings.npy").read_bytes() == (whole_entry / "embeddings.npy").read_bytes()
     assert np.array_equal(out, whole)

@@ -120,6 +120,37 @@ def test_orphans_of_other_entries_are_left_alone(tmp_path):
     assert (other / "tmpLIVE1234").read_bytes() == b"being written"
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_only_temp_files_of_killed_runs_are_cleaned_from_an_entry(tmp_path):
+    """In the entry being computed, a live temporary file (``datasets`` writing a derived cache, e.g. the tokenised
+    set, of this entry in another process: fresh, its writer unknown) is kept; a dead process's ``tmp-<pid>-`` file
+    or folder and a temporary file nobody wrote to for 10 minutes are removed. The CI failure this guards: one
+    process's cleanup deleted the file another was about to rename into place."""
+    data = make_triplets(6)
+    attach_teacher_margins(data, TopicTeacher(), cache_dir=tmp_path)
+    [entry] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    live, old = entry / "tmpLIVE1234", entry / "tmpOLD5678"
+    live.write_bytes(b"being written")
+    old.write_bytes(b"left behind")
+    os.utime(old, (old.stat().st_atime, old.stat().st_mtime - 601))
+    dead_file, dead_folder = entry / f"tmp-{dead_pid()}-checksum.json", entry / f"tmp-{dead_pid()}-writing"
+    dead_file.write_text("{")
+    dead_folder.mkdir()
+    (dead_folder / "tmpabcd").write_bytes(b"half a map")
+    alive = entry / f"tmp-{os.getppid()}-checksum.json"  # a live process that is not this one
+    alive.write_text("{")
+    teacher = TopicTeacher()
+    attach_teacher_margins(data, teacher, cache_dir=tmp_path)
+    assert teacher.calls == 0  # a hit: the cleanup left the entry itself alone
+    assert live.read_bytes() == b"being written" and alive.exists()
+    assert not old.exists() and not dead_file.exists() and not dead_folder.exists()
+
+
 CONCURRENT_SCRIPT = """
 import json, sys, time
 from tests.conftest import TopicTeacher, make_triplets

@@ -113,8 +113,9 @@ from accelerate import PartialState
 from tests.conftest import TopicTeacher, make_triplets
 from hf_margin import attach_teacher_margins
 
-out, cache = sys.argv[1], sys.argv[2]
-state = PartialState(cpu=True)  # CPU processes: gloo (a plain PartialState() sees one process without CUDA)
+out, cache, preset = sys.argv[1], sys.argv[2], sys.argv[3] == "preset"
+if preset:  # as a training script does: TrainingArguments(use_cpu=True) sets up the state first
+    PartialState(cpu=True)
 teacher = TopicTeacher()
 seen = []
 original = teacher.score_pairs
@@ -123,18 +124,31 @@ def counting(queries, documents):
     return original(queries, documents)
 teacher.score_pairs = counting
 scored = attach_teacher_margins(make_triplets(37, seed=5, ragged=True), teacher, cache_dir=cache, batch_size=5)
-json.dump({"pairs": len(seen), "margins": list(scored["teacher_margins"]), "files": len(scored.cache_files)},
+state = PartialState()
+json.dump({"pairs": len(seen), "margins": list(scored["teacher_margins"]), "processes": state.num_processes},
           open(f"{out}-{state.process_index}.json", "w"))
 """
 
 
-def test_two_processes_split_scoring_and_write_one_identical_cache(tmp_path):
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "preset"),
+    [(accelerate_launch("multi-cpu.yaml"), "preset"), (TORCHRUN, "plain")],
+    ids=["accelerate-launch", "torchrun-no-state"],
+)
+def test_two_processes_split_scoring_and_write_one_identical_cache(tmp_path, launcher, preset):
     """Two processes score disjoint halves, the main one writes one cache equal to a one-process cache, and a
-    second launch finds the cache and scores nothing."""
-    launcher = accelerate_launch("multi-cpu.yaml")
-    r = run_python(SCORING_SCRIPT, tmp_path, str(tmp_path / "first"), str(tmp_path / "cache2"), launcher=launcher)
+    second launch finds the cache and scores nothing. Under torchrun on a CPU-only machine with no state set up
+    first, hf-margin joins the two processes itself (a plain ``PartialState()`` would see each alone, so both
+    would score everything and clean each other's temporary files: the CI failure of a DeepSpeed test)."""
+    r = run_python(
+        SCORING_SCRIPT, tmp_path, str(tmp_path / "first"), str(tmp_path / "cache2"), preset, launcher=launcher
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     first = [json.loads((tmp_path / f"first-{i}.json").read_text()) for i in range(2)]
+    assert first[0]["processes"] == first[1]["processes"] == 2
     data = make_triplets(37, seed=5, ragged=True)
     total_pairs = sum(1 + len(n) for n in data["negatives"])
     assert first[0]["pairs"] + first[1]["pairs"] == total_pairs
@@ -143,7 +157,9 @@ def test_two_processes_split_scoring_and_write_one_identical_cache(tmp_path):
     assert first[0]["margins"] == first[1]["margins"] == list(single["teacher_margins"])
     assert [p.name for p in (tmp_path / "cache2").iterdir()] == [p.name for p in (tmp_path / "cache1").iterdir()]
 
-    r = run_python(SCORING_SCRIPT, tmp_path, str(tmp_path / "again"), str(tmp_path / "cache2"), launcher=launcher)
+    r = run_python(
+        SCORING_SCRIPT, tmp_path, str(tmp_path / "again"), str(tmp_path / "cache2"), preset, launcher=launcher
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     again = [json.loads((tmp_path / f"again-{i}.json").read_text()) for i in range(2)]
     assert again[0]["pairs"] == again[1]["pairs"] == 0
@@ -255,13 +271,14 @@ attach_teacher_margins(make_triplets(50, seed=9), DiesMidway(), cache_dir=sys.ar
 
 
 def test_killed_scoring_leaves_no_cache_and_the_rerun_matches(tmp_path):
-    """Teacher scoring SIGKILLed midway leaves no cache file to be read, only the temporary file it was writing;
-    the next run removes that orphan, scores everything and writes a cache equal to an uninterrupted run's."""
+    """Teacher scoring SIGKILLed midway leaves no cache file to be read, only its private folder with the temporary
+    file it was writing; the next run removes that orphan (its process is gone), scores everything and writes a
+    cache equal to an uninterrupted run's."""
     cache = tmp_path / "cache"
     killed = run_python(KILLED_SCORING_SCRIPT, tmp_path, str(cache))
     assert killed.returncode == -9
     assert not list(cache.glob("teacher-margins-*/data.arrow"))
-    orphans = list(cache.glob("teacher-margins-*/tmp*"))
+    orphans = list(cache.glob("teacher-margins-*/tmp-*-writing/tmp*"))
     assert len(orphans) == 1 and orphans[0].stat().st_size > 0  # what the killed run was writing
     teacher = TopicTeacher()
     rerun = attach_teacher_margins(make_triplets(50, seed=9), teacher, cache_dir=cache, batch_size=8)

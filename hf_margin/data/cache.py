@@ -5,8 +5,9 @@ Each cache is a folder named by its fingerprint, ``<cache_dir>/<kind>-<fingerpri
 and ``checksum.json`` (SHA-256, row count and columns of ``data.arrow``, written after it). While a process
 computes or checks an entry it holds a lock (``<kind>-<fingerprint>.lock`` beside the folder), so two runs of
 the same scoring (two terminals) produce one cache: the second waits, then reads it. Under that lock, temporary
-files in the folder can only be left by a killed run, and are removed. A file that fails its check (cut short,
-emptied, overwritten, no checksum) is reported with its path, deleted and recomputed.
+files that a killed run left in the folder are removed (:func:`left_by_a_dead_run`), never one that a live run
+is writing. A file that fails its check (cut short, emptied, overwritten, no checksum) is reported with its
+path, deleted and recomputed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +27,13 @@ from typing import Any
 from datasets import Dataset
 from filelock import FileLock
 
+from hf_margin.processes import process_state
+
 logger = logging.getLogger(__name__)
 
 CHUNK = 8 * 2**20
+# A temporary file of a cache folder that nothing wrote to for this long is a killed run's (see left_by_a_dead_run).
+STALE_TEMP_SECONDS = 600.0
 
 
 @contextlib.contextmanager
@@ -45,6 +52,35 @@ def written_whole(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[P
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def left_by_a_dead_run(path: Path) -> bool:
+    """Whether a temporary file or folder in a cache folder can only be a killed run's leftover.
+
+    Under the entry's lock no writer of the entry itself is alive, but the folder also holds the caches of
+    datasets derived from it (tokenised, rescaled), which another run or process may be writing right now, under
+    ``datasets``' own temporary names. So: our ``tmp-<pid>-`` names are stale when their process is gone; any
+    temporary name when nothing under it was written for :data:`STALE_TEMP_SECONDS` (a live map writes every batch;
+    the pid of a run on another host sharing the cache says nothing here).
+    """
+    try:
+        times = [path.stat().st_mtime] + ([p.stat().st_mtime for p in path.iterdir()] if path.is_dir() else [])
+    except FileNotFoundError:  # its writer just renamed it into place
+        return False
+    if time.time() - max(times) >= STALE_TEMP_SECONDS:
+        return True
+    parts = path.name.split("-", 2)
+    if not (len(parts) == 3 and parts[0] == "tmp" and parts[1].isdigit()):
+        return False
+    if int(parts[1]) == os.getpid():  # this process holds the lock and writes no such name yet: a reused pid
+        return True
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -84,11 +120,14 @@ class CacheEntry:
         """Hold the entry's lock; then remove temporary files that only a killed run can have left."""
         with FileLock(str(self.folder.with_name(self.folder.name + ".lock"))):
             self.folder.mkdir(parents=True, exist_ok=True)
-            for stale in [p for p in self.folder.iterdir() if p.name.startswith("tmp")]:
+            for stale in [p for p in self.folder.iterdir() if p.name.startswith("tmp") and left_by_a_dead_run(p)]:
                 logger.warning(
                     "Removing %s, left by a run that was killed while writing the %s", stale, self.description
                 )
-                stale.unlink(missing_ok=True)
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
             try:
                 yield
             finally:
@@ -148,11 +187,9 @@ class CacheEntry:
         process calls ``on_miss`` (which may run a collective step, e.g. split the work) and the main one maps the
         function it returns; the others then read what it wrote.
         """
-        from accelerate import PartialState
         from accelerate.utils import broadcast_object_list
 
-        state = PartialState()
-        result = None
+        state = process_state()
         with self.locked() if state.is_main_process else contextlib.nullcontext():
             hit = (
                 [load and self.usable(None if any_rows else len(dataset) if rows is None else rows, columns)]
@@ -163,16 +200,24 @@ class CacheEntry:
                 broadcast_object_list(hit)  # every process takes the same branch
             if not hit[0] and on_miss is not None:
                 function = on_miss()
-            if state.is_main_process:
-                result = dataset.map(
-                    function, cache_file_name=str(self.data_file), load_from_cache_file=hit[0], **kwargs
-                )
-                if not hit[0]:
-                    self.seal()
+            if state.is_main_process and not hit[0]:
+                self._write(dataset, function, **kwargs)
         state.wait_for_everyone()
-        if result is None:
-            result = dataset.map(function, cache_file_name=str(self.data_file), load_from_cache_file=True, **kwargs)
-        return result
+        return dataset.map(function, cache_file_name=str(self.data_file), load_from_cache_file=True, **kwargs)
+
+    def _write(self, dataset: Dataset, function: Any, **kwargs: Any) -> None:
+        """Map into a folder of this process's own (``tmp-<pid>-writing``, where ``datasets`` also puts its temporary
+        file), rename the result into place and seal it. A kill leaves only that folder, which the next run removes
+        as soon as it sees the process gone, while temporary files of live runs in the entry folder are kept."""
+        private = self.folder / f"tmp-{os.getpid()}-writing"
+        shutil.rmtree(private, ignore_errors=True)
+        private.mkdir()
+        try:
+            dataset.map(function, cache_file_name=str(private / self.file_name), load_from_cache_file=False, **kwargs)
+            os.replace(private / self.file_name, self.data_file)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        self.seal()
 
     def seal(self, rows: int | None = None, columns: Sequence[str] | None = None) -> None:
         """Write ``checksum.json`` for the data file just written (to a temporary name, then renamed); ``rows`` and

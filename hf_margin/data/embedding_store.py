@@ -33,6 +33,7 @@ from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
 from hf_margin.data.cache import CacheEntry, file_sha256, written_whole
+from hf_margin.processes import process_state
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,6 @@ def embed_to_disk(
     Returns:
         ``(N, H)`` read-only ``numpy.memmap`` of ``options.dtype``, the same on every process.
     """
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
     options = options or DiskEmbeddings()
@@ -170,7 +170,7 @@ def embed_to_disk(
         raise ValueError("no text to embed")
     name = Hasher.hash(["embeddings", EMBEDDINGS_VERSION, fingerprint, options.fingerprint(), normalize, num_texts])
     entry = CacheEntry.create(cache_dir, "embeddings", name, description, file_name="embeddings.npy")
-    state = PartialState()
+    state = process_state()
     num_shards = -(-num_texts // options.shard_size)
     with entry.locked() if state.is_main_process else contextlib.nullcontext():
         hit = [entry.usable(rows=num_texts)] if state.is_main_process else [None]

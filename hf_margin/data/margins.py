@@ -35,6 +35,7 @@ from hf_margin.data.columns import (
     validate_triplets,
 )
 from hf_margin.models.scoring import TeacherScorer
+from hf_margin.processes import process_state
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def map_scores(
 ) -> Dataset:
     """``score`` mapped over ``dataset`` into the cache ``entry``; under several processes each scores its share
     (:func:`_score_shards`) and the main process writes the gathered ``columns``."""
-    state = PartialState()
+    state = process_state()
 
     def score_in_shards() -> Callable:
         """Several processes: each scores its share of the rows; the main process maps the gathered scores."""
@@ -381,7 +382,7 @@ def _attach_streaming(
         )
     fingerprint = Hasher.hash(["teacher-margins-stream", SCORING_VERSION, data_fingerprint, teacher.fingerprint])
     entry = scores_cache_entry(dataset, cache_dir, "teacher-margins-stream", fingerprint)
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         with entry.locked():
             if not (load_from_cache_file and entry.usable(None, TEACHER_COLUMNS)):

@@ -17,12 +17,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from hf_margin.models.modeling import encode, load_student, loading_whole, similarity
+from hf_margin.processes import process_state
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class _TransformersScorer:
         device: str | torch.device | None = None,
         show_progress: bool = True,
     ) -> None:
-        self.device = torch.device(device) if device is not None else PartialState().device
+        self.device = torch.device(device) if device is not None else process_state().device
         weight = next(iter((*model.parameters(), *model.buffers())))  # an ONNX encoder holds a buffer only
         self.model = model if weight.device == self.device else model.to(self.device)
         self.tokenizer = tokenizer
