@@ -27,7 +27,7 @@ from typing import Any
 from datasets import Dataset
 from filelock import FileLock
 
-from hf_margin.processes import process_state
+from hf_margin.data.processes import process_state
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
 from hf_margin.data.cache import CacheEntry, file_sha256, written_whole
-from hf_margin.processes import process_state
+from hf_margin.data.processes import process_state
 
 logger = logging.getLogger(__name__)
 

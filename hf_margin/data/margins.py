@@ -34,8 +34,8 @@ from hf_margin.data.columns import (
     negatives_of,
     validate_triplets,
 )
+from hf_margin.data.processes import process_state
 from hf_margin.models.scoring import TeacherScorer
-from hf_margin.processes import process_state
 
 logger = logging.getLogger(__name__)
 

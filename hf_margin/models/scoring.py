@@ -21,8 +21,8 @@ from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
+from hf_margin.data.processes import process_state
 from hf_margin.models.modeling import encode, load_student, loading_whole, similarity
-from hf_margin.processes import process_state
 
 logger = logging.getLogger(__name__)
 
