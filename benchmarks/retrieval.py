@@ -62,6 +62,7 @@ ARMS: dict[str, list[str]] = {
     "mpnet-6l-gold": ["--teacher", MPNET, *ALL_LAYERS, "--gold_split", "train"],
     # both teachers at once: the mean of mpnet's and MiniLM's cosine scores ranks the corpus and gives the margins
     "mean-6l-nolabel": ["--teacher", MPNET, "--teacher_ensemble", ALL_LAYERS[1], *ALL_LAYERS],
+    "mean-6l-gold": ["--teacher", MPNET, "--teacher_ensemble", ALL_LAYERS[1], *ALL_LAYERS, "--gold_split", "train"],
     "mean-2l-nolabel": [
         "--teacher",
         MPNET,
