@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # A CPU build of torch where no CUDA driver is present (it lies on disk on the dev machines).
-TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.6" || echo "torch==2.13.0")
 EXTRAS ?= dev,st,minilm,deepspeed
 LINT_PATHS := $(wildcard hf_margin tests scripts benchmarks)
 RECIPE ?= recipes/stsb-adaptive.yaml
