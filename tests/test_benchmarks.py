@@ -736,3 +736,24 @@ def test_the_labels_recipe_is_the_benchmarked_arm():
         names = [f.name for f in dataclasses.fields(ours) if f.init and f.name not in where]
         assert {n: getattr(ours, n) for n in names if getattr(ours, n) != getattr(theirs, n)} == {}
     assert shipped[-1].embedding_weight == 1 and shipped[-1].overshoot_width is None
+
+
+def test_the_mean_labels_recipe_is_the_benchmarked_arm():
+    """recipes/scifact-mean-labels.yaml ships the run of BENCHMARKS section 10, thirteenth round (70.64 on seed 42):
+    the mean-6l-gold arm with its options, less the flags that only skipped the report's other figures."""
+    sys.path.insert(0, str(ROOT))
+    import benchmarks.retrieval as retrieval
+    from benchmarks.common import read_jsonl
+    from hf_margin.app.recipes import parse_recipe
+
+    record = next(r for r in read_jsonl(retrieval.OUT) if r["arm"] == "mean-6l-gold" and r["seed"] == 42)
+    skipped = ["--eval_teacher", "false", "--eval_before", "false", "--measure_speed", "false"]
+    assert record["variant"].endswith(" ".join(skipped)) and record["figures"]["ndcg@10"]["after"] > 70
+    extra = record["variant"].split()[: -len(skipped)]
+    measured = parse_recipe(retrieval.RECIPE, [*retrieval.ARMS["mean-6l-gold"], *retrieval.MARGINS_ONLY, *extra])
+    shipped = parse_recipe(ROOT / "recipes" / "scifact-mean-labels.yaml")
+    where = {"output_dir", "run_name", "logging_dir"}  # each recipe names its own output folder
+    for ours, theirs in zip(shipped, measured):
+        names = [f.name for f in dataclasses.fields(ours) if f.init and f.name not in where]
+        assert {n: getattr(ours, n) for n in names if getattr(ours, n) != getattr(theirs, n)} == {}
+    assert shipped[0].teacher_ensemble == ["sentence-transformers/all-MiniLM-L6-v2"] == [shipped[0].embedding_teacher]
