@@ -757,3 +757,29 @@ def test_the_mean_labels_recipe_is_the_benchmarked_arm():
         names = [f.name for f in dataclasses.fields(ours) if f.init and f.name not in where]
         assert {n: getattr(ours, n) for n in names if getattr(ours, n) != getattr(theirs, n)} == {}
     assert shipped[0].teacher_ensemble == ["sentence-transformers/all-MiniLM-L6-v2"] == [shipped[0].embedding_teacher]
+
+
+def test_teacher_speed_times_a_mean_score_pair_and_a_cut_student_alternately(tmp_path):
+    """benchmarks/teacher_speed.py: each round times the student and the whole teacher (both members of a
+    mean-score pair) on the same 256 SciFact documents at the same length; the record keeps every round and the
+    median of their speedups."""
+    from tests.conftest import write_tiny_teacher
+
+    a, b = write_tiny_teacher(tmp_path / "a"), write_tiny_teacher(tmp_path / "b")
+    out = tmp_path / "speed.jsonl"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    options = ["--teacher", str(a), "--teacher_ensemble", str(b), "--student", str(a), "--student_layers", "0"]
+    options += ["--max_length", "32", "--rounds", "2", "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/teacher_speed.py", *options],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["teacher"] == f"{a} + {b} (mean score)" and record["student_layers"] == [0]
+    assert len(record["rounds"]) == 2
+    for r in record["rounds"]:
+        assert r["student"]["texts"] == r["teacher"]["texts"] == 256
+        assert r["student"]["max_length"] == r["teacher"]["max_length"] == 32
+        assert r["speedup"] == pytest.approx(r["student"]["texts_per_s"] / r["teacher"]["texts_per_s"])
+    assert record["median_speedup"] == pytest.approx(statistics.median(r["speedup"] for r in record["rounds"]))
