@@ -22,10 +22,10 @@ from transformers import AutoTokenizer
 from benchmarks.common import RESULTS, append_jsonl, machine, tree_is_clean
 from hf_margin.app.arguments import ModelArguments
 from hf_margin.app.loading import load_teacher, teacher_name
-from hf_margin.app.report import texts_for_speed
+from hf_margin.app.report import speed_line, texts_for_speed
 from hf_margin.app.tasks.retrieval import SHIPPED_SCIFACT
 from hf_margin.evaluation.evaluators import RetrievalEvaluator
-from hf_margin.evaluation.throughput import encoding_throughput
+from hf_margin.evaluation.throughput import encoding_throughput, speed_summary
 from hf_margin.models.kind import StudentKind
 from hf_margin.models.resolve import resolve_model
 
@@ -56,11 +56,13 @@ def main() -> None:
 
     rounds = []
     for i in range(args.rounds):
-        s = encoding_throughput(student, texts, max_length=args.max_length)
-        t = encoding_throughput(teacher, texts, max_length=args.max_length)
-        rounds.append({"student": s, "teacher": t, "speedup": s["texts_per_s"] / t["texts_per_s"]})
-        print(f"round {i + 1}: student {s['texts_per_s']:.1f} texts/s, teacher {t['texts_per_s']:.2f}, "
-              f"{rounds[-1]['speedup']:.2f}x", flush=True)  # fmt: skip
+        rounds.append(
+            speed_summary(
+                encoding_throughput(student, texts, max_length=args.max_length),
+                encoding_throughput(teacher, texts, max_length=args.max_length),
+            )
+        )
+        print(f"round {i + 1}: {speed_line(rounds[-1])}", flush=True)
     speedups = [r["speedup"] for r in rounds]
     record = {
         "teacher": teacher_name(model_args, args.teacher),
