@@ -41,18 +41,22 @@ GOLD_ONLY = ["--unlabelled_file", "none"]
 FIRST_TWO_LAYERS = ["--student_layers", "0", "1"]
 
 
+# the instruction sets an int8 or bf16 kernel's speed turns on: two CPUs both named "AMD EPYC" may differ here
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
 def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    cpu = platform.processor() or ""
+    """What the figures were measured on (``isa``: which of :data:`ISA_FLAGS` the CPU has, where Linux says)."""
+    cpu, flags = platform.processor() or "", set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines())
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        cpu, flags = fields.get("model name", cpu), set(fields.get("flags", "").split())
+    except (OSError, ValueError):
         pass
     return {
         "cpu": cpu,
+        "isa": [flag for flag in ISA_FLAGS if flag in flags],
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -61,6 +65,15 @@ def machine() -> dict[str, Any]:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip(),
     }
+
+
+def int8_instructions(record_machine: dict[str, Any]) -> str:
+    """The widest int8 multiply-add a record's CPU has (:func:`machine`'s ``isa``): what sets an int8 model's speed."""
+    isa = record_machine.get("isa")
+    if isa is None:
+        return "not recorded"
+    names = {"amx_int8": "AMX", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "avx2": "AVX2, no VNNI"}
+    return next((label for flag, label in names.items() if flag in isa), "no AVX2")
 
 
 def tree_is_clean() -> bool:

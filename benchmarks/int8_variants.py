@@ -22,7 +22,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, append_jsonl, machine, read_jsonl, tree_is_clean  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    append_jsonl,
+    int8_instructions,
+    machine,
+    read_jsonl,
+    tree_is_clean,
+)
 
 OUT = RESULTS / "int8_variants.jsonl"
 SCIFACT = ROOT / "hf_margin" / "app" / "data" / "scifact"
@@ -124,8 +131,8 @@ def report(records: list[dict[str, Any]]) -> str:
     """Markdown: per file, documents/s and queries/s with the speed-up over the same run's PyTorch student."""
     lines = [
         "| student | file | abstracts/s (batches of 32) | vs PyTorch | claims/s (one at a time) | vs PyTorch | "
-        "min cosine | commit |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "min cosine | CPU's int8 instructions | commit |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
         base = r["variants"]["pytorch fp32"]
@@ -134,6 +141,7 @@ def report(records: list[dict[str, Any]]) -> str:
                 f"| {r['student']} | {name} | {v['documents_per_s']:.1f} | "
                 f"{v['documents_per_s'] / base['documents_per_s']:.2f}x | {v['queries_per_s']:.1f} | "
                 f"{v['queries_per_s'] / base['queries_per_s']:.2f}x | {v['min_cosine']:.4f} | "
+                f"{int8_instructions(r['machine'])} | "
                 f"{r['machine']['commit']}{'' if r['clean_tree'] else ' (dirty)'} |"
             )
     return "\n".join(lines)

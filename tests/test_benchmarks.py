@@ -373,6 +373,7 @@ def test_the_first_screen_of_benchmarks_is_printed_from_the_committed_results(ca
     assert "targets too) | 62.47 ± 0.58 (3,301 teacher-built triplets; seeds 42, 43, 44) | – | 64.51 |" in out
     assert "one-sided hinge) | – | 64.76 ± 0.79 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
     assert "yaml`) | – | 66.68 ± 0.38 (917 gold + 1,101 teacher-built triplets; seeds 42, 43, 44) |" in out
+    assert "scifact-mean-labels.yaml`) | – | 70.64 (917 gold + 1,101 teacher-built triplets; seed 42) |" in out
     assert "32; 1 thread, commit 8317caa) | 39 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
     assert "32; 2 threads, commit 2055f77) | 15 min with a stub encoder, recall@30 0.975 on 1,000 sampled" in out
     assert "| 10,000,000 texts on one GPU | the exact search, every text a query: 9.6 min on the NVIDIA H200" in out
@@ -716,8 +717,28 @@ def test_int8_variants_report_puts_each_file_beside_its_runs_pytorch_student():
         "clean_tree": True,
     }
     rows = int8_variants.report([record]).splitlines()
-    assert rows[2] == "| s | pytorch fp32 | 50.0 | 1.00x | 250.0 | 1.00x | 0.9900 | abc1234 |"
-    assert rows[3] == "| s | shipped: fused, per channel, 7-bit | 92.5 | 1.85x | 775.0 | 3.10x | 0.9900 | abc1234 |"
+    assert rows[2] == "| s | pytorch fp32 | 50.0 | 1.00x | 250.0 | 1.00x | 0.9900 | not recorded | abc1234 |"
+    assert rows[3] == (
+        "| s | shipped: fused, per channel, 7-bit | 92.5 | 1.85x | 775.0 | 3.10x | 0.9900 | not recorded | abc1234 |"
+    )
+    record["machine"]["isa"] = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    assert "| 0.9900 | AVX-512 VNNI | abc1234 |" in int8_variants.report([record])
+
+
+def test_machine_names_the_cpus_int8_instructions(monkeypatch, tmp_path):
+    """Two CPUs that both call themselves "AMD EPYC" differ in what int8 runs on: the record keeps the flags."""
+    from benchmarks import common
+
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "processor\t: {n}\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 {extra}\n"
+    cpuinfo.write_text(block.format(n=0, extra="avx512f avx512_vnni") + "\n" + block.format(n=1, extra="amx_int8"))
+    real_path = common.Path
+    monkeypatch.setattr(common, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    record = common.machine()
+    assert record["cpu"] == "AMD EPYC" and record["isa"] == ["avx2", "avx512f", "avx512_vnni"]
+    assert common.int8_instructions(record) == "AVX-512 VNNI"
+    assert common.int8_instructions({"isa": ["avx2"]}) == "AVX2, no VNNI"
+    assert common.int8_instructions({"isa": ["avx2", "avx512_vnni", "amx_int8"]}) == "AMX"
 
 
 def test_the_labels_recipe_is_the_benchmarked_arm():
